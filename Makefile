@@ -1,0 +1,47 @@
+# Thin wrappers over the trtrepo command line; `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+WEIGHTS ?= random
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test repo validate serve perf bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install: $(STAMP)  ## create .venv with torch, onnxruntime, tritonserver (nvidia-pytriton), perf_analyzer (tritonclient)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[test]"
+	tools/install-system-libs.sh $(BIN)/python
+	touch $(STAMP)
+
+demo: install  ## build the CPU repository, serve it, classify sample photos, run a short perf sweep (WEIGHTS=random|imagenet|PATH)
+	$(BIN)/trtrepo demo --weights $(WEIGHTS)
+
+test: install  ## unit and integration tests (starts the real tritonserver and perf_analyzer)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+repo: install  ## build model_repository/ from repo.toml (WEIGHTS=imagenet|random|PATH)
+	$(BIN)/trtrepo repo --plan repo.toml --weights $(WEIGHTS)
+
+validate: install  ## check model_repository/ against Triton's config schema
+	$(BIN)/trtrepo validate model_repository
+
+serve: install  ## serve model_repository/ on ports 8000 (http), 8001 (grpc), 8002 (metrics)
+	$(BIN)/trtrepo serve --model-repository model_repository
+
+perf: install  ## sweep instance counts x concurrency on model_repository/ (results in perf/results)
+	$(BIN)/trtrepo perf --model-repository model_repository
+
+bench: install  ## in-process vs served throughput and ratios to the PyTorch baseline (results in perf/results)
+	$(BIN)/trtrepo bench --model-repository model_repository
+
+clean:  ## remove the virtual environment, generated models and results
+	rm -rf $(VENV) perf/results
+	find model_repository -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

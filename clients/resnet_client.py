@@ -1,0 +1,61 @@
+"""Classify images with a ResNet50 variant served by Triton: top-k ImageNet labels with scores.
+
+    python clients/resnet_client.py IMAGE_OR_FOLDER... [--url HOST:PORT] [--protocol http|grpc] [--model NAME]
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from trtrepo.client import InferenceClient, collect_images
+from trtrepo.errors import run_app
+from trtrepo.models import get_model
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+class Protocol(str, Enum):
+    http = "http"
+    grpc = "grpc"
+
+
+def classify(
+    images: list[Path], model: str, url: str | None, protocol: str, batch_size: int, top_k: int
+) -> list[list[tuple[str, float]]]:
+    """Preprocess with the model spec, infer through Triton, postprocess: one top-k list per image."""
+    spec = get_model("resnet50")
+    samples = {spec.inputs[0].name: np.stack([spec.preprocess(path) for path in images])}
+    client = InferenceClient(model, url=url, protocol=protocol)
+    return spec.postprocess(client.infer_batches(samples, batch_size), top_k)
+
+
+@app.command()
+def main(
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of images.", show_default=False)],
+    url: Annotated[Optional[str], typer.Option(help="Server address; default localhost:8000 (http) or :8001 (grpc).")] = None,
+    protocol: Annotated[Protocol, typer.Option(help="Triton protocol.")] = Protocol.http,
+    model: Annotated[str, typer.Option(help="Any ResNet50 variant in the repository.")] = "resnet50_onnxruntime_fp32",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per request (capped at the model's max_batch_size).")] = 8,
+    top_k: Annotated[int, typer.Option(min=1, max=1000, help="Labels to print per image.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Print the top-k ImageNet labels of each image, as classified by MODEL on the server."""
+    paths = collect_images(images)
+    results = classify(paths, model, url, protocol.value, batch_size, top_k)
+    if as_json:
+        print(json.dumps([{"image": str(p), "top": [{"label": l, "score": s} for l, s in r]} for p, r in zip(paths, results)], indent=2))
+        return
+    for path, result in zip(paths, results):
+        print(f"{path}:")
+        for label, score in result:
+            print(f"  {score:7.4f}  {label}")
+
+
+if __name__ == "__main__":
+    run_app(app)

@@ -1,0 +1,1 @@
+"""Performance sweeps: perf_analyzer over instance counts and concurrency, tables and plots."""

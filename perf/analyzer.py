@@ -1,0 +1,84 @@
+"""perf_analyzer, the load generator: find it, run one measurement, parse its CSV."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from trtrepo.errors import UserError
+
+
+@dataclass(frozen=True)
+class PerfPoint:
+    """One perf_analyzer measurement. Throughput counts samples (requests x batch) per second; times in ms."""
+
+    variant: str
+    instances: int
+    concurrency: int
+    batch_size: int
+    throughput: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    queue_ms: float
+    compute_ms: float
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def find_perf_analyzer() -> tuple[Path, dict[str, str]]:
+    """perf_analyzer from this environment's tritonclient wheel (or PATH), with libcudart.so.12 on its path."""
+    beside_python = Path(sys.executable).parent / "perf_analyzer"
+    found = beside_python if beside_python.is_file() else shutil.which("perf_analyzer")
+    if not found:
+        raise UserError("perf_analyzer not found; `make install` brings it with tritonclient[all]==2.50")
+    env = dict(os.environ)
+    cuda = importlib.util.find_spec("nvidia.cuda_runtime")
+    if cuda is not None and cuda.submodule_search_locations:
+        lib = Path(list(cuda.submodule_search_locations)[0]) / "lib"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(lib), env.get("LD_LIBRARY_PATH", "")) if p)
+    return Path(found), env
+
+
+def measure(
+    variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, instances: int
+) -> PerfPoint:
+    """Run perf_analyzer once against a loaded model (gRPC, random input data) and return its figures."""
+    binary, env = find_perf_analyzer()
+    with tempfile.TemporaryDirectory(prefix="trtrepo-pa-") as scratch:
+        report = Path(scratch) / "pa.csv"
+        command = [
+            str(binary), "-m", variant, "-u", grpc_url, "-i", "grpc", "-b", str(batch_size),
+            "--concurrency-range", f"{concurrency}:{concurrency}",
+            "--measurement-interval", str(measurement_ms),
+            # Three windows are measured; a noisy CPU rarely meets the default 10% stability, so accept them.
+            "--max-trials", "3", "--stability-percentage", "999",
+            "-f", str(report),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        if result.returncode != 0 or not report.is_file():
+            output = (result.stderr + result.stdout).strip().splitlines() or ["no output"]
+            hint = "; install Debian's libb64-0d" if "libb64" in output[-1] else ""
+            raise UserError(f"perf_analyzer on {variant} failed: {output[-1]}{hint}")
+        row = next(csv.DictReader(report.open()))
+    return PerfPoint(
+        variant=variant,
+        instances=instances,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        throughput=float(row["Inferences/Second"]),
+        p50_ms=float(row["p50 latency"]) / 1000,
+        p95_ms=float(row["p95 latency"]) / 1000,
+        p99_ms=float(row["p99 latency"]) / 1000,
+        queue_ms=float(row["Server Queue"]) / 1000,
+        compute_ms=sum(float(row[k]) for k in ("Server Compute Input", "Server Compute Infer", "Server Compute Output")) / 1000,
+    )

@@ -1,0 +1,125 @@
+"""Instance-count x concurrency sweeps through perf_analyzer, and the study's Table-4-shaped report."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from trtrepo.client import InferenceClient
+from trtrepo.config import Variant, config_to_json, with_instances
+from trtrepo.errors import UserError
+from trtrepo.perf.analyzer import PerfPoint, measure
+
+
+def sweep(
+    grpc_url: str,
+    variants: list[str],
+    instance_counts: list[int],
+    concurrencies: list[int],
+    batch_size: int,
+    measurement_ms: int,
+    on_point: Callable[[PerfPoint], None] = lambda _: None,
+) -> list[PerfPoint]:
+    """For each variant and instance count: reload the model with that many instances, measure each concurrency.
+
+    Needs a server in explicit model-control mode; each variant's original config is restored afterwards.
+    """
+    points = []
+    for variant in variants:
+        client = InferenceClient(variant, url=grpc_url, protocol="grpc")
+        original = client.config
+        if batch_size > max(original.max_batch_size, 1):
+            raise UserError(f"batch size {batch_size} exceeds {variant}'s max_batch_size {original.max_batch_size}")
+        try:
+            for count in instance_counts:
+                client.load_model(variant, config_to_json(with_instances(original, count)))
+                for concurrency in concurrencies:
+                    point = measure(variant, grpc_url, batch_size, concurrency, measurement_ms, count)
+                    points.append(point)
+                    on_point(point)
+        finally:
+            client.load_model(variant, config_to_json(original))
+    return points
+
+
+def write_csv(points: list[PerfPoint], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=PerfPoint.columns())
+        writer.writeheader()
+        writer.writerows(asdict(p) for p in points)
+    return path
+
+
+def read_csv(path: Path) -> list[PerfPoint]:
+    with Path(path).open() as file:
+        rows = list(csv.DictReader(file))
+    types = {name: type_ for name, type_ in zip(PerfPoint.columns(), (str, int, int, int, *[float] * 6))}
+    return [PerfPoint(**{k: types[k](v) for k, v in row.items()}) for row in rows]
+
+
+def markdown_table(points: list[PerfPoint]) -> str:
+    """One table per model. Rows: (instances, concurrency); columns: each variant's throughput and p99,
+    and its throughput ratio to the model's eager-PyTorch fp32 baseline, as in the study's Table 4."""
+    by_key = {(p.variant, p.instances, p.concurrency): p for p in points}
+    variants = list(dict.fromkeys(p.variant for p in points))
+    sections = []
+    for model in dict.fromkeys(Variant.parse(v).model for v in variants):
+        mine = [v for v in variants if Variant.parse(v).model == model]
+        baseline = Variant.parse(mine[0]).baseline
+        others = [v for v in mine if v != baseline] if baseline in mine else []
+        header = ["instances", "concurrency"] + [f"{v} samples/s (p99 ms)" for v in mine] + [f"{v} / baseline" for v in others]
+        lines = [f"## {model}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for instances, concurrency in dict.fromkeys((p.instances, p.concurrency) for p in points if p.variant in mine):
+            cells = [str(instances), str(concurrency)]
+            for v in mine:
+                point = by_key.get((v, instances, concurrency))
+                cells.append(f"{point.throughput:.1f} ({point.p99_ms:.0f})" if point else "-")
+            base = by_key.get((baseline, instances, concurrency))
+            for v in others:
+                point = by_key.get((v, instances, concurrency))
+                cells.append(f"{point.throughput / base.throughput:.2f}x" if point and base and base.throughput else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append(f"Baseline: {baseline}." if others else f"No baseline ({baseline}) measured: no ratios.")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) + "\n\nThroughput counts samples per second; p99 is the request latency.\n"
+
+
+def plot(points: list[PerfPoint], path: Path) -> Path:
+    """Throughput against instance count (highest concurrency) and p99 latency against throughput."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    top = max(p.concurrency for p in points)
+    for variant in dict.fromkeys(p.variant for p in points):
+        mine = [p for p in points if p.variant == variant]
+        at_top = sorted((p for p in mine if p.concurrency == top), key=lambda p: p.instances)
+        left.plot([p.instances for p in at_top], [p.throughput for p in at_top], marker="o", label=variant)
+        ordered = sorted(mine, key=lambda p: p.throughput)
+        right.plot([p.throughput for p in ordered], [p.p99_ms for p in ordered], marker="o", label=variant)
+    left.set(xlabel="model instances", ylabel="throughput (samples/s)", title=f"Throughput vs instances (concurrency {top})")
+    left.xaxis.get_major_locator().set_params(integer=True)
+    right.set(xlabel="throughput (samples/s)", ylabel="p99 latency (ms)", title="Latency vs throughput")
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def write_report(points: list[PerfPoint], out_dir: Path) -> dict[str, Path]:
+    """sweep.csv, sweep.md and sweep.png in out_dir."""
+    out_dir = Path(out_dir)
+    table = out_dir / "sweep.md"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.write_text("# Throughput against model instances\n\n" + markdown_table(points))
+    return {"csv": write_csv(points, out_dir / "sweep.csv"), "markdown": table, "plot": plot(points, out_dir / "sweep.png")}

@@ -1,0 +1,43 @@
+"""The command line as users meet it: help, flag errors, and in-place config edits."""
+
+from __future__ import annotations
+
+import shutil
+
+from conftest import trtrepo
+from trtrepo.config import read_config
+
+
+def test_help_lists_every_command():
+    result = trtrepo("--help")
+    assert result.returncode == 0
+    for command in ("export", "build", "repo", "config", "validate", "serve", "perf", "bench", "demo"):
+        assert f"  {command} " in result.stdout
+
+
+def test_config_edits_instances_and_batching_in_place(small_repo, tmp_path):
+    model_dir = tmp_path / "resnet50_onnxruntime_fp32"
+    shutil.copytree(small_repo / model_dir.name, model_dir)
+    result = trtrepo("config", str(model_dir), "--instances", "3", "--preferred-batch-sizes", "2", "--no-warmup")
+    assert result.returncode == 0, result.stderr
+    config = read_config(model_dir / "config.pbtxt")
+    assert config.instance_group[0].count == 3
+    assert list(config.dynamic_batching.preferred_batch_size) == [2]
+    assert not config.model_warmup and config.max_batch_size == 4  # untouched fields stay
+
+
+def test_bad_input_gives_one_line_and_non_zero_exit(small_repo, tmp_path):
+    cases = [
+        (("config", str(small_repo / "resnet50_onnxruntime_fp32"), "--preferred-batch-sizes", "64"), "outside 1..max_batch_size"),
+        (("config", str(tmp_path), "--instances", "2"), "cannot read"),
+        (("perf", "--instances", "one"), "comma-separated whole numbers"),
+        (("perf", "--model-repository", str(tmp_path)), "no models"),
+        (("serve", "--model-repository", str(tmp_path / "absent")), "does not exist"),
+        (("build", "resnet50", "--engine", "tensorflow"), "(see --help)"),
+        (("repo", "--plan", str(tmp_path / "absent.toml")), "cannot read plan"),
+    ]
+    for args, message in cases:
+        result = trtrepo(*args)
+        assert result.returncode != 0, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, result.stderr)

@@ -1,0 +1,113 @@
+"""Config generation through Triton's protobuf schema (unit tests, no server)."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from trtrepo.config import (
+    ServingOptions,
+    Variant,
+    apply_serving_options,
+    config_from_json,
+    config_to_json,
+    model_config,
+    read_config,
+    serving_options_of,
+    with_instances,
+    write_config,
+)
+from trtrepo.engines import get_engine
+from trtrepo.errors import UserError
+from trtrepo.models import get_model
+
+
+def resnet_config(native: bool, options: ServingOptions = ServingOptions()) -> pb.ModelConfig:
+    return model_config("resnet50_onnxruntime_fp32", get_model("resnet50"), get_engine("onnxruntime"), "fp32", native, options)
+
+
+def test_native_onnxruntime_config_uses_platform_and_model_file():
+    config = resnet_config(native=True)
+    assert config.platform == "onnxruntime_onnx"
+    assert config.default_model_filename == "model.onnx"
+    assert not config.backend and not config.parameters
+
+
+def test_python_backend_config_names_engine_and_artifact():
+    config = resnet_config(native=False)
+    assert config.backend == "python" and not config.platform
+    assert {k: v.string_value for k, v in config.parameters.items()} == {
+        "model": "resnet50", "engine": "onnxruntime", "precision": "fp32", "artifact": "model.onnx"}
+
+
+def test_tensors_batching_instances_and_warmup_follow_spec_and_options():
+    options = ServingOptions(max_batch_size=16, instances=3, kind="gpu", gpus=(0, 1), preferred_batch_sizes=(8, 16),
+                             max_queue_delay_us=500, warmup=True)
+    config = resnet_config(native=True, options=options)
+    assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("input", pb.TYPE_FP32, [3, 224, 224])]
+    assert [(t.name, list(t.dims)) for t in config.output] == [("logits", [1000])]
+    assert config.max_batch_size == 16
+    assert list(config.dynamic_batching.preferred_batch_size) == [8, 16]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    (group,) = config.instance_group
+    assert (group.count, group.kind, list(group.gpus)) == (3, pb.ModelInstanceGroup.KIND_GPU, [0, 1])
+    (warmup,) = config.model_warmup
+    assert warmup.inputs["input"].random_data and list(warmup.inputs["input"].dims) == [3, 224, 224]
+
+
+def test_serving_options_round_trip_through_pbtxt(tmp_path):
+    options = ServingOptions(max_batch_size=8, instances=2, preferred_batch_sizes=(4,), warmup=False)
+    write_config(resnet_config(native=False, options=options), tmp_path)
+    text = (tmp_path / "config.pbtxt").read_text()
+    assert 'backend: "python"' in text and "KIND_CPU" in text
+    assert serving_options_of(read_config(tmp_path / "config.pbtxt")) == options
+
+
+def test_reapplying_options_replaces_rather_than_appends():
+    config = resnet_config(native=True)
+    apply_serving_options(config, ServingOptions(instances=4, warmup=False, preferred_batch_sizes=(2,)))
+    assert len(config.instance_group) == 1 and config.instance_group[0].count == 4
+    assert not config.model_warmup
+    assert list(config.dynamic_batching.preferred_batch_size) == [2]
+
+
+def test_with_instances_copies_and_json_round_trips():
+    config = resnet_config(native=True)
+    scaled = with_instances(config, 5)
+    assert scaled.instance_group[0].count == 5 and config.instance_group[0].count == 1
+    assert config_from_json(config_to_json(scaled)) == scaled
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"max_batch_size": 0}, "max_batch_size"),
+    ({"instances": 0}, "instances"),
+    ({"kind": "tpu"}, "instance kind"),
+    ({"preferred_batch_sizes": (16,)}, "outside 1..max_batch_size"),
+    ({"max_queue_delay_us": -1}, "max_queue_delay_us"),
+])
+def test_bad_serving_options_are_one_line_errors(changes, message):
+    with pytest.raises(UserError, match=message):
+        ServingOptions().updated(**changes)
+
+
+def test_read_config_reports_syntax_errors_with_path(tmp_path):
+    path = tmp_path / "config.pbtxt"
+    path.write_text('name: "x"\nmax_batch_size: "eight"\n')
+    with pytest.raises(UserError) as error:
+        read_config(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value).strip()
+
+
+def test_variant_names_parse_back_with_underscored_models():
+    variant = Variant.parse("yolov3_tiny_onnxruntime_int8")
+    assert (variant.model, variant.engine, variant.precision) == ("yolov3_tiny", "onnxruntime", "int8")
+    assert variant.baseline == "yolov3_tiny_pytorch_fp32"
+    with pytest.raises(UserError):
+        Variant.parse("resnet50")
+
+
+def test_pbtxt_is_written_by_protobuf_not_templates(tmp_path):
+    write_config(resnet_config(native=True), tmp_path)
+    parsed = text_format.Parse((tmp_path / "config.pbtxt").read_text(), pb.ModelConfig())
+    assert parsed == resnet_config(native=True)

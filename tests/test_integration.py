@@ -1,0 +1,103 @@
+"""The real tritonserver on free ports, queried by the real client and measured by the real perf_analyzer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import resnet_client, trtrepo
+from trtrepo.client import InferenceClient
+from trtrepo.clients.resnet_client import classify
+from trtrepo.errors import UserError
+from trtrepo.perf.bench import bench
+from trtrepo.perf.sweep import sweep
+from trtrepo.server import Ports, TritonServer, free_port
+
+pytestmark = pytest.mark.integration
+VARIANTS = ["resnet50_onnxruntime_fp32", "resnet50_pytorch_fp32"]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_both_engines_agree_through_triton(server, images, protocol):
+    url = server.http_url if protocol == "http" else server.grpc_url
+    paths = sorted(images.iterdir())
+    onnx, torch_ = (classify(paths, v, url, protocol, batch_size=2, top_k=5) for v in VARIANTS)
+    for a, b in zip(onnx, torch_):
+        assert [label for label, _ in a] == [label for label, _ in b]
+        assert np.allclose([s for _, s in a], [s for _, s in b], atol=1e-3)
+        assert 0 < sum(s for _, s in a) <= 1.0 + 1e-6
+
+
+def test_server_output_matches_in_process_engine(server, small_repo):
+    from trtrepo.engines import get_engine
+    from trtrepo.models import get_model
+
+    spec = get_model("resnet50")
+    batch = spec.example_batch(3, seed=11)
+    served = InferenceClient(VARIANTS[0], url=server.grpc_url, protocol="grpc").infer(batch)["logits"]
+    local = get_engine("onnxruntime").load(spec, small_repo / VARIANTS[0] / "1" / "model.onnx", "fp32", "cpu", 1)(batch)
+    assert np.allclose(served, local["logits"], atol=1e-4)
+
+
+def test_client_script_prints_top5_and_json(server, images):
+    result = resnet_client("--url", server.http_url, "--model", VARIANTS[1], "--batch-size", "8", str(images))
+    assert result.returncode == 0, result.stderr
+    assert len([line for line in result.stdout.splitlines() if line.startswith("  ")]) == 5 * 3
+    result = resnet_client("--url", server.grpc_url, "--protocol", "grpc", "--json", "--top-k", "2", str(images / "noise.jpg"))
+    parsed = json.loads(result.stdout)
+    assert parsed[0]["image"].endswith("noise.jpg") and len(parsed[0]["top"]) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet50_tensorrt_int8"], "is not on the server"),
+    (["{images}/missing.jpg"], "no such file or folder"),
+    (["{images}/../corrupt.jpg"], "not a readable image"),
+])
+def test_client_errors_are_one_line(server, images, args, message):
+    (images.parent / "corrupt.jpg").write_bytes(b"\xff\xd8 truncated")
+    args = [a.format(images=images) for a in args]
+    if not any(a.endswith(".jpg") for a in args):
+        args.append(str(images / "noise.jpg"))
+    result = resnet_client("--url", server.http_url, *args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_client_reports_server_down(images):
+    result = resnet_client("--url", f"localhost:{free_port()}", str(images / "noise.jpg"))
+    assert result.returncode == 2 and result.stderr.startswith("error: cannot reach Triton")
+
+
+def test_perf_sweep_reloads_instances_and_restores_config(server):
+    points = sweep(server.grpc_url, VARIANTS, [1, 2], [1], batch_size=1, measurement_ms=500)
+    assert [(p.variant, p.instances) for p in points] == [(v, n) for v in VARIANTS for n in (1, 2)]
+    assert all(p.throughput > 0 and p.p99_ms >= p.p50_ms > 0 for p in points)
+    for variant in VARIANTS:
+        config = InferenceClient(variant, url=server.grpc_url, protocol="grpc").config
+        assert config.instance_group[0].count == 1
+
+
+def test_perf_command_writes_table_csv_and_plot(server, tmp_path):
+    result = trtrepo("perf", "--url", server.grpc_url, "--models", VARIANTS[0], "--instances", "1",
+                     "--concurrency", "2", "--measurement-ms", "500", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "| 1 | 2 |" in result.stdout
+    assert {p.name for p in tmp_path.iterdir()} == {"sweep.csv", "sweep.md", "sweep.png"}
+
+
+def test_bench_measures_in_process_and_served(server, small_repo):
+    rows = bench(small_repo, server.grpc_url, VARIANTS, batch_size=2, seconds=1)
+    assert [r.variant for r in rows] == VARIANTS
+    assert all(r.in_process > 0 and r.served > 0 for r in rows)
+
+
+def test_server_that_cannot_load_a_model_fails_with_the_reason(small_repo, tmp_path):
+    import shutil
+
+    broken = tmp_path / "repo"
+    shutil.copytree(small_repo / VARIANTS[0], broken / VARIANTS[0])
+    (broken / VARIANTS[0] / "1" / "model.onnx").write_bytes(b"not onnx")
+    with pytest.raises(UserError, match="failed to load"):
+        TritonServer(broken, Ports.free()).start(timeout_s=120)

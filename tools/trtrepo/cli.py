@@ -1,0 +1,334 @@
+"""trtrepo: the one front door. Export, build, assemble, check, serve and measure a Triton model repository."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from trtrepo.engines import ENGINES
+from trtrepo.errors import UserError, run_app
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
+console = Console(stderr=True)
+REPOSITORY = Path("model_repository")
+
+WeightsOption = Annotated[
+    Optional[str], typer.Option(help="imagenet (torchvision download), random, or a state-dict PATH. Default: the plan's.")
+]
+RepoOption = Annotated[Path, typer.Option("--model-repository", "--repo", help="Model repository folder.")]
+
+
+# Built from the registry, so that registering an engine is all it takes to offer it here.
+Engine = Enum("Engine", {name: name for name in ENGINES}, type=str)
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class Kind(str, Enum):
+    cpu = "cpu"
+    gpu = "gpu"
+    auto = "auto"
+
+
+class ModelControl(str, Enum):
+    none = "none"
+    poll = "poll"
+    explicit = "explicit"
+
+
+def int_list(text: str, what: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4], each at least 1; anything else is a one-line error."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{what} must be whole numbers of at least 1, got {text!r}")
+    return values
+
+
+def name_list(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def progress() -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    )
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50.")],
+    output: Annotated[Path, typer.Option(help="ONNX file to write.")],
+    weights: Annotated[str, typer.Option(help="imagenet, random, or a state-dict PATH.")] = "imagenet",
+) -> None:
+    """PyTorch -> ONNX with a dynamic batch axis, checked by onnx.checker and by parity with PyTorch."""
+    from trtrepo.export import export_onnx
+    from trtrepo.models import get_model
+
+    spec = get_model(model)
+    report = export_onnx(spec, spec.build_network(weights), output)
+    print(f"{report.path}: ONNX Runtime vs PyTorch max abs diff {report.max_abs_diff:.2e}")
+
+
+@app.command()
+def build(
+    model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50.")],
+    engine: Annotated[Engine, typer.Option(help="Inference engine of the variant.")] = Engine.onnxruntime,
+    precision: Annotated[Precision, typer.Option(help="Numeric precision of the variant.")] = Precision.fp32,
+    weights: WeightsOption = None,
+    output: Annotated[Path, typer.Option(help="Model repository to write the variant into.")] = REPOSITORY,
+    backends: Annotated[Optional[str], typer.Option(help="Backends of the target server: auto, or e.g. python,onnxruntime.")] = None,
+) -> None:
+    """Build one variant <model>_<engine>_<precision> into the repository (serving defaults from repo.toml)."""
+    from dataclasses import replace
+
+    from trtrepo.config import Variant
+    from trtrepo.repository import build_repository, load_plan
+
+    plan = load_plan(models=[model], weights=weights, output=output, backends=backends)
+    variant = Variant(model, engine.value, precision.value, plan.variants[0].options)
+    built = build_repository(replace(plan, variants=(variant,)), console.print)
+    print(f"built {built[0]}")
+
+
+@app.command()
+def repo(
+    plan: Annotated[Optional[Path], typer.Option(help="Declarative plan; default ./repo.toml if present.")] = None,
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated models to build (default: all in the plan).")] = None,
+    weights: WeightsOption = None,
+    output: Annotated[Optional[Path], typer.Option(help="Repository folder (default: the plan's, model_repository).")] = None,
+    backends: Annotated[Optional[str], typer.Option(help="auto (ask the local tritonserver) or e.g. python,onnxruntime,tensorrt.")] = None,
+) -> None:
+    """Build every variant of the plan: export each model once, build its engines, write configs, validate."""
+    from trtrepo.repository import build_repository, load_plan
+    from trtrepo.validate import validate_repository
+
+    repo_plan = load_plan(plan, name_list(models), weights, output, backends)
+    console.print(f"building {len(repo_plan.variants)} variants into {repo_plan.output} "
+                  f"(weights {repo_plan.weights}; server backends: {', '.join(sorted(repo_plan.backends)) or 'none'})")
+    with progress() as bar:
+        task = bar.add_task("building", total=len(repo_plan.variants))
+
+        def step(message: str) -> None:
+            bar.console.print(f"  {message}")
+            if message.endswith(": building"):
+                bar.advance(task)
+
+        build_repository(repo_plan, step)
+    problems = validate_repository(repo_plan.output)
+    if problems:
+        raise UserError(f"built repository fails validation: {problems[0]}")
+    print(f"{repo_plan.output}: {', '.join(v.name for v in repo_plan.variants)}")
+
+
+@app.command()
+def config(
+    model_dir: Annotated[Path, typer.Argument(help="A model folder holding config.pbtxt.")],
+    instances: Annotated[Optional[int], typer.Option(min=1, help="Model instances per group.")] = None,
+    kind: Annotated[Optional[Kind], typer.Option(help="Instance kind.")] = None,
+    gpus: Annotated[Optional[str], typer.Option(help="Comma-separated GPU ids for KIND_GPU, e.g. 0,1.")] = None,
+    max_batch_size: Annotated[Optional[int], typer.Option(min=1, help="Largest batch the model accepts.")] = None,
+    preferred_batch_sizes: Annotated[Optional[str], typer.Option(help="Dynamic batcher's preferred sizes, e.g. 4,8.")] = None,
+    max_queue_delay_us: Annotated[Optional[int], typer.Option(min=0, help="Longest wait to fill a batch, in microseconds.")] = None,
+    warmup: Annotated[Optional[bool], typer.Option("--warmup/--no-warmup", help="Warm the model up with a random batch at load.")] = None,
+) -> None:
+    """Change a model's instance group, dynamic batching or warm-up in place; prints the resulting config."""
+    from google.protobuf import text_format
+
+    from trtrepo.config import CONFIG_FILE, apply_serving_options, read_config, serving_options_of, write_config
+
+    current = read_config(model_dir / CONFIG_FILE)
+    options = serving_options_of(current).updated(
+        instances=instances,
+        kind=kind.value if kind else None,
+        gpus=tuple(int_list(gpus, "--gpus")) if gpus else None,
+        max_batch_size=max_batch_size,
+        preferred_batch_sizes=tuple(int_list(preferred_batch_sizes, "--preferred-batch-sizes")) if preferred_batch_sizes else None,
+        max_queue_delay_us=max_queue_delay_us,
+        warmup=warmup,
+    )
+    apply_serving_options(current, options)
+    write_config(current, model_dir)
+    print(text_format.MessageToString(current), end="")
+
+
+@app.command()
+def validate(repository: Annotated[Path, typer.Argument(help="Model repository folder.")] = REPOSITORY) -> None:
+    """Parse every config.pbtxt against Triton's schema and check version folders and model files."""
+    from trtrepo.validate import validate_repository
+
+    problems = validate_repository(repository)
+    for problem in problems:
+        print(f"error: {problem}")
+    if problems:
+        raise typer.Exit(1)
+    print(f"{repository}: ok")
+
+
+@app.command()
+def serve(
+    model_repository: RepoOption = REPOSITORY,
+    http_port: Annotated[int, typer.Option(help="HTTP/REST port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    log_file: Annotated[Optional[Path], typer.Option(help="Server log (default: a temporary file).")] = None,
+    model_control_mode: Annotated[ModelControl, typer.Option(help="explicit lets `trtrepo perf` reload models.")] = ModelControl.explicit,
+) -> None:
+    """Start tritonserver on the repository, wait until it is ready, serve until Ctrl-C."""
+    import time
+
+    from trtrepo.server import Ports, TritonServer
+
+    server = TritonServer(model_repository, Ports(http_port, grpc_port, metrics_port), log_file, model_control_mode.value)
+    console.print(f"starting tritonserver from {server.installation.source} on {server.repository} ...")
+    with server:
+        print(f"ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}  log {server.log_file}")
+        print("Ctrl-C stops the server.", flush=True)
+        try:
+            while server.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("stopping tritonserver ...")
+            return
+    raise UserError(f"tritonserver exited with code {server.process.returncode}: {server.log_error()}")
+
+
+@contextmanager
+def grpc_endpoint(url: str | None, repository: Path) -> Iterator[str]:
+    """The given server's gRPC address, or a server of our own on free ports in explicit model-control mode."""
+    if url:
+        yield url
+        return
+    from trtrepo.server import Ports, TritonServer
+
+    server = TritonServer(repository, Ports.free(), model_control="explicit")
+    console.print(f"starting tritonserver on {server.repository} (log {server.log_file}) ...")
+    with server:
+        yield server.grpc_url
+
+
+def repository_variants(repository: Path, models: str | None) -> list[str]:
+    from trtrepo.config import CONFIG_FILE
+
+    chosen = name_list(models)
+    if chosen:
+        return chosen
+    found = sorted(p.name for p in Path(repository).iterdir() if (p / CONFIG_FILE).is_file()) if Path(repository).is_dir() else []
+    if not found:
+        raise UserError(f"{repository}: no models; build them with `trtrepo repo`")
+    return found
+
+
+@app.command()
+def perf(
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated variants (default: every model in the repository).")] = None,
+    instances: Annotated[str, typer.Option(help="Instance counts to sweep, e.g. 1,2,3,4.")] = "1,2",
+    concurrency: Annotated[str, typer.Option(help="Client concurrencies to sweep, e.g. 1,4,8.")] = "1,4",
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples per request.")] = 1,
+    measurement_ms: Annotated[int, typer.Option(min=100, help="perf_analyzer measurement window.")] = 2000,
+    url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server in explicit mode; default: start one.")] = None,
+    model_repository: RepoOption = REPOSITORY,
+    output: Annotated[Path, typer.Option(help="Folder for sweep.csv, sweep.md and sweep.png.")] = Path("perf/results"),
+) -> None:
+    """Sweep instance counts x concurrency with perf_analyzer; write CSV, a Table-4-style markdown table and a plot."""
+    from trtrepo.perf.sweep import markdown_table, sweep, write_report
+
+    counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
+    variants = repository_variants(model_repository, models)
+    with grpc_endpoint(url, model_repository) as grpc_url, progress() as bar:
+        task = bar.add_task("perf_analyzer", total=len(variants) * len(counts) * len(concurrencies))
+
+        def on_point(point) -> None:
+            bar.console.print(f"  {point.variant} x{point.instances} c{point.concurrency}: {point.throughput:.1f} samples/s, p99 {point.p99_ms:.0f} ms")
+            bar.advance(task)
+
+        points = sweep(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, on_point)
+    files = write_report(points, output)
+    print(markdown_table(points))
+    print(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
+@app.command()
+def bench(
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated variants (default: every model in the repository).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch for both the in-process and the served measurement.")] = 4,
+    seconds: Annotated[float, typer.Option(min=0.5, help="Measurement time per variant and side.")] = 5.0,
+    url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
+    model_repository: RepoOption = REPOSITORY,
+    output: Annotated[Path, typer.Option(help="Folder for bench.md.")] = Path("perf/results"),
+) -> None:
+    """In-process engine throughput against Triton-served throughput at the same batch, and ratios to the baseline."""
+    from trtrepo.perf.bench import bench as run_bench
+    from trtrepo.perf.bench import markdown
+
+    variants = repository_variants(model_repository, models)
+    with grpc_endpoint(url, model_repository) as grpc_url:
+        console.print(f"measuring {len(variants)} variants at batch {batch_size}, {seconds:g} s per side ...")
+        rows = run_bench(model_repository, grpc_url, variants, batch_size, seconds)
+    table = markdown(rows)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "bench.md").write_text("# In-process against served throughput\n\n" + table)
+    print(table)
+
+
+def sample_images() -> list[Path]:
+    """Photos that ship with installed packages (matplotlib's sample data), so the demo needs no download."""
+    import matplotlib
+
+    folder = Path(matplotlib.get_data_path()) / "sample_data"
+    return [p for p in (folder / "grace_hopper.jpg", folder / "Minduka_Present_Blue_Pack.png") if p.is_file()]
+
+
+@app.command()
+def demo(
+    weights: Annotated[str, typer.Option(help="random works offline; imagenet needs the download or its cache.")] = "random",
+    output: Annotated[Path, typer.Option(help="Repository folder to build.")] = REPOSITORY,
+    instances: Annotated[str, typer.Option(help="Instance counts for the short sweep.")] = "1,2",
+    concurrency: Annotated[str, typer.Option(help="Concurrencies for the short sweep.")] = "2",
+) -> None:
+    """The whole path on this machine: build the CPU repository, serve it, classify sample photos, sweep, report."""
+    from trtrepo.clients.resnet_client import classify
+    from trtrepo.perf.sweep import markdown_table, sweep, write_report
+    from trtrepo.server import Ports, TritonServer
+
+    repo(plan=None, models="resnet50", weights=weights, output=output, backends=None)
+    if weights == "random":
+        console.print("[yellow]random weights: the labels below are meaningless; the path is what is shown[/yellow]")
+    images = sample_images()
+    variants = repository_variants(output, None)
+    server = TritonServer(output, Ports.free(), model_control="explicit")
+    console.print(f"starting tritonserver from {server.installation.source} (log {server.log_file}) ...")
+    with server:
+        print(f"tritonserver ready: http {server.http_url}  grpc {server.grpc_url}")
+        for variant in variants:
+            print(f"\npython clients/resnet_client.py --url {server.http_url} --model {variant} IMAGES")
+            for path, result in zip(images, classify(images, variant, server.http_url, "http", 8, 3)):
+                print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
+        counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
+        with progress() as bar:
+            task = bar.add_task("perf sweep", total=len(variants) * len(counts) * len(concurrencies))
+            points = sweep(server.grpc_url, variants, counts, concurrencies, 1, 1500, lambda _: bar.advance(task))
+    files = write_report(points, Path("perf/results"))
+    print("\n" + markdown_table(points))
+    print(f"wrote {', '.join(str(p) for p in files.values())}; server stopped")
+
+
+def main() -> None:
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""config.pbtxt generation and editing through Triton's own protobuf schema, never string templates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from trtrepo.engines import Engine
+from trtrepo.errors import UserError
+from trtrepo.specs import ModelSpec
+
+CONFIG_FILE = "config.pbtxt"
+PYTHON_MODEL_FILE = "model.py"
+KINDS = {"cpu": pb.ModelInstanceGroup.KIND_CPU, "gpu": pb.ModelInstanceGroup.KIND_GPU, "auto": pb.ModelInstanceGroup.KIND_AUTO}
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """Scheduling settings of one model: the knobs a perf sweep turns."""
+
+    max_batch_size: int = 8
+    instances: int = 1
+    kind: str = "cpu"
+    gpus: tuple[int, ...] = ()
+    preferred_batch_sizes: tuple[int, ...] = (4, 8)
+    max_queue_delay_us: int = 2000
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise UserError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+        if self.instances < 1:
+            raise UserError(f"instances must be at least 1, got {self.instances}")
+        if self.kind not in KINDS:
+            raise UserError(f"instance kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if bad:
+            raise UserError(f"preferred batch sizes {bad} lie outside 1..max_batch_size ({self.max_batch_size})")
+        if self.max_queue_delay_us < 0:
+            raise UserError(f"max_queue_delay_us must not be negative, got {self.max_queue_delay_us}")
+
+    def updated(self, **changes: object) -> "ServingOptions":
+        """A copy with the given fields changed; None values leave a field as it is."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model built by one engine at one precision: a model folder named <model>_<engine>_<precision>."""
+
+    model: str
+    engine: str
+    precision: str
+    options: ServingOptions = field(default_factory=ServingOptions)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}_{self.engine}_{self.precision}"
+
+    @property
+    def baseline(self) -> str:
+        """The variant this one is compared with: the same model in eager PyTorch at fp32 (the study's reference)."""
+        return f"{self.model}_pytorch_fp32"
+
+    @classmethod
+    def parse(cls, name: str) -> "Variant":
+        """Split a model folder name <model>_<engine>_<precision> (the model part may hold underscores)."""
+        parts = name.rsplit("_", 2)
+        if len(parts) != 3 or not all(parts):
+            raise UserError(f"{name!r} is not a variant name of the form <model>_<engine>_<precision>")
+        return cls(*parts)
+
+
+def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, native: bool, options: ServingOptions) -> pb.ModelConfig:
+    """The config of one variant: native platform when the server has the engine's backend, else Python backend."""
+    config = pb.ModelConfig(name=name)
+    if native:
+        config.platform = engine.native_platform or ""
+        config.default_model_filename = engine.artifact
+    else:
+        config.backend = "python"
+        for key, value in {"model": spec.name, "engine": engine.name, "precision": precision, "artifact": engine.artifact}.items():
+            config.parameters[key].string_value = value
+    for tensor, target in [(t, config.input) for t in spec.inputs] + [(t, config.output) for t in spec.outputs]:
+        target.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"), dims=list(tensor.shape))
+    apply_serving_options(config, options)
+    return config
+
+
+def apply_serving_options(config: pb.ModelConfig, options: ServingOptions) -> None:
+    """Set batching, instance group and warm-up from ``options``, replacing what the config had."""
+    config.max_batch_size = options.max_batch_size
+    config.dynamic_batching.Clear()
+    config.dynamic_batching.preferred_batch_size.extend(options.preferred_batch_sizes)
+    config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    del config.instance_group[:]
+    config.instance_group.add(count=options.instances, kind=KINDS[options.kind], gpus=list(options.gpus))
+    del config.model_warmup[:]
+    if options.warmup:
+        warmup = config.model_warmup.add(name="random_batch", batch_size=1, count=1)
+        for tensor in config.input:
+            warmup.inputs[tensor.name].CopyFrom(pb.ModelWarmup.Input(data_type=tensor.data_type, dims=tensor.dims, random_data=True))
+
+
+def serving_options_of(config: pb.ModelConfig) -> ServingOptions:
+    """Read the scheduling settings back out of a config (inverse of apply_serving_options)."""
+    group = config.instance_group[0] if config.instance_group else pb.ModelInstanceGroup(count=1)
+    kind = {v: k for k, v in KINDS.items()}.get(group.kind, "auto")
+    return ServingOptions(
+        max_batch_size=config.max_batch_size,
+        instances=max(group.count, 1),
+        kind=kind,
+        gpus=tuple(group.gpus),
+        preferred_batch_sizes=tuple(config.dynamic_batching.preferred_batch_size),
+        max_queue_delay_us=config.dynamic_batching.max_queue_delay_microseconds,
+        warmup=bool(config.model_warmup),
+    )
+
+
+def with_instances(config: pb.ModelConfig, count: int) -> pb.ModelConfig:
+    """A copy of ``config`` with every instance group set to ``count`` instances."""
+    copy = pb.ModelConfig()
+    copy.CopyFrom(config)
+    for group in copy.instance_group:
+        group.count = count
+    return copy
+
+
+def read_config(path: Path) -> pb.ModelConfig:
+    """Parse a config.pbtxt against the schema; a syntax or field error becomes one line with the path."""
+    path = Path(path)
+    try:
+        return text_format.Parse(path.read_text(), pb.ModelConfig())
+    except text_format.ParseError as exc:
+        raise UserError(f"{path}:{exc}") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def write_config(config: pb.ModelConfig, model_dir: Path) -> Path:
+    path = Path(model_dir) / CONFIG_FILE
+    path.write_text(text_format.MessageToString(config))
+    return path
+
+
+def config_from_json(text: str) -> pb.ModelConfig:
+    """Triton returns configs as JSON (HTTP model config endpoint); parse that into the schema."""
+    return json_format.Parse(text, pb.ModelConfig(), ignore_unknown_fields=True)
+
+
+def config_to_json(config: pb.ModelConfig) -> str:
+    """The form the repository API's load request takes as a config override."""
+    return json_format.MessageToJson(config, preserving_proto_field_name=True)

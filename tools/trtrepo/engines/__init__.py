@@ -1,0 +1,20 @@
+"""The engine registry: one module per engine, registered here by name."""
+
+from __future__ import annotations
+
+from trtrepo.engines.base import Engine, Runner
+from trtrepo.engines.onnxruntime import OnnxRuntimeEngine
+from trtrepo.engines.pytorch import PyTorchEngine
+from trtrepo.errors import UserError
+
+ENGINES: dict[str, type[Engine]] = {"onnxruntime": OnnxRuntimeEngine, "pytorch": PyTorchEngine}
+
+__all__ = ["ENGINES", "Engine", "Runner", "get_engine"]
+
+
+def get_engine(name: str) -> Engine:
+    """The engine registered under ``name``, or a one-line error listing the known ones."""
+    try:
+        return ENGINES[name]()
+    except KeyError:
+        raise UserError(f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))}") from None

@@ -1,0 +1,62 @@
+"""PyTorch -> ONNX with a dynamic batch axis, checked by onnx.checker and by parity with PyTorch."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trtrepo.errors import UserError
+from trtrepo.specs import ModelSpec
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-3
+PARITY_BATCH = 2
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    max_abs_diff: float
+
+
+def export_onnx(spec: ModelSpec, network: torch.nn.Module, out_file: Path) -> ExportReport:
+    """Export, check the graph, and compare ONNX Runtime against PyTorch on a random batch."""
+    import onnx
+
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    example = spec.example_batch(PARITY_BATCH)
+    args = tuple(torch.from_numpy(example[t.name]) for t in spec.inputs)
+    names = [t.name for t in (*spec.inputs, *spec.outputs)]
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            network,
+            args,
+            str(out_file),
+            input_names=[t.name for t in spec.inputs],
+            output_names=[t.name for t in spec.outputs],
+            dynamic_axes={name: {0: "batch"} for name in names},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(out_file))
+    diff = parity(spec, network, out_file, example)
+    if diff > PARITY_TOLERANCE:
+        raise UserError(f"{out_file}: ONNX Runtime differs from PyTorch by {diff:.3g} (tolerance {PARITY_TOLERANCE})")
+    return ExportReport(out_file, diff)
+
+
+def parity(spec: ModelSpec, network: torch.nn.Module, onnx_file: Path, batch: dict[str, np.ndarray]) -> float:
+    """Largest absolute difference between PyTorch's and ONNX Runtime's outputs on ``batch``."""
+    from trtrepo.engines import get_engine
+
+    ort_out = get_engine("onnxruntime").load(spec, onnx_file, "fp32", "cpu", threads=0)(batch)
+    with torch.no_grad():
+        torch_out = network(*(torch.from_numpy(batch[t.name]) for t in spec.inputs))
+    torch_out = torch_out if isinstance(torch_out, (tuple, list)) else (torch_out,)
+    return max(float(np.abs(ort_out[t.name] - r.numpy()).max()) for t, r in zip(spec.outputs, torch_out))

@@ -1,0 +1,17 @@
+"""The model registry: one module per model, registered here by name."""
+
+from __future__ import annotations
+
+from trtrepo.errors import UserError
+from trtrepo.models.resnet50 import ResNet50
+from trtrepo.specs import ModelSpec
+
+MODELS: dict[str, type[ModelSpec]] = {"resnet50": ResNet50}
+
+
+def get_model(name: str) -> ModelSpec:
+    """The model spec registered under ``name``, or a one-line error listing the known ones."""
+    try:
+        return MODELS[name]()
+    except KeyError:
+        raise UserError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}") from None

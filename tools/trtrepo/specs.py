@@ -1,0 +1,72 @@
+"""What every model module provides: tensor specs, network, weights, pre- and post-processing."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trtrepo.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+# numpy dtype name -> Triton data type without the TYPE_ prefix (model_config.proto's DataType).
+_TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "int8": "INT8", "int32": "INT32", "int64": "INT64", "uint8": "UINT8"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor, per sample: the batch axis is implicit (Triton's max_batch_size > 0)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def triton_dtype(self) -> str:
+        """The data type as Triton's protocol names it (``FP32``)."""
+        return _TRITON_DTYPES[self.dtype]
+
+
+class ModelSpec(ABC):
+    """A servable model. Adding a model means one module that subclasses this, registered in models/__init__."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    weight_choices: str = "random|PATH"
+
+    @abstractmethod
+    def build_network(self, weights: str) -> "torch.nn.Module":
+        """The PyTorch network in eval mode, with weights ``random``, a named pretrained set or a file path."""
+
+    @abstractmethod
+    def preprocess(self, image_path: Path) -> np.ndarray:
+        """One image file -> one input sample (no batch axis), as the network expects it."""
+
+    @abstractmethod
+    def postprocess(self, outputs: dict[str, np.ndarray], top_k: int = 5) -> list[Any]:
+        """Batched raw outputs -> one readable result per sample."""
+
+    def example_batch(self, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """A random batch matching the input specs, for export parity and in-process timing."""
+        rng = np.random.default_rng(seed)
+        return {t.name: rng.standard_normal((batch_size, *t.shape)).astype(t.dtype) for t in self.inputs}
+
+
+def load_image(path: Path) -> "Any":
+    """Open an image as RGB, turning a missing or unreadable file into a one-line error."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"{path}: not a readable image ({exc.__class__.__name__})") from exc
