@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-WEIGHTS ?= random
+WEIGHTS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help install demo test repo validate serve perf bench clean
@@ -20,15 +20,15 @@ $(STAMP): pyproject.toml
 	tools/install-system-libs.sh $(BIN)/python
 	touch $(STAMP)
 
-demo: install  ## build the CPU repository, serve it, classify sample photos, run a short perf sweep (WEIGHTS=random|imagenet|PATH)
-	$(BIN)/trtrepo demo --weights $(WEIGHTS)
+demo: install  ## build the CPU repository, serve it, classify sample photos, run a short perf sweep (WEIGHTS=random by default)
+	$(BIN)/trtrepo demo --weights $(or $(WEIGHTS),random)
 
 test: install  ## unit and integration tests (starts the real tritonserver and perf_analyzer)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-repo: install  ## build model_repository/ from repo.toml (WEIGHTS=imagenet|random|PATH)
-	$(BIN)/trtrepo repo --plan repo.toml --weights $(WEIGHTS)
+repo: install  ## build model_repository/ from repo.toml (its weights, or WEIGHTS=imagenet|random|PATH)
+	$(BIN)/trtrepo repo --plan repo.toml $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 validate: install  ## check model_repository/ against Triton's config schema
 	$(BIN)/trtrepo validate model_repository

@@ -58,7 +58,8 @@ def bench(repo: Path, grpc_url: str, variants: list[str], batch_size: int, secon
     rows = []
     for variant in variants:
         local = in_process_throughput(repo, variant, batch_size, seconds)
-        served = measure(variant, grpc_url, batch_size, SERVED_CONCURRENCY, int(seconds * 1000), instances=1)
+        instances = sum(g.count for g in read_config(Path(repo) / variant / CONFIG_FILE).instance_group)
+        served = measure(variant, grpc_url, batch_size, SERVED_CONCURRENCY, int(seconds * 1000), instances)
         rows.append(BenchRow(variant, batch_size, local, served.throughput))
     return rows
 
@@ -75,4 +76,7 @@ def markdown(rows: list[BenchRow]) -> str:
         lines.append(
             f"| {row.variant} | {row.batch_size} | {row.in_process:.1f} | {row.served:.1f} | {row.served_share:.0%} | {ratio} |"
         )
-    return "\n".join(lines) + f"\n\nServed: perf_analyzer over gRPC, concurrency {SERVED_CONCURRENCY}, one instance.\n"
+    return "\n".join(lines) + (
+        f"\n\nServed: perf_analyzer over gRPC, concurrency {SERVED_CONCURRENCY}, instances as configured in the repository."
+        "\nBaseline: the same model in eager PyTorch fp32.\n"
+    )

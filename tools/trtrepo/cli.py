@@ -22,6 +22,7 @@ WeightsOption = Annotated[
     Optional[str], typer.Option(help="imagenet (torchvision download), random, or a state-dict PATH. Default: the plan's.")
 ]
 RepoOption = Annotated[Path, typer.Option("--model-repository", "--repo", help="Model repository folder.")]
+VariantsOption = Annotated[Optional[str], typer.Option(help="Comma-separated variants (default: every model in the repository).")]
 
 
 # Built from the registry, so that registering an engine is all it takes to offer it here.
@@ -234,7 +235,7 @@ def repository_variants(repository: Path, models: str | None) -> list[str]:
 
 @app.command()
 def perf(
-    models: Annotated[Optional[str], typer.Option(help="Comma-separated variants (default: every model in the repository).")] = None,
+    models: VariantsOption = None,
     instances: Annotated[str, typer.Option(help="Instance counts to sweep, e.g. 1,2,3,4.")] = "1,2",
     concurrency: Annotated[str, typer.Option(help="Client concurrencies to sweep, e.g. 1,4,8.")] = "1,4",
     batch_size: Annotated[int, typer.Option(min=1, help="Samples per request.")] = 1,
@@ -244,26 +245,41 @@ def perf(
     output: Annotated[Path, typer.Option(help="Folder for sweep.csv, sweep.md and sweep.png.")] = Path("perf/results"),
 ) -> None:
     """Sweep instance counts x concurrency with perf_analyzer; write CSV, a Table-4-style markdown table and a plot."""
-    from trtrepo.perf.sweep import markdown_table, sweep, write_report
-
     counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
     variants = repository_variants(model_repository, models)
-    with grpc_endpoint(url, model_repository) as grpc_url, progress() as bar:
+    with grpc_endpoint(url, model_repository) as grpc_url:
+        points = sweep_with_progress(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms)
+    report_sweep(points, output)
+
+
+def sweep_with_progress(
+    grpc_url: str, variants: list[str], counts: list[int], concurrencies: list[int], batch_size: int, measurement_ms: int
+) -> list:
+    """perf.sweep with a progress bar and a line per measured point."""
+    from trtrepo.perf.sweep import sweep
+
+    with progress() as bar:
         task = bar.add_task("perf_analyzer", total=len(variants) * len(counts) * len(concurrencies))
 
         def on_point(point) -> None:
-            bar.console.print(f"  {point.variant} x{point.instances} c{point.concurrency}: {point.throughput:.1f} samples/s, p99 {point.p99_ms:.0f} ms")
+            bar.console.print(f"  {point.variant} x{point.instances} c{point.concurrency}: "
+                              f"{point.throughput:.1f} samples/s, p99 {point.p99_ms:.0f} ms")
             bar.advance(task)
 
-        points = sweep(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, on_point)
+        return sweep(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, on_point)
+
+
+def report_sweep(points: list, output: Path) -> None:
+    from trtrepo.perf.sweep import markdown_table, write_report
+
     files = write_report(points, output)
-    print(markdown_table(points))
+    print("\n" + markdown_table(points))
     print(f"wrote {', '.join(str(p) for p in files.values())}")
 
 
 @app.command()
 def bench(
-    models: Annotated[Optional[str], typer.Option(help="Comma-separated variants (default: every model in the repository).")] = None,
+    models: VariantsOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch for both the in-process and the served measurement.")] = 4,
     seconds: Annotated[float, typer.Option(min=0.5, help="Measurement time per variant and side.")] = 5.0,
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
@@ -301,7 +317,6 @@ def demo(
 ) -> None:
     """The whole path on this machine: build the CPU repository, serve it, classify sample photos, sweep, report."""
     from trtrepo.clients.resnet_client import classify
-    from trtrepo.perf.sweep import markdown_table, sweep, write_report
     from trtrepo.server import Ports, TritonServer
 
     repo(plan=None, models="resnet50", weights=weights, output=output, backends=None)
@@ -309,6 +324,7 @@ def demo(
         console.print("[yellow]random weights: the labels below are meaningless; the path is what is shown[/yellow]")
     images = sample_images()
     variants = repository_variants(output, None)
+    counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
     server = TritonServer(output, Ports.free(), model_control="explicit")
     console.print(f"starting tritonserver from {server.installation.source} (log {server.log_file}) ...")
     with server:
@@ -317,13 +333,9 @@ def demo(
             print(f"\npython clients/resnet_client.py --url {server.http_url} --model {variant} IMAGES")
             for path, result in zip(images, classify(images, variant, server.http_url, "http", 8, 3)):
                 print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
-        counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
-        with progress() as bar:
-            task = bar.add_task("perf sweep", total=len(variants) * len(counts) * len(concurrencies))
-            points = sweep(server.grpc_url, variants, counts, concurrencies, 1, 1500, lambda _: bar.advance(task))
-    files = write_report(points, Path("perf/results"))
-    print("\n" + markdown_table(points))
-    print(f"wrote {', '.join(str(p) for p in files.values())}; server stopped")
+        points = sweep_with_progress(server.grpc_url, variants, counts, concurrencies, 1, 1500)
+    report_sweep(points, Path("perf/results"))
+    print("server stopped")
 
 
 def main() -> None:

@@ -168,7 +168,11 @@ class TritonServer:
         env = {**os.environ, **self.installation.env}
         with self.log_file.open("wb") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self._wait_ready(timeout_s)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:  # not ready, or Ctrl-C while waiting: leave no server behind
+            self.stop()
+            raise
         return self
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -179,7 +183,6 @@ class TritonServer:
             if is_ready(self.ports.http):
                 return
             time.sleep(0.5)
-        self.stop()
         raise UserError(f"tritonserver not ready after {timeout_s:.0f}s: {self.log_error()} (log: {self.log_file})")
 
     def log_error(self) -> str:
