@@ -1,4 +1,4 @@
-"""Classify images with a ResNet50 variant served by Triton: top-k ImageNet labels with scores.
+"""Classify images with a ResNet50 (or other ImageNet classifier) variant served by Triton: top-k labels with scores.
 
     python clients/resnet_client.py IMAGE_OR_FOLDER... [--url HOST:PORT] [--protocol http|grpc] [--model NAME]
 """
@@ -15,7 +15,7 @@ import typer
 
 from trtrepo.client import InferenceClient, collect_images
 from trtrepo.errors import run_app
-from trtrepo.models import get_model
+from trtrepo.models import MODELS, get_model
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -28,8 +28,11 @@ class Protocol(str, Enum):
 def classify(
     images: list[Path], model: str, url: str | None, protocol: str, batch_size: int, top_k: int
 ) -> list[list[tuple[str, float]]]:
-    """Preprocess with the model spec, infer through Triton, postprocess: one top-k list per image."""
-    spec = get_model("resnet50")
+    """Preprocess with the model spec, infer through Triton, postprocess: one top-k list per image.
+
+    The spec is the model named in the variant (<model>_<engine>_<precision>), ResNet50 for other names.
+    """
+    spec = get_model(model.rsplit("_", 2)[0] if model.rsplit("_", 2)[0] in MODELS else "resnet50")
     samples = {spec.inputs[0].name: np.stack([spec.preprocess(path) for path in images])}
     client = InferenceClient(model, url=url, protocol=protocol)
     return spec.postprocess(client.infer_batches(samples, batch_size), top_k)
@@ -40,7 +43,7 @@ def main(
     images: Annotated[list[Path], typer.Argument(help="Image files, or folders of images.", show_default=False)],
     url: Annotated[Optional[str], typer.Option(help="Server address; default localhost:8000 (http) or :8001 (grpc).")] = None,
     protocol: Annotated[Protocol, typer.Option(help="Triton protocol.")] = Protocol.http,
-    model: Annotated[str, typer.Option(help="Any ResNet50 variant in the repository.")] = "resnet50_onnxruntime_fp32",
+    model: Annotated[str, typer.Option(help="Any ResNet50 or EfficientNet-Lite0 variant in the repository.")] = "resnet50_onnxruntime_fp32",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per request (capped at the model's max_batch_size).")] = 8,
     top_k: Annotated[int, typer.Option(min=1, max=1000, help="Labels to print per image.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,

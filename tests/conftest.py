@@ -10,12 +10,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trtrepo.config import ServingOptions
-from trtrepo.repository import build_repository, load_plan
+from trtrepo.calibration import shipped_photos
+from trtrepo.config import ServingOptions, Variant
+from trtrepo.repository import RepoPlan, build_repository
 from trtrepo.server import Ports, TritonServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ServingOptions(max_batch_size=4, preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup=True)
+TEST_VARIANTS = tuple(
+    Variant(model, engine, precision, SMALL)
+    for model, engine, precision in [
+        ("resnet50", "onnxruntime", "fp32"),
+        ("resnet50", "pytorch", "fp32"),
+        ("efficientnet_lite0", "pytorch", "fp32"),
+        ("efficientnet_lite0", "onnxruntime", "fp32"),
+        ("efficientnet_lite0", "onnxruntime", "int8"),
+    ]
+)
+# Real photos shipped by installed packages, with the ImageNet class each one shows.
+PHOTO_LABELS = {"coffee.png": "espresso", "chelsea.png": "tabby", "eagle.jpg": "bald eagle", "grace_hopper.jpg": "military uniform"}
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +44,24 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def labelled_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ImageNet-style folder (class-name subfolders) of the real photos in PHOTO_LABELS."""
+    found = {p.name: p for p in shipped_photos() if p.name in PHOTO_LABELS}
+    if len(found) < len(PHOTO_LABELS):
+        pytest.skip(f"sample photos missing ({', '.join(sorted(set(PHOTO_LABELS) - set(found)))}): run make install")
+    root = tmp_path_factory.mktemp("labelled")
+    for name, label in PHOTO_LABELS.items():
+        folder = root / label.replace(" ", "_")
+        folder.mkdir()
+        (folder / name).symlink_to(found[name])
+    return root
+
+
+@pytest.fixture(scope="session")
 def small_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """resnet50 through ONNX Runtime and PyTorch, random weights, batches up to 4, Python backend."""
+    """resnet50 (random weights) and efficientnet_lite0 (real weights, INT8 too), batches up to 4, Python backend."""
     output = tmp_path_factory.mktemp("repo") / "model_repository"
-    plan = load_plan(models=["resnet50"], weights="random", output=output, backends="python", options=SMALL)
+    plan = RepoPlan(output, "resnet50=random,efficientnet_lite0=imagenet", frozenset({"python"}), TEST_VARIANTS, calib_images=16)
     build_repository(plan)
     return output
 

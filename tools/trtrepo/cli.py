@@ -17,9 +17,12 @@ from trtrepo.errors import UserError, run_app
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 console = Console(stderr=True)
 REPOSITORY = Path("model_repository")
+DEMO_WEIGHTS = "resnet50=random,efficientnet_lite0=imagenet"  # both work offline; the second gives real labels
 
 WeightsOption = Annotated[
-    Optional[str], typer.Option(help="imagenet (torchvision download), random, or a state-dict PATH. Default: the plan's.")
+    Optional[str],
+    typer.Option(help="imagenet (pretrained), random, or a state-dict PATH; per model as resnet50=random,efficientnet_lite0=imagenet. "
+                      "Default: the plan's."),
 ]
 RepoOption = Annotated[Path, typer.Option("--model-repository", "--repo", help="Model repository folder.")]
 VariantsOption = Annotated[Optional[str], typer.Option(help="Comma-separated variants (default: every model in the repository).")]
@@ -84,6 +87,12 @@ def export(
     print(f"{report.path}: ONNX Runtime vs PyTorch max abs diff {report.max_abs_diff:.2e}")
 
 
+CalibDirOption = Annotated[
+    Optional[Path], typer.Option(help="Images for INT8 calibration: a folder (searched recursively) or a file listing paths.")
+]
+CalibImagesOption = Annotated[Optional[int], typer.Option(min=1, help="How many calibration images to use (default 64).")]
+
+
 @app.command()
 def build(
     model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50.")],
@@ -92,17 +101,27 @@ def build(
     weights: WeightsOption = None,
     output: Annotated[Path, typer.Option(help="Model repository to write the variant into.")] = REPOSITORY,
     backends: Annotated[Optional[str], typer.Option(help="Backends of the target server: auto, or e.g. python,onnxruntime.")] = None,
+    calib_dir: CalibDirOption = None,
+    calib_images: CalibImagesOption = None,
 ) -> None:
     """Build one variant <model>_<engine>_<precision> into the repository (serving defaults from repo.toml)."""
     from dataclasses import replace
 
     from trtrepo.config import Variant
+    from trtrepo.engines import get_engine
     from trtrepo.repository import build_repository, load_plan
 
-    plan = load_plan(models=[model], weights=weights, output=output, backends=backends)
-    variant = Variant(model, engine.value, precision.value, plan.variants[0].options)
-    built = build_repository(replace(plan, variants=(variant,)), console.print)
-    print(f"built {built[0]}")
+    chosen = get_engine(engine.value)
+    chosen.check_precision(precision.value)
+    reason = chosen.unavailable(precision.value)
+    if reason:
+        raise UserError(f"cannot build {model}_{engine.value}_{precision.value}: {reason}")
+    plan = load_plan(models=[model], weights=weights, output=output, backends=backends, calib_dir=calib_dir, calib_images=calib_images)
+    planned = {(v.engine, v.precision): v.options for v in plan.variants}
+    options = planned.get((engine.value, precision.value), plan.variants[0].options)
+    variant = Variant(model, engine.value, precision.value, options)
+    build_repository(replace(plan, variants=(variant,)), console.print, force=True)
+    print(f"built {plan.output / variant.name}")
 
 
 @app.command()
@@ -112,27 +131,33 @@ def repo(
     weights: WeightsOption = None,
     output: Annotated[Optional[Path], typer.Option(help="Repository folder (default: the plan's, model_repository).")] = None,
     backends: Annotated[Optional[str], typer.Option(help="auto (ask the local tritonserver) or e.g. python,onnxruntime,tensorrt.")] = None,
+    calib_dir: CalibDirOption = None,
+    calib_images: CalibImagesOption = None,
+    force: Annotated[bool, typer.Option(help="Rebuild variants whose manifest says they are up to date.")] = False,
 ) -> None:
-    """Build every variant of the plan: export each model once, build its engines, write configs, validate."""
+    """Build every variant of the plan that this machine can build and that changed; validate the result."""
     from trtrepo.repository import build_repository, load_plan
     from trtrepo.validate import validate_repository
 
-    repo_plan = load_plan(plan, name_list(models), weights, output, backends)
+    repo_plan = load_plan(plan, name_list(models), weights, output, backends, calib_dir=calib_dir, calib_images=calib_images)
     console.print(f"building {len(repo_plan.variants)} variants into {repo_plan.output} "
                   f"(weights {repo_plan.weights}; server backends: {', '.join(sorted(repo_plan.backends)) or 'none'})")
     with progress() as bar:
         task = bar.add_task("building", total=len(repo_plan.variants))
 
         def step(message: str) -> None:
-            bar.console.print(f"  {message}")
-            if message.endswith(": building"):
+            bar.console.print(f"  {message}", markup=False, highlight=False)
+            if message.endswith((": building", ": up to date")) or message.startswith("warning: skipping"):
                 bar.advance(task)
 
-        build_repository(repo_plan, step)
+        results = build_repository(repo_plan, step, force)
     problems = validate_repository(repo_plan.output)
     if problems:
         raise UserError(f"built repository fails validation: {problems[0]}")
-    print(f"{repo_plan.output}: {', '.join(v.name for v in repo_plan.variants)}")
+    for status in ("built", "up to date", "skipped"):
+        names = [r.variant for r in results if r.status == status]
+        if names:
+            print(f"{status}: {', '.join(names)}")
 
 
 @app.command()
@@ -300,29 +325,51 @@ def bench(
     print(table)
 
 
-def sample_images() -> list[Path]:
-    """Photos that ship with installed packages (matplotlib's sample data), so the demo needs no download."""
-    import matplotlib
+@app.command("eval")
+def evaluate_command(
+    model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50 or efficientnet_lite0.")],
+    data: Annotated[Path, typer.Option(help="Labelled images: class-name subfolders, or the root that --labels paths are relative to.")],
+    labels: Annotated[Optional[Path], typer.Option(help="File of 'relative/path.jpg label' lines (label: class name or index).")] = None,
+    models: VariantsOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per request.")] = 8,
+    url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
+    model_repository: RepoOption = REPOSITORY,
+    output: Annotated[Path, typer.Option(help="Folder for eval.csv, eval.md and eval.png.")] = Path("perf/results"),
+) -> None:
+    """Top-1/top-5, agreement with the FP32 reference and time per batch of every variant of MODEL, through Triton."""
+    from trtrepo.config import Variant
+    from trtrepo.evaluate import evaluate, markdown, labelled_images, write_report
+    from trtrepo.models import get_model
 
-    folder = Path(matplotlib.get_data_path()) / "sample_data"
-    return [p for p in (folder / "grace_hopper.jpg", folder / "Minduka_Present_Blue_Pack.png") if p.is_file()]
+    spec = get_model(model)
+    images, truth = labelled_images(data, labels, spec.class_names)
+    variants = [v for v in repository_variants(model_repository, models) if Variant.parse(v).model == model]
+    if not variants:
+        raise UserError(f"{model_repository}: no variants of {model}; build them with `trtrepo repo --models {model}`")
+    with grpc_endpoint(url, model_repository) as grpc_url:
+        console.print(f"evaluating {', '.join(variants)} on {len(images)} images ...")
+        rows, reference = evaluate(spec, grpc_url, "grpc", variants, images, truth, batch_size)
+    files = write_report(rows, reference, output)
+    print(markdown(rows, reference))
+    print(f"wrote {', '.join(str(p) for p in files.values())}")
 
 
 @app.command()
 def demo(
-    weights: Annotated[str, typer.Option(help="random works offline; imagenet needs the download or its cache.")] = "random",
+    weights: Annotated[str, typer.Option(help="Per model; ResNet50's imagenet weights need the download or its cache.")] = DEMO_WEIGHTS,
     output: Annotated[Path, typer.Option(help="Repository folder to build.")] = REPOSITORY,
     instances: Annotated[str, typer.Option(help="Instance counts for the short sweep.")] = "1,2",
     concurrency: Annotated[str, typer.Option(help="Concurrencies for the short sweep.")] = "2",
 ) -> None:
     """The whole path on this machine: build the CPU repository, serve it, classify sample photos, sweep, report."""
+    from trtrepo.calibration import shipped_photos
     from trtrepo.clients.resnet_client import classify
     from trtrepo.server import Ports, TritonServer
 
-    repo(plan=None, models="resnet50", weights=weights, output=output, backends=None)
-    if weights == "random":
-        console.print("[yellow]random weights: the labels below are meaningless; the path is what is shown[/yellow]")
-    images = sample_images()
+    repo(plan=None, models=None, weights=weights, output=output, backends=None, calib_dir=None, calib_images=16, force=False)
+    if "random" in weights:
+        console.print(f"[yellow]weights {weights}: labels from random weights are meaningless; the path is what they show[/yellow]")
+    images = shipped_photos()[:4]
     variants = repository_variants(output, None)
     counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
     server = TritonServer(output, Ports.free(), model_control="explicit")

@@ -28,6 +28,7 @@ class ServingOptions:
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
     max_queue_delay_us: int = 2000
     warmup: bool = True
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -98,6 +99,14 @@ def apply_serving_options(config: pb.ModelConfig, options: ServingOptions) -> No
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     del config.instance_group[:]
     config.instance_group.add(count=options.instances, kind=KINDS[options.kind], gpus=list(options.gpus))
+    if options.cuda_graphs:
+        config.optimization.cuda.graphs = True
+    elif config.HasField("optimization"):  # drop only the flag, and messages it leaves empty
+        config.optimization.cuda.ClearField("graphs")
+        if not config.optimization.cuda.ListFields():
+            config.optimization.ClearField("cuda")
+        if not config.optimization.ListFields():
+            config.ClearField("optimization")
     del config.model_warmup[:]
     if options.warmup:
         warmup = config.model_warmup.add(name="random_batch", batch_size=1, count=1)
@@ -117,6 +126,7 @@ def serving_options_of(config: pb.ModelConfig) -> ServingOptions:
         preferred_batch_sizes=tuple(config.dynamic_batching.preferred_batch_size),
         max_queue_delay_us=config.dynamic_batching.max_queue_delay_microseconds,
         warmup=bool(config.model_warmup),
+        cuda_graphs=config.optimization.cuda.graphs,
     )
 
 

@@ -1,24 +1,40 @@
-"""Build a model repository: export each model once, build its variants, write their configs."""
+"""Build a model repository: export each model once, build its variants, write configs and manifests.
+
+Each variant folder gets manifest.json (what it was built from); a variant whose manifest already matches
+what would be built is left as it is, so `make repo` rebuilds only what changed.
+"""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import importlib.metadata
+import json
 import shutil
 import tempfile
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from itertools import groupby
 from pathlib import Path
 from typing import Callable
 
+import torch
+
+from trtrepo import __version__
+from trtrepo.calibration import DEFAULT_CALIBRATION_IMAGES, CalibrationSet, calibration_set
 from trtrepo.config import ServingOptions, Variant, model_config, write_config
-from trtrepo.engines import ENGINES, get_engine
+from trtrepo.engines import ENGINES, BuildInputs, get_engine
 from trtrepo.errors import UserError
 from trtrepo.export import export_onnx
 from trtrepo.models import MODELS, get_model
 from trtrepo.server import find_tritonserver
+from trtrepo.specs import ModelSpec
 
 DEFAULT_PLAN = Path("repo.toml")
 VERSION = "1"
+MANIFEST = "manifest.json"
+RANDOM_SEED = 0
+LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt", "polygraphy")
 
 
 @dataclass(frozen=True)
@@ -26,9 +42,28 @@ class RepoPlan:
     """What to build: the declarative repo.toml, with command-line overrides applied."""
 
     output: Path
-    weights: str
+    weights: str  # one choice for every model, or per model: "resnet50=random,efficientnet_lite0=imagenet"
     backends: frozenset[str]
     variants: tuple[Variant, ...]
+    calib_dir: Path | None = None
+    calib_images: int = DEFAULT_CALIBRATION_IMAGES
+
+
+    def weights_for(self, model: str) -> str:
+        """The weights choice for ``model``: its own entry in a per-model list, else the single choice."""
+        if "=" not in self.weights:
+            return self.weights
+        choices = dict(part.split("=", 1) for part in self.weights.split(",") if "=" in part)
+        if model not in choices:
+            raise UserError(f"--weights {self.weights!r} names no weights for {model}")
+        return choices[model]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    variant: str
+    status: str  # built | up to date | skipped
+    detail: str = ""
 
 
 def load_plan(
@@ -38,6 +73,8 @@ def load_plan(
     output: Path | None = None,
     backends: str | None = None,
     options: ServingOptions | None = None,
+    calib_dir: Path | None = None,
+    calib_images: int | None = None,
 ) -> RepoPlan:
     """Read repo.toml (or the built-in plan: every model through every engine at fp32) and apply overrides."""
     data: dict = {}
@@ -48,9 +85,7 @@ def load_plan(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise UserError(f"{plan_file}: cannot read plan: {exc}") from exc
     repository = data.get("repository", {})
-    defaults = _serving_options(data.get("defaults", {}), ServingOptions(), "defaults")
-    if options is not None:
-        defaults = options
+    defaults = options or _serving_options(data.get("defaults", {}), ServingOptions(), "defaults")
     entries = data.get("variant") or [{"model": m, "engine": e, "precision": "fp32"} for m in MODELS for e in ENGINES]
     variants = []
     for entry in entries:
@@ -66,11 +101,14 @@ def load_plan(
         get_model(name)  # unknown names fail here rather than building nothing
     if not variants:
         raise UserError(f"the plan has no variant for models {', '.join(models or [])}")
+    plan_calib = repository.get("calib_dir")
     return RepoPlan(
         output=Path(output or repository.get("output", "model_repository")),
         weights=weights or repository.get("weights", "imagenet"),
         backends=resolve_backends(backends or repository.get("backends", "auto")),
         variants=tuple(variants),
+        calib_dir=calib_dir or (Path(plan_calib) if plan_calib else None),
+        calib_images=calib_images or repository.get("calib_images", DEFAULT_CALIBRATION_IMAGES),
     )
 
 
@@ -90,37 +128,132 @@ def resolve_backends(backends: str) -> frozenset[str]:
     return frozenset(b.strip() for b in backends.split(",") if b.strip())
 
 
-def build_variant(variant: Variant, network: object, onnx_path: Path, repo_dir: Path, backends: frozenset[str]) -> Path:
-    """Write one variant's folder: 1/<artifact> (+ model.py for the Python backend) and config.pbtxt."""
-    spec = get_model(variant.model)
+def load_network(spec: ModelSpec, weights: str) -> torch.nn.Module:
+    """The network with its weights; ``random`` is seeded, so rebuilds see the same weights."""
+    with torch.random.fork_rng():
+        torch.manual_seed(RANDOM_SEED)
+        return spec.build_network(weights)
+
+
+def weights_digest(network: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in network.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"trtrepo": __version__}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def build_key(variant: Variant, weights: str, digest: str, native: bool, calibration: CalibrationSet | None) -> dict:
+    """Everything a variant's files depend on; equal keys mean an identical rebuild (JSON-normalized)."""
+    return json.loads(json.dumps({
+        "variant": variant.name,
+        "engine": variant.engine,
+        "precision": variant.precision,
+        "weights": {"source": weights, "sha256": digest},
+        "serving": asdict(variant.options),
+        "native_backend": native,
+        "calibration": calibration.describe() if calibration and variant.precision == "int8" else None,
+        "calibration_images": [str(p) for p in calibration.images] if calibration and variant.precision == "int8" else None,
+        "versions": library_versions(),
+    }))
+
+
+def read_manifest(model_dir: Path) -> dict:
+    try:
+        return json.loads((model_dir / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def build_variant(variant: Variant, inputs: BuildInputs, repo_dir: Path, native: bool, key: dict) -> Path:
+    """Write one variant's folder: 1/<artifact> (+ model.py for the Python backend), config.pbtxt, manifest.json.
+
+    The version folder is kept, so engine caches in it (TensorRT timing and calibration) survive rebuilds.
+    """
     engine = get_engine(variant.engine)
-    engine.check_precision(variant.precision)
-    native = engine.native_backend in backends
-    if not native and "python" not in backends:
-        raise UserError(f"{variant.name}: the server has neither the {engine.native_backend or engine.name} nor the python backend")
     model_dir = Path(repo_dir) / variant.name
     version_dir = model_dir / VERSION
-    shutil.rmtree(model_dir, ignore_errors=True)
-    version_dir.mkdir(parents=True)
-    engine.build(network, onnx_path, variant.precision, version_dir / engine.artifact)
-    if not native:
-        shutil.copyfile(Path(__file__).with_name("triton_model.py"), version_dir / "model.py")
-    write_config(model_config(variant.name, spec, engine, variant.precision, native, variant.options), model_dir)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    artifact = version_dir / engine.artifact
+    artifact.unlink(missing_ok=True)
+    engine.build(inputs, variant.precision, artifact)
+    python_model = version_dir / "model.py"
+    if native:
+        python_model.unlink(missing_ok=True)
+    else:
+        shutil.copyfile(Path(__file__).with_name("triton_model.py"), python_model)
+    write_config(model_config(variant.name, inputs.spec, engine, variant.precision, native, variant.options), model_dir)
+    manifest = {**key, "onnx_sha256": file_digest(inputs.onnx_path), "artifact_sha256": file_digest(artifact),
+                "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return model_dir
 
 
-def build_repository(plan: RepoPlan, on_step: Callable[[str], None] = lambda _: None) -> list[Path]:
-    """Export each model once, then build each of its variants into plan.output; returns the model folders."""
+def build_repository(plan: RepoPlan, log: Callable[[str], None] = lambda _: None, force: bool = False) -> list[BuildResult]:
+    """Build every variant of the plan that can be built here and is not up to date; say why for the rest."""
     plan.output.mkdir(parents=True, exist_ok=True)
-    built = []
+    results: list[BuildResult] = []
+    calibration: CalibrationSet | None = None
+    if any(v.precision == "int8" for v in plan.variants):
+        calibration = calibration_set(plan.calib_dir, plan.calib_images)
+        if not calibration.representative:
+            log(f"warning: INT8 calibration on {len(calibration.images)} {calibration.source}: not representative "
+                "of your data; pass --calib-dir for a meaningful INT8 accuracy")
     with tempfile.TemporaryDirectory(prefix="trtrepo-export-") as scratch:
-        for model, variants in groupby(sorted(plan.variants, key=lambda v: v.model), key=lambda v: v.model):
+        for model, group in groupby(sorted(plan.variants, key=lambda v: v.model), key=lambda v: v.model):
             spec = get_model(model)
-            on_step(f"{model}: loading weights ({plan.weights}) and exporting ONNX")
-            network = spec.build_network(plan.weights)
-            report = export_onnx(spec, network, Path(scratch) / f"{model}.onnx")
-            on_step(f"{model}: ONNX parity with PyTorch, max abs diff {report.max_abs_diff:.2e}")
-            for variant in variants:
-                on_step(f"{variant.name}: building")
-                built.append(build_variant(variant, network, report.path, plan.output, plan.backends))
-    return built
+            todo = []
+            for variant in group:
+                engine = get_engine(variant.engine)
+                engine.check_precision(variant.precision)
+                reason = engine.unavailable(variant.precision)
+                if reason:
+                    log(f"warning: skipping {variant.name}: {reason}")
+                    results.append(BuildResult(variant.name, "skipped", reason))
+                    continue
+                native = engine.native_backend in plan.backends
+                if not native and "python" not in plan.backends:
+                    raise UserError(f"{variant.name}: the server has neither the {engine.native_backend or engine.name} nor the python backend")
+                todo.append((variant, native))
+            if not todo:
+                continue
+            weights = plan.weights_for(model)
+            log(f"{model}: loading weights ({weights})")
+            network = load_network(spec, weights)
+            digest = weights_digest(network)
+            onnx_path = None
+            for variant, native in todo:
+                key = build_key(variant, weights, digest, native, calibration)
+                manifest = read_manifest(plan.output / variant.name)
+                if not force and {k: manifest.get(k) for k in key} == key and (plan.output / variant.name / VERSION).is_dir():
+                    log(f"{variant.name}: up to date")
+                    results.append(BuildResult(variant.name, "up to date"))
+                    continue
+                if onnx_path is None:
+                    report = export_onnx(spec, network, Path(scratch) / f"{model}.onnx")
+                    onnx_path = report.path
+                    log(f"{model}: exported ONNX, parity with PyTorch max abs diff {report.max_abs_diff:.2e}")
+                log(f"{variant.name}: building")
+                inputs = BuildInputs(spec, network, onnx_path, variant.options.max_batch_size,
+                                     variant.options.preferred_batch_sizes, calibration, log)
+                build_variant(variant, inputs, plan.output, native, key)
+                results.append(BuildResult(variant.name, "built"))
+    return results

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from trtrepo.engines.base import Engine, Runner
+from trtrepo.engines.base import BuildInputs, Engine, Runner
 from trtrepo.engines.onnxruntime import OnnxRuntimeEngine
 from trtrepo.engines.pytorch import PyTorchEngine
+from trtrepo.engines.tensorrt import TensorRTEngine
 from trtrepo.errors import UserError
 
-ENGINES: dict[str, type[Engine]] = {"onnxruntime": OnnxRuntimeEngine, "pytorch": PyTorchEngine}
+ENGINES: dict[str, type[Engine]] = {"onnxruntime": OnnxRuntimeEngine, "pytorch": PyTorchEngine, "tensorrt": TensorRTEngine}
 
-__all__ = ["ENGINES", "Engine", "Runner", "get_engine"]
+__all__ = ["ENGINES", "BuildInputs", "Engine", "Runner", "get_engine"]
 
 
 def get_engine(name: str) -> Engine:

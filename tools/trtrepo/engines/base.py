@@ -1,8 +1,9 @@
-"""The small interface every engine implements: build an artifact, load it into a runner."""
+"""The small interface every engine implements: say whether it can run here, build an artifact, load a runner."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ClassVar
 
@@ -13,9 +14,23 @@ from trtrepo.errors import UserError
 if TYPE_CHECKING:
     import torch
 
+    from trtrepo.calibration import CalibrationSet
     from trtrepo.specs import ModelSpec
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What a build may use: the network, its ONNX export, the batch range to serve, calibration data."""
+
+    spec: "ModelSpec"
+    network: "torch.nn.Module"
+    onnx_path: Path
+    max_batch_size: int
+    preferred_batch_sizes: tuple[int, ...]
+    calibration: "CalibrationSet | None"
+    log: Callable[[str], None]
 
 
 class Engine(ABC):
@@ -32,10 +47,21 @@ class Engine(ABC):
         if precision not in self.precisions:
             raise UserError(f"engine {self.name} builds {', '.join(self.precisions)}, not {precision!r}")
 
+    def unavailable(self, precision: str) -> str | None:
+        """Why this engine cannot build ``precision`` on this machine, or None when it can."""
+        return None
+
     @abstractmethod
-    def build(self, network: "torch.nn.Module", onnx_path: Path, precision: str, out_file: Path) -> None:
-        """Write the deployable artifact for ``precision`` to ``out_file``."""
+    def build(self, inputs: BuildInputs, precision: str, out_file: Path) -> None:
+        """Write the deployable artifact for ``precision`` to ``out_file`` (its folder may hold caches)."""
 
     @abstractmethod
     def load(self, spec: "ModelSpec", artifact: Path, precision: str, device: str, threads: int) -> Runner:
         """A callable that maps a batch of named inputs to named outputs, in process."""
+
+
+def cuda_available() -> bool:
+    """Whether an NVIDIA GPU is usable from PyTorch (imported lazily: this runs only when asked)."""
+    import torch
+
+    return torch.cuda.is_available()

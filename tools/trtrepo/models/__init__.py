@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from trtrepo.errors import UserError
+from trtrepo.models.efficientnet_lite0 import EfficientNetLite0
 from trtrepo.models.resnet50 import ResNet50
 from trtrepo.specs import ModelSpec
 
-MODELS: dict[str, type[ModelSpec]] = {"resnet50": ResNet50}
+MODELS: dict[str, type[ModelSpec]] = {"resnet50": ResNet50, "efficientnet_lite0": EfficientNetLite0}
 
 
 def get_model(name: str) -> ModelSpec:

@@ -9,7 +9,8 @@ import torch
 from torchvision.models import ResNet50_Weights, resnet50
 from torchvision.transforms import functional as F
 
-from trtrepo.specs import ModelSpec, TensorSpec, load_image
+from trtrepo.models.imagenet import ImageNetClassifier
+from trtrepo.specs import load_image
 from trtrepo.weights import apply_state_dict, download_state_dict, read_state_dict
 
 PRETRAINED = ResNet50_Weights.IMAGENET1K_V2
@@ -18,12 +19,9 @@ RESIZE, CROP = 232, 224
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class ResNet50(ModelSpec):
+class ResNet50(ImageNetClassifier):
     name = "resnet50"
-    inputs = (TensorSpec("input", "float32", (3, CROP, CROP)),)
-    outputs = (TensorSpec("logits", "float32", (1000,)),)
     weight_choices = "imagenet|random|PATH"
-    class_names: list[str] = PRETRAINED.meta["categories"]
 
     def build_network(self, weights: str) -> torch.nn.Module:
         network = resnet50(weights=None)
@@ -38,11 +36,3 @@ class ResNet50(ModelSpec):
         image = F.center_crop(F.resize(image, RESIZE, antialias=True), CROP)
         tensor = F.normalize(F.to_tensor(image), MEAN, STD)
         return tensor.numpy().astype(np.float32)
-
-    def postprocess(self, outputs: dict[str, np.ndarray], top_k: int = 5) -> list[list[tuple[str, float]]]:
-        """Softmax over the logits, then the top_k (class name, probability) pairs of each sample."""
-        logits = outputs["logits"].astype(np.float64)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        best = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-        return [[(self.class_names[i], float(row[i])) for i in idx] for row, idx in zip(probs, best)]

