@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 	tools/install-system-libs.sh $(BIN)/python
 	touch $(STAMP)
 
-demo: install  ## build the CPU repository, serve it, classify sample photos, run a short perf sweep (WEIGHTS=random by default)
-	$(BIN)/trtrepo demo --weights $(or $(WEIGHTS),random)
+demo: install  ## build the CPU repository, serve it, classify sample photos, run a short perf sweep (WEIGHTS to override)
+	$(BIN)/trtrepo demo $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 test: install  ## unit and integration tests (starts the real tritonserver and perf_analyzer)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
