@@ -49,27 +49,25 @@ def find_perf_analyzer() -> tuple[Path, dict[str, str]]:
     return Path(found), env
 
 
+RETRYABLE = ("No valid requests", "stable measurement")  # windows too short for a slow or busy server
+
+
 def measure(
     variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, instances: int
 ) -> PerfPoint:
-    """Run perf_analyzer once against a loaded model (gRPC, random input data) and return its figures."""
-    binary, env = find_perf_analyzer()
-    with tempfile.TemporaryDirectory(prefix="trtrepo-pa-") as scratch:
-        report = Path(scratch) / "pa.csv"
-        command = [
-            str(binary), "-m", variant, "-u", grpc_url, "-i", "grpc", "-b", str(batch_size),
-            "--concurrency-range", f"{concurrency}:{concurrency}",
-            "--measurement-interval", str(measurement_ms),
-            # Three windows are measured; a noisy CPU rarely meets the default 10% stability, so accept them.
-            "--max-trials", "3", "--stability-percentage", "999",
-            "-f", str(report),
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, env=env)
-        if result.returncode != 0 or not report.is_file():
-            output = (result.stderr + result.stdout).strip().splitlines() or ["no output"]
-            hint = "; install Debian's libb64-0d" if "libb64" in output[-1] else ""
-            raise UserError(f"perf_analyzer on {variant} failed: {output[-1]}{hint}")
-        row = next(csv.DictReader(report.open()))
+    """Run perf_analyzer once against a loaded model (gRPC, random input data) and return its figures.
+
+    A measurement window that saw too few requests is retried with a window twice as long, twice.
+    """
+    for attempt in range(3):
+        row, error = _run_perf_analyzer(variant, grpc_url, batch_size, concurrency, measurement_ms << attempt)
+        if row is not None:
+            break
+        if not any(marker in error for marker in RETRYABLE):
+            break
+    if row is None:
+        hint = "; install Debian's libb64-0d" if "libb64" in error else ""
+        raise UserError(f"perf_analyzer on {variant} failed: {error}{hint}")
     return PerfPoint(
         variant=variant,
         instances=instances,
@@ -82,3 +80,26 @@ def measure(
         queue_ms=float(row["Server Queue"]) / 1000,
         compute_ms=sum(float(row[k]) for k in ("Server Compute Input", "Server Compute Infer", "Server Compute Output")) / 1000,
     )
+
+
+def _run_perf_analyzer(
+    variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int
+) -> tuple[dict | None, str]:
+    """perf_analyzer's CSV row, or None and its most telling output line."""
+    binary, env = find_perf_analyzer()
+    with tempfile.TemporaryDirectory(prefix="trtrepo-pa-") as scratch:
+        report = Path(scratch) / "pa.csv"
+        command = [
+            str(binary), "-m", variant, "-u", grpc_url, "-i", "grpc", "-b", str(batch_size),
+            "--concurrency-range", f"{concurrency}:{concurrency}",
+            "--measurement-interval", str(measurement_ms),
+            # Three windows are measured; a noisy CPU rarely meets the default 10% stability, so accept them.
+            "--max-trials", "3", "--stability-percentage", "999",
+            "-f", str(report),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        if result.returncode == 0 and report.is_file():
+            return next(csv.DictReader(report.open())), ""
+    lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()] or ["no output"]
+    telling = [line for line in lines if any(word in line.lower() for word in ("error", "fail", "no valid", "unable"))]
+    return None, (telling or lines)[-1]

@@ -25,8 +25,13 @@ TEST_VARIANTS = tuple(
         ("efficientnet_lite0", "pytorch", "fp32"),
         ("efficientnet_lite0", "onnxruntime", "fp32"),
         ("efficientnet_lite0", "onnxruntime", "int8"),
+        ("yolov3_tiny", "pytorch", "fp32"),
+        ("yolov3_tiny", "onnxruntime", "fp32"),
+        ("yolov3_tiny", "onnxruntime", "int8"),
     ]
 )
+TEST_WEIGHTS = "resnet50=random,efficientnet_lite0=pretrained,yolov3_tiny=pretrained"
+DARKNET_PHOTOS = Path(sys.prefix) / "share" / "darknet" / "data"
 # Real photos shipped by installed packages, with the ImageNet class each one shows.
 PHOTO_LABELS = {"coffee.png": "espresso", "chelsea.png": "tabby", "eagle.jpg": "bald eagle", "grace_hopper.jpg": "military uniform"}
 
@@ -59,9 +64,11 @@ def labelled_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """resnet50 (random weights) and efficientnet_lite0 (real weights, INT8 too), batches up to 4, Python backend."""
+    """resnet50 (random weights), efficientnet_lite0 and yolov3_tiny (real weights, INT8 too) with the
+    yolov3_tiny pipeline; batches up to 4, Python backend."""
     output = tmp_path_factory.mktemp("repo") / "model_repository"
-    plan = RepoPlan(output, "resnet50=random,efficientnet_lite0=imagenet", frozenset({"python"}), TEST_VARIANTS, calib_images=16)
+    plan = RepoPlan(output, TEST_WEIGHTS, frozenset({"python"}), TEST_VARIANTS, calib_images=16,
+                    pipelines=(("yolov3_tiny", "yolov3_tiny_onnxruntime_fp32"),))
     build_repository(plan)
     return output
 
@@ -84,3 +91,14 @@ def trtrepo(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def resnet_client(*args: str) -> subprocess.CompletedProcess:
     return run_cli(str(ROOT / "clients" / "resnet_client.py"), *args)
+
+
+def yolo_client(*args: str) -> subprocess.CompletedProcess:
+    return run_cli(str(ROOT / "clients" / "yolo_client.py"), *args)
+
+
+@pytest.fixture(scope="session")
+def darknet_photos() -> Path:
+    if not (DARKNET_PHOTOS / "dog.jpg").is_file():
+        pytest.skip(f"Debian's darknet photos are not unpacked in {DARKNET_PHOTOS}: run make install")
+    return DARKNET_PHOTOS

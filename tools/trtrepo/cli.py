@@ -17,11 +17,13 @@ from trtrepo.errors import UserError, run_app
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 console = Console(stderr=True)
 REPOSITORY = Path("model_repository")
-DEMO_WEIGHTS = "resnet50=random,efficientnet_lite0=imagenet"  # both work offline; the second gives real labels
+# All work offline; EfficientNet-Lite0's and YOLOv3-tiny's pretrained weights ship with the install: real labels.
+DEMO_WEIGHTS = "resnet50=random,efficientnet_lite0=pretrained,yolov3_tiny=pretrained"
+DEMO_MODELS = "resnet50,efficientnet_lite0,yolov3_tiny"
 
 WeightsOption = Annotated[
     Optional[str],
-    typer.Option(help="imagenet (pretrained), random, or a state-dict PATH; per model as resnet50=random,efficientnet_lite0=imagenet. "
+    typer.Option(help="pretrained (ImageNet or COCO), random, or a weights PATH; per model as resnet50=random,yolov3_tiny=pretrained. "
                       "Default: the plan's."),
 ]
 RepoOption = Annotated[Path, typer.Option("--model-repository", "--repo", help="Model repository folder.")]
@@ -76,7 +78,7 @@ def progress() -> Progress:
 def export(
     model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50.")],
     output: Annotated[Path, typer.Option(help="ONNX file to write.")],
-    weights: Annotated[str, typer.Option(help="imagenet, random, or a state-dict PATH.")] = "imagenet",
+    weights: Annotated[str, typer.Option(help="pretrained, random, or a weights PATH.")] = "pretrained",
 ) -> None:
     """PyTorch -> ONNX with a dynamic batch axis, checked by onnx.checker and by parity with PyTorch."""
     from trtrepo.export import export_onnx
@@ -247,12 +249,14 @@ def grpc_endpoint(url: str | None, repository: Path) -> Iterator[str]:
 
 
 def repository_variants(repository: Path, models: str | None) -> list[str]:
-    from trtrepo.config import CONFIG_FILE
+    """The variants named, else every <model>_<engine>_<precision> folder of the repository (not pipelines)."""
+    from trtrepo.config import CONFIG_FILE, Variant
 
     chosen = name_list(models)
     if chosen:
         return chosen
-    found = sorted(p.name for p in Path(repository).iterdir() if (p / CONFIG_FILE).is_file()) if Path(repository).is_dir() else []
+    folders = sorted(p.name for p in Path(repository).iterdir() if (p / CONFIG_FILE).is_file()) if Path(repository).is_dir() else []
+    found = [name for name in folders if Variant.is_variant(name)]
     if not found:
         raise UserError(f"{repository}: no models; build them with `trtrepo repo`")
     return found
@@ -327,28 +331,39 @@ def bench(
 
 @app.command("eval")
 def evaluate_command(
-    model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50 or efficientnet_lite0.")],
-    data: Annotated[Path, typer.Option(help="Labelled images: class-name subfolders, or the root that --labels paths are relative to.")],
-    labels: Annotated[Optional[Path], typer.Option(help="File of 'relative/path.jpg label' lines (label: class name or index).")] = None,
+    model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50, efficientnet_lite0, yolov3_tiny.")],
+    data: Annotated[Path, typer.Option(help="Images: class-name subfolders, the root --labels paths are relative to, "
+                                            "or the folder of the --annotations images.")],
+    labels: Annotated[Optional[Path], typer.Option(help="Classifiers: 'relative/path.jpg label' lines (class name or index).")] = None,
+    annotations: Annotated[Optional[Path], typer.Option(help="Detectors: a COCO instances JSON file (required for them).")] = None,
     models: VariantsOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per request.")] = 8,
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
     model_repository: RepoOption = REPOSITORY,
     output: Annotated[Path, typer.Option(help="Folder for eval.csv, eval.md and eval.png.")] = Path("perf/results"),
 ) -> None:
-    """Top-1/top-5, agreement with the FP32 reference and time per batch of every variant of MODEL, through Triton."""
+    """Accuracy and time per batch of every variant of MODEL through Triton: top-1/top-5 and agreement with
+    the FP32 reference for classifiers, COCO mAP for detectors."""
     from trtrepo.config import Variant
-    from trtrepo.evaluate import evaluate, markdown, labelled_images, write_report
+    from trtrepo.evaluate import evaluate, evaluate_detection, labelled_images, markdown, write_report
     from trtrepo.models import get_model
+    from trtrepo.models.yolov3 import YOLOv3
 
     spec = get_model(model)
-    images, truth = labelled_images(data, labels, spec.class_names)
+    detector = isinstance(spec, YOLOv3)
+    if detector and annotations is None:
+        raise UserError(f"{model} is a detector: pass --annotations instances.json (COCO format)")
+    if not detector:
+        images, truth = labelled_images(data, labels, spec.class_names)
     variants = [v for v in repository_variants(model_repository, models) if Variant.parse(v).model == model]
     if not variants:
         raise UserError(f"{model_repository}: no variants of {model}; build them with `trtrepo repo --models {model}`")
     with grpc_endpoint(url, model_repository) as grpc_url:
-        console.print(f"evaluating {', '.join(variants)} on {len(images)} images ...")
-        rows, reference = evaluate(spec, grpc_url, "grpc", variants, images, truth, batch_size)
+        console.print(f"evaluating {', '.join(variants)} ...")
+        if detector:
+            rows, reference = evaluate_detection(spec, grpc_url, "grpc", variants, data, annotations, batch_size)
+        else:
+            rows, reference = evaluate(spec, grpc_url, "grpc", variants, images, truth, batch_size)
     files = write_report(rows, reference, output)
     print(markdown(rows, reference))
     print(f"wrote {', '.join(str(p) for p in files.values())}")
@@ -356,7 +371,7 @@ def evaluate_command(
 
 @app.command()
 def demo(
-    weights: Annotated[str, typer.Option(help="Per model; ResNet50's imagenet weights need the download or its cache.")] = DEMO_WEIGHTS,
+    weights: Annotated[str, typer.Option(help="Per model; ResNet50's and YOLOv3's pretrained weights need a download or its cache.")] = DEMO_WEIGHTS,
     output: Annotated[Path, typer.Option(help="Repository folder to build.")] = REPOSITORY,
     instances: Annotated[str, typer.Option(help="Instance counts for the short sweep.")] = "1,2",
     concurrency: Annotated[str, typer.Option(help="Concurrencies for the short sweep.")] = "2",
@@ -366,7 +381,7 @@ def demo(
     from trtrepo.clients.resnet_client import classify
     from trtrepo.server import Ports, TritonServer
 
-    repo(plan=None, models=None, weights=weights, output=output, backends=None, calib_dir=None, calib_images=16, force=False)
+    repo(plan=None, models=DEMO_MODELS, weights=weights, output=output, backends=None, calib_dir=None, calib_images=16, force=False)
     if "random" in weights:
         console.print(f"[yellow]weights {weights}: labels from random weights are meaningless; the path is what they show[/yellow]")
     images = shipped_photos()[:4]

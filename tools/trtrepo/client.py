@@ -20,7 +20,10 @@ def _short(exc: Exception) -> str:
 class InferenceClient:
     """A connection to one model on a Triton server, checked at construction: server live, model ready."""
 
-    def __init__(self, model: str, url: str | None = None, protocol: str = "http", timeout_s: float = 60) -> None:
+    def __init__(
+        self, model: str, url: str | None = None, protocol: str = "http", timeout_s: float = 60, concurrency: int = 1
+    ) -> None:
+        """``concurrency``: how many threads may call infer at once (HTTP keeps that many connections)."""
         if protocol not in PROTOCOLS:
             raise UserError(f"protocol must be http or grpc, got {protocol!r}")
         self.protocol = protocol
@@ -29,7 +32,9 @@ class InferenceClient:
         if protocol == "http":
             import tritonclient.http as module
 
-            self._client = module.InferenceServerClient(self.url, connection_timeout=timeout_s, network_timeout=timeout_s)
+            self._client = module.InferenceServerClient(
+                self.url, concurrency=concurrency, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
         else:
             import tritonclient.grpc as module
 
@@ -77,21 +82,60 @@ class InferenceClient:
         except Exception as exc:
             raise UserError(f"loading {model!r} failed: {_short(exc)}") from exc
 
-    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One request with the given batch; returns every output of the model."""
+    def _request(self, inputs: dict[str, np.ndarray]) -> tuple[list, list]:
         from tritonclient.utils import np_to_triton_dtype
 
-        request = []
+        tensors = []
         for name, array in inputs.items():
             tensor = self._module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(np.ascontiguousarray(array))
-            request.append(tensor)
-        outputs = [self._module.InferRequestedOutput(o.name) for o in self.config.output]
+            tensor.set_data_from_numpy(np.ascontiguousarray(array) if array.dtype != np.object_ else array)
+            tensors.append(tensor)
+        return tensors, [self._module.InferRequestedOutput(o.name) for o in self.config.output]
+
+    def _outputs(self, result: object) -> dict[str, np.ndarray]:
+        return {o.name: result.as_numpy(o.name) for o in self.config.output}
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One request with the given batch; returns every output of the model."""
+        tensors, outputs = self._request(inputs)
         try:
-            result = self._client.infer(self.model, request, outputs=outputs)
+            return self._outputs(self._client.infer(self.model, tensors, outputs=outputs))
         except Exception as exc:
             raise UserError(f"inference on {self.model!r} failed: {_short(exc)}") from exc
-        return {o.name: result.as_numpy(o.name) for o in self.config.output}
+
+    def infer_many(self, requests: list[dict[str, np.ndarray]], on_result=lambda: None) -> list[dict[str, np.ndarray]]:
+        """Several requests in flight at once (HTTP: the client's connection pool; gRPC: async calls), results
+        in request order. ``on_result`` is called as each result is collected."""
+        import queue
+
+        try:
+            if self.protocol == "http":
+                pending = []
+                for request in requests:
+                    tensors, outputs = self._request(request)
+                    pending.append(self._client.async_infer(self.model, tensors, outputs=outputs))
+                results = []
+                for handle in pending:
+                    results.append(self._outputs(handle.get_result()))
+                    on_result()
+                return results
+            done: "queue.Queue" = queue.Queue()
+            for index, request in enumerate(requests):
+                tensors, outputs = self._request(request)
+                self._client.async_infer(self.model, tensors, lambda result, error, i=index: done.put((i, result, error)),
+                                         outputs=outputs)
+            collected: dict[int, dict[str, np.ndarray]] = {}
+            while len(collected) < len(requests):
+                index, result, error = done.get()
+                if error is not None:
+                    raise error
+                collected[index] = self._outputs(result)
+                on_result()
+            return [collected[i] for i in range(len(requests))]
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"inference on {self.model!r} failed: {_short(exc)}") from exc
 
     def infer_batches(self, samples: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
         """Send samples in batches of at most batch_size (and at most the model's max_batch_size)."""

@@ -66,6 +66,14 @@ class Variant:
         """The variant this one is compared with: the same model in eager PyTorch at fp32 (the study's reference)."""
         return f"{self.model}_pytorch_fp32"
 
+    @staticmethod
+    def is_variant(name: str) -> bool:
+        """Whether a model folder name reads as <model>_<engine>_<precision> with a known engine."""
+        from trtrepo.engines import ENGINES
+
+        parts = name.rsplit("_", 2)
+        return len(parts) == 3 and all(parts) and parts[1] in ENGINES
+
     @classmethod
     def parse(cls, name: str) -> "Variant":
         """Split a model folder name <model>_<engine>_<precision> (the model part may hold underscores)."""
@@ -88,6 +96,21 @@ def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, nat
     for tensor, target in [(t, config.input) for t in spec.inputs] + [(t, config.output) for t in spec.outputs]:
         target.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"), dims=list(tensor.shape))
     apply_serving_options(config, options)
+    return config
+
+
+def pipeline_config(name: str, model: str, detector: str, instances: int = 1) -> pb.ModelConfig:
+    """The BLS detection pipeline: one encoded image (BYTES) per request in; boxes, scores, class ids out."""
+    config = pb.ModelConfig(name=name, backend="python", max_batch_size=0)
+    config.parameters["model"].string_value = model
+    config.parameters["detector"].string_value = detector
+    config.input.add(name="image", data_type=pb.TYPE_STRING, dims=[1])
+    for threshold in ("conf", "iou"):
+        config.input.add(name=threshold, data_type=pb.TYPE_FP32, dims=[1], optional=True)
+    config.output.add(name="boxes", data_type=pb.TYPE_FP32, dims=[-1, 4])
+    config.output.add(name="scores", data_type=pb.TYPE_FP32, dims=[-1])
+    config.output.add(name="class_ids", data_type=pb.TYPE_INT32, dims=[-1])
+    config.instance_group.add(count=instances, kind=pb.ModelInstanceGroup.KIND_CPU)
     return config
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -24,6 +25,10 @@ def run_app(app: Any) -> None:
         _fail(f"{exc.format_message()} (see --help)", exc.exit_code)
     except OSError as exc:
         _fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", 1)
+    except Exception as exc:  # a bug or a library failure: still one line, the traceback on request
+        if os.environ.get("TRTREPO_DEBUG"):
+            raise
+        _fail(f"{exc.__class__.__name__}: {exc} (internal error; TRTREPO_DEBUG=1 shows the traceback)", 1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -1,13 +1,16 @@
-"""Accuracy per variant through Triton: top-1/top-5, agreement with the FP32 reference, time per batch.
+"""Accuracy per variant through Triton, beside its time per batch: the study's Table 3 shape.
 
-The output is shaped like the study's Table 3 (time per batch, speedup, top-1 per precision).
+Classifiers: top-1, top-5 and top-1 agreement with the FP32 reference on an ImageNet-style folder.
+Detectors: COCO mAP@[.5:.95] and mAP@.5 (pycocotools) on images with a COCO instances file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +20,37 @@ from trtrepo.config import Variant
 from trtrepo.errors import UserError
 from trtrepo.specs import ModelSpec
 
+# Darknet's coco.names spells six classes differently from the COCO annotation files.
+COCO_ALIASES = {"motorbike": "motorcycle", "aeroplane": "airplane", "sofa": "couch", "pottedplant": "potted plant",
+                "diningtable": "dining table", "tvmonitor": "tv"}
+DETECTION_CONF = 0.001  # the COCO convention: keep low-score boxes, the precision-recall curve ranks them
+
 
 @dataclass(frozen=True)
 class EvalRow:
+    """A classifier variant's figures; the fields after ``speedup`` are shares in 0..1."""
+
     variant: str
     images: int
     batch_size: int
     seconds_per_batch: float
-    speedup: float  # baseline time per batch / this variant's
+    speedup: float  # reference time per batch / this variant's
     top1: float
     top5: float
     agreement: float  # share of images whose top-1 equals the reference's
+
+
+@dataclass(frozen=True)
+class DetectionRow:
+    """A detector variant's figures; the fields after ``speedup`` are shares in 0..1."""
+
+    variant: str
+    images: int
+    batch_size: int
+    seconds_per_batch: float
+    speedup: float
+    map_50_95: float
+    map_50: float
 
 
 def labelled_images(data: Path, labels_file: Path | None, class_names: list[str]) -> tuple[list[Path], np.ndarray]:
@@ -68,63 +91,117 @@ def labelled_images(data: Path, labels_file: Path | None, class_names: list[str]
     return [p for p, _ in pairs], np.array([label for _, label in pairs])
 
 
-def predict(client: InferenceClient, samples: np.ndarray, input_name: str, batch_size: int) -> tuple[np.ndarray, float]:
-    """Top-5 class indices per sample and the mean wall time per request of ``batch_size`` samples."""
+def timed_batches(client: InferenceClient, samples: np.ndarray, input_name: str, batch_size: int) -> tuple[list[dict], float]:
+    """Each batch's outputs and the mean wall time of one request of ``batch_size`` samples (after a warm-up)."""
     step = max(1, min(batch_size, client.config.max_batch_size or batch_size))
-    client.infer({input_name: samples[:step]})  # warm-up, not timed
-    logits, times = [], []
+    client.infer({input_name: samples[:step]})
+    outputs, times = [], []
     for start in range(0, len(samples), step):
         began = time.perf_counter()
-        output = client.infer({input_name: samples[start : start + step]})
+        outputs.append(client.infer({input_name: samples[start : start + step]}))
         times.append(time.perf_counter() - began)
-        logits.append(next(iter(output.values())))
-    return np.argsort(-np.concatenate(logits), axis=1)[:, :5], float(np.mean(times))
+    return outputs, float(np.mean(times))
+
+
+def reference_of(variants: list[str]) -> str:
+    """The model's eager-PyTorch FP32 variant where evaluated, else the first FP32 one, else the first."""
+    reference = Variant.parse(variants[0]).baseline
+    if reference in variants:
+        return reference
+    return next((v for v in variants if v.endswith("_fp32")), variants[0])
 
 
 def evaluate(
     spec: ModelSpec, url: str, protocol: str, variants: list[str], images: list[Path], labels: np.ndarray, batch_size: int
 ) -> tuple[list[EvalRow], str]:
-    """Every variant on the same preprocessed images, and the reference: the model's eager-PyTorch FP32
-    variant where evaluated, else the first FP32 one."""
+    """Every classifier variant on the same preprocessed images; returns the rows and the reference's name."""
     samples = np.stack([spec.preprocess(path) for path in images])
     predictions = {}
     for variant in variants:
         client = InferenceClient(variant, url=url, protocol=protocol)
-        predictions[variant] = predict(client, samples, spec.inputs[0].name, batch_size)
-    reference = Variant.parse(variants[0]).baseline
-    if reference not in predictions:
-        reference = next((v for v in variants if v.endswith("_fp32")), variants[0])
+        outputs, seconds = timed_batches(client, samples, spec.inputs[0].name, batch_size)
+        logits = np.concatenate([o[spec.outputs[0].name] for o in outputs])
+        predictions[variant] = (np.argsort(-logits, axis=1)[:, :5], seconds)
+    reference = reference_of(variants)
     ref_top1, ref_time = predictions[reference][0][:, 0], predictions[reference][1]
     rows = [
-        EvalRow(
-            variant=variant,
-            images=len(images),
-            batch_size=batch_size,
-            seconds_per_batch=seconds,
-            speedup=ref_time / seconds if seconds else 0.0,
-            top1=float(np.mean(top5[:, 0] == labels)),
-            top5=float(np.mean((top5 == labels[:, None]).any(axis=1))),
-            agreement=float(np.mean(top5[:, 0] == ref_top1)),
-        )
+        EvalRow(variant, len(images), batch_size, seconds, ref_time / seconds if seconds else 0.0,
+                top1=float(np.mean(top5[:, 0] == labels)),
+                top5=float(np.mean((top5 == labels[:, None]).any(axis=1))),
+                agreement=float(np.mean(top5[:, 0] == ref_top1)))
         for variant, (top5, seconds) in predictions.items()
     ]
     return rows, reference
 
 
-def markdown(rows: list[EvalRow], reference: str) -> str:
-    lines = [
-        "| variant | time per batch (s) | speedup | top-1 | top-5 | top-1 agreement with reference |",
-        "|---|---|---|---|---|---|",
+def evaluate_detection(
+    spec: ModelSpec, url: str, protocol: str, variants: list[str], data: Path, annotations: Path, batch_size: int
+) -> tuple[list[DetectionRow], str]:
+    """COCO mAP of every detector variant on the images the annotations file lists (found under ``data``)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from trtrepo.models.yolov3 import to_image_coords
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            truth = COCO(str(annotations))
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{annotations}: not a readable COCO instances file ({exc.__class__.__name__}: {exc})") from exc
+    category_ids = {c["name"]: c["id"] for c in truth.loadCats(truth.getCatIds())}
+    category_of = [category_ids.get(COCO_ALIASES.get(name, name)) for name in spec.class_names]
+    records = truth.loadImgs(truth.getImgIds())
+    if not records:
+        raise UserError(f"{annotations}: lists no images")
+    prepared = [spec.letterbox(Path(data) / record["file_name"]) for record in records]
+    samples = np.stack([array for array, _ in prepared])
+    scores, times = {}, {}
+    for variant in variants:
+        client = InferenceClient(variant, url=url, protocol=protocol)
+        outputs, times[variant] = timed_batches(client, samples, spec.inputs[0].name, batch_size)
+        found = [d for o in outputs for d in spec.postprocess(o, conf=DETECTION_CONF)]
+        results = [
+            {"image_id": record["id"], "category_id": category_of[d.class_id], "score": d.score,
+             "bbox": [d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]]}
+            for record, detections, (_, box) in zip(records, found, prepared)
+            for d in to_image_coords(detections, box)
+            if category_of[d.class_id] is not None
+        ]
+        scores[variant] = (0.0, 0.0)
+        if results:
+            with contextlib.redirect_stdout(io.StringIO()):
+                evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
+                evaluation.evaluate()
+                evaluation.accumulate()
+                evaluation.summarize()
+            scores[variant] = (max(0.0, float(evaluation.stats[0])), max(0.0, float(evaluation.stats[1])))
+    reference = reference_of(variants)
+    rows = [
+        DetectionRow(variant, len(records), batch_size, times[variant],
+                     times[reference] / times[variant] if times[variant] else 0.0, *scores[variant])
+        for variant in variants
     ]
+    return rows, reference
+
+
+def _metric_fields(row: object) -> list[str]:
+    names = [f.name for f in fields(row)]
+    return names[names.index("speedup") + 1 :]
+
+
+def markdown(rows: list, reference: str) -> str:
+    metrics = _metric_fields(rows[0])
+    header = ["variant", "time per batch (s)", "speedup", *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        lines.append(f"| {row.variant} | {row.seconds_per_batch:.4f} | {row.speedup:.2f}x | {row.top1:.4f} | "
-                     f"{row.top5:.4f} | {row.agreement:.2%} |")
+        values = [f"{getattr(row, m):.4f}" for m in metrics]
+        lines.append(f"| {row.variant} | {row.seconds_per_batch:.4f} | {row.speedup:.2f}x | " + " | ".join(values) + " |")
     first = rows[0]
     return "\n".join(lines) + (f"\n\n{first.images} images, batches of {first.batch_size}, through Triton; "
-                               f"speedup and agreement relative to {reference}.\n")
+                               f"speedup (and agreement) relative to {reference}.\n")
 
 
-def write_report(rows: list[EvalRow], reference: str, out_dir: Path) -> dict[str, Path]:
+def write_report(rows: list, reference: str, out_dir: Path) -> dict[str, Path]:
     """eval.csv, eval.md and eval.png (speedup and accuracy bars per variant) in out_dir."""
     import matplotlib
 
@@ -139,13 +216,14 @@ def write_report(rows: list[EvalRow], reference: str, out_dir: Path) -> dict[str
         writer.writerows(asdict(r) for r in rows)
     (out_dir / "eval.md").write_text("# Accuracy and speed per variant\n\n" + markdown(rows, reference))
     names = [r.variant for r in rows]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    metrics = _metric_fields(rows[0])
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 0.6 * len(rows) + 2.5))
     left.barh(names, [r.speedup for r in rows], color="tab:blue")
     left.set(xlabel=f"speedup over {reference} (time per batch)", title="Speed")
-    width = 0.4
+    height = 0.8 / len(metrics)
     positions = np.arange(len(rows))
-    right.barh(positions - width / 2, [r.top1 for r in rows], width, label="top-1")
-    right.barh(positions + width / 2, [r.agreement for r in rows], width, label="top-1 agreement with reference")
+    for offset, metric in enumerate(metrics):
+        right.barh(positions + (offset - (len(metrics) - 1) / 2) * height, [getattr(r, metric) for r in rows], height, label=metric)
     right.set_yticks(positions, names)
     right.set(xlim=(0, 1.05), title="Accuracy")
     right.legend(fontsize=8, loc="lower right")

@@ -22,7 +22,7 @@ import torch
 
 from trtrepo import __version__
 from trtrepo.calibration import DEFAULT_CALIBRATION_IMAGES, CalibrationSet, calibration_set
-from trtrepo.config import ServingOptions, Variant, model_config, write_config
+from trtrepo.config import ServingOptions, Variant, model_config, pipeline_config, write_config
 from trtrepo.engines import ENGINES, BuildInputs, get_engine
 from trtrepo.errors import UserError
 from trtrepo.export import export_onnx
@@ -47,6 +47,7 @@ class RepoPlan:
     variants: tuple[Variant, ...]
     calib_dir: Path | None = None
     calib_images: int = DEFAULT_CALIBRATION_IMAGES
+    pipelines: tuple[tuple[str, str], ...] = ()  # (pipeline model name, detector variant it calls)
 
 
     def weights_for(self, model: str) -> str:
@@ -102,6 +103,12 @@ def load_plan(
     if not variants:
         raise UserError(f"the plan has no variant for models {', '.join(models or [])}")
     plan_calib = repository.get("calib_dir")
+    pipelines = []
+    for entry in data.get("pipeline", []):
+        if "name" not in entry or "detector" not in entry:
+            raise UserError(f"pipeline {entry} needs name and detector")
+        if not models or Variant.parse(entry["detector"]).model in models:
+            pipelines.append((entry["name"], entry["detector"]))
     return RepoPlan(
         output=Path(output or repository.get("output", "model_repository")),
         weights=weights or repository.get("weights", "imagenet"),
@@ -109,6 +116,7 @@ def load_plan(
         variants=tuple(variants),
         calib_dir=calib_dir or (Path(plan_calib) if plan_calib else None),
         calib_images=calib_images or repository.get("calib_images", DEFAULT_CALIBRATION_IMAGES),
+        pipelines=tuple(pipelines),
     )
 
 
@@ -256,4 +264,23 @@ def build_repository(plan: RepoPlan, log: Callable[[str], None] = lambda _: None
                                      variant.options.preferred_batch_sizes, calibration, log)
                 build_variant(variant, inputs, plan.output, native, key)
                 results.append(BuildResult(variant.name, "built"))
+    for name, detector in plan.pipelines:
+        results.append(build_pipeline(name, detector, plan.output, plan.backends, log))
     return results
+
+
+def build_pipeline(name: str, detector: str, repo_dir: Path, backends: frozenset[str], log: Callable[[str], None]) -> BuildResult:
+    """The BLS model that serves encoded images through the detector variant; needs the Python backend."""
+    if not (Path(repo_dir) / detector / VERSION).is_dir():
+        reason = f"its detector {detector} is not in the repository"
+    elif "python" not in backends:
+        reason = "the server has no python backend"
+    else:
+        model_dir = Path(repo_dir) / name
+        (model_dir / VERSION).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(__file__).with_name("triton_pipeline_model.py"), model_dir / VERSION / "model.py")
+        write_config(pipeline_config(name, Variant.parse(detector).model, detector), model_dir)
+        log(f"{name}: pipeline over {detector}")
+        return BuildResult(name, "built", f"pipeline over {detector}")
+    log(f"warning: skipping pipeline {name}: {reason}")
+    return BuildResult(name, "skipped", reason)

@@ -57,7 +57,9 @@ class OnnxRuntimeEngine(Engine):
 
         with tempfile.TemporaryDirectory(prefix="trtrepo-quant-") as scratch:
             prepared = Path(scratch) / "prepared.onnx"
-            quant_pre_process(str(inputs.onnx_path), str(prepared))
+            # ONNX shape inference and graph optimization only: ORT's symbolic shape inference gives up on
+            # graphs such as YOLO's in-graph decoding, and static quantization does not need it.
+            quant_pre_process(str(inputs.onnx_path), str(prepared), skip_symbolic_shape=True)
             quantize_static(
                 str(prepared),
                 str(out_file),
@@ -66,6 +68,7 @@ class OnnxRuntimeEngine(Engine):
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
+                nodes_to_exclude=float_tail(prepared),
             )
 
     def load(self, spec: "ModelSpec", artifact: Path, precision: str, device: str, threads: int) -> Runner:
@@ -83,3 +86,22 @@ class OnnxRuntimeEngine(Engine):
             return dict(zip(names, session.run(names, batch)))
 
         return run
+
+
+def float_tail(onnx_path: Path) -> list[str]:
+    """Nodes whose results feed no convolution: the classifier's pooling and fc, YOLO's box decoding.
+
+    They stay in float: the convolutions carry the INT8 speed-up, while the tail mixes value ranges (pixel
+    coordinates beside probabilities in one tensor) that a single int8 scale cannot hold.
+    """
+    import onnx
+
+    nodes = list(onnx.load(str(onnx_path)).graph.node)
+    feeds_conv: set[str] = set()  # tensor names from which a Conv is reachable
+    keep: set[int] = set()
+    for index in range(len(nodes) - 1, -1, -1):  # ONNX graphs are topologically sorted
+        node = nodes[index]
+        if node.op_type == "Conv" or any(output in feeds_conv for output in node.output):
+            keep.add(index)
+            feeds_conv.update(node.input)
+    return [node.name for index, node in enumerate(nodes) if index not in keep and node.name]

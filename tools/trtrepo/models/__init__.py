@@ -5,9 +5,15 @@ from __future__ import annotations
 from trtrepo.errors import UserError
 from trtrepo.models.efficientnet_lite0 import EfficientNetLite0
 from trtrepo.models.resnet50 import ResNet50
+from trtrepo.models.yolov3 import YOLOv3, YOLOv3Tiny
 from trtrepo.specs import ModelSpec
 
-MODELS: dict[str, type[ModelSpec]] = {"resnet50": ResNet50, "efficientnet_lite0": EfficientNetLite0}
+MODELS: dict[str, type[ModelSpec]] = {
+    "resnet50": ResNet50,
+    "efficientnet_lite0": EfficientNetLite0,
+    "yolov3": YOLOv3,
+    "yolov3_tiny": YOLOv3Tiny,
+}
 
 
 def get_model(name: str) -> ModelSpec:

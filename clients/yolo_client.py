@@ -1,0 +1,147 @@
+"""Detect objects with a YOLOv3 variant served by Triton: class, score and box in original-image pixels.
+
+    python clients/yolo_client.py IMAGE_OR_FOLDER... [--url HOST:PORT] [--model NAME] [--out DIR] [--json]
+
+By default the client letterboxes images itself, sends tensors to a <model>_<engine>_<precision> variant and
+runs NMS here. With --server-side it sends the encoded image bytes to the repository's pipeline model
+(`yolov3_tiny`, `yolov3`), which does all of that inside Triton.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from trtrepo.client import InferenceClient, collect_images
+from trtrepo.config import Variant
+from trtrepo.errors import UserError, run_app
+from trtrepo.models import get_model
+from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, YOLOv3, Detection, to_image_coords
+
+app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
+
+
+class Protocol(str, Enum):
+    http = "http"
+    grpc = "grpc"
+
+
+def spec_of(model: str) -> YOLOv3:
+    """The YOLO spec behind a variant name (yolov3_tiny_onnxruntime_fp32) or a pipeline name (yolov3_tiny)."""
+    name = Variant.parse(model).model if Variant.is_variant(model) else model
+    spec = get_model(name)
+    if not isinstance(spec, YOLOv3):
+        raise UserError(f"{model} is not a YOLO model")
+    return spec
+
+
+WAVE = 64  # images prepared and in flight at once: bounds memory on large folders
+
+
+def detect(
+    images: list[Path], model: str, url: str | None, protocol: str, batch_size: int, conf: float, iou: float,
+    workers: int = 4, on_done=lambda count: None,
+) -> list[list[Detection]]:
+    """Letterbox here, send batches concurrently through Triton, NMS here; boxes in image pixels."""
+    spec = spec_of(model)
+    client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
+    step = max(1, min(batch_size, client.config.max_batch_size or batch_size))
+    results: list[list[Detection]] = []
+    for start in range(0, len(images), WAVE):
+        prepared = [spec.letterbox(path) for path in images[start : start + WAVE]]
+        requests = [{spec.inputs[0].name: np.stack([a for a, _ in prepared[i : i + step]])} for i in range(0, len(prepared), step)]
+        raw = client.infer_many(requests, lambda: on_done(step))
+        found = [d for output in raw for d in spec.postprocess(output, conf=conf, iou=iou)]
+        results += [to_image_coords(d, box) for d, (_, box) in zip(found, prepared)]
+    return results
+
+
+def detect_server_side(
+    images: list[Path], model: str, url: str | None, protocol: str, conf: float, iou: float,
+    workers: int = 4, on_done=lambda count: None,
+) -> list[list[Detection]]:
+    """Encoded bytes to the pipeline model; Triton decodes, letterboxes, infers and runs NMS."""
+    spec = spec_of(model)
+    client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
+    if client.config.input[0].name != "image":
+        raise UserError(f"{model} is a tensor model; --server-side needs a pipeline model such as {spec.name}")
+    thresholds = {"conf": np.array([conf], dtype=np.float32), "iou": np.array([iou], dtype=np.float32)}
+    results: list[list[Detection]] = []
+    for start in range(0, len(images), WAVE):
+        requests = [{"image": np.array([path.read_bytes()], dtype=np.object_), **thresholds} for path in images[start : start + WAVE]]
+        for out in client.infer_many(requests, lambda: on_done(1)):
+            results.append([Detection(int(c), spec.class_names[int(c)], float(s), tuple(float(v) for v in box))
+                            for box, s, c in zip(out["boxes"], out["scores"], out["class_ids"])])
+    return results
+
+
+def annotate(image_path: Path, detections: list[Detection], out_dir: Path) -> Path:
+    """A copy of the image with each box and its label drawn, saved under out_dir with the same name."""
+    from PIL import Image, ImageDraw
+
+    colours = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
+    with Image.open(image_path) as original:
+        image = original.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 300))
+    for d in detections:
+        colour = colours[d.class_id % len(colours)]
+        draw.rectangle(d.box, outline=colour, width=width)
+        text = f"{d.label} {d.score:.2f}"
+        left, top, right, bottom = draw.textbbox((d.box[0], d.box[1]), text)
+        draw.rectangle((left, top - (bottom - top) - 4, right + 4, top), fill=colour)
+        draw.text((left + 2, top - (bottom - top) - 3), text, fill="white")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / image_path.name
+    image.save(target)
+    return target
+
+
+@app.command()
+def main(
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of images.", show_default=False)],
+    url: Annotated[Optional[str], typer.Option(help="Server address; default localhost:8000 (http) or :8001 (grpc).")] = None,
+    protocol: Annotated[Protocol, typer.Option(help="Triton protocol.")] = Protocol.http,
+    model: Annotated[str, typer.Option(help="A YOLO variant, or with --server-side a pipeline model.")] = "yolov3_tiny_onnxruntime_fp32",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per request (capped at the model's max_batch_size).")] = 4,
+    conf: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score threshold (objectness x class probability).")] = DEFAULT_CONF,
+    iou: Annotated[float, typer.Option(min=0.0, max=1.0, help="NMS overlap threshold.")] = DEFAULT_IOU,
+    server_side: Annotated[bool, typer.Option("--server-side", help="Send encoded images to the pipeline model.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 4,
+    out: Annotated[Optional[Path], typer.Option(help="Write annotated copies of the images here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Print each image's detections; optionally write annotated images and JSON."""
+    from rich.progress import Progress
+
+    paths = collect_images(images)
+    if server_side and Variant.is_variant(model):
+        model = Variant.parse(model).model  # the pipeline serving this model
+    with Progress(transient=True, disable=len(paths) < 8) as progress:
+        task = progress.add_task("detecting", total=len(paths))
+        advance = lambda count: progress.advance(task, count)  # noqa: E731
+        if server_side:
+            results = detect_server_side(paths, model, url, protocol.value, conf, iou, workers, advance)
+        else:
+            results = detect(paths, model, url, protocol.value, batch_size, conf, iou, workers, advance)
+    if out is not None:
+        for path, detections in zip(paths, results):
+            annotate(path, detections, out)
+    if as_json:
+        print(json.dumps([{"image": str(p), "detections": [d.as_dict() for d in r]} for p, r in zip(paths, results)], indent=2))
+        return
+    for path, detections in zip(paths, results):
+        print(f"{path}: {len(detections)} detections")
+        for d in detections:
+            print(f"  {d.label:<14} {d.score:.3f}  ({d.box[0]:.0f}, {d.box[1]:.0f}, {d.box[2]:.0f}, {d.box[3]:.0f})")
+    if out is not None:
+        print(f"annotated images in {out}")
+
+
+if __name__ == "__main__":
+    run_app(app)

