@@ -53,14 +53,17 @@ RETRYABLE = ("No valid requests", "stable measurement")  # windows too short for
 
 
 def measure(
-    variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, instances: int
+    variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, instances: int,
+    shapes_of: str | None = None,
 ) -> PerfPoint:
     """Run perf_analyzer once against a loaded model (gRPC, random input data) and return its figures.
 
+    Variable input dimensions get the typical shape of ``shapes_of``'s spec (default: the variant's own).
     A measurement window that saw too few requests is retried with a window twice as long, twice.
     """
+    shapes = request_shapes(shapes_of or variant)
     for attempt in range(3):
-        row, error = _run_perf_analyzer(variant, grpc_url, batch_size, concurrency, measurement_ms << attempt)
+        row, error = _run_perf_analyzer(variant, grpc_url, batch_size, concurrency, measurement_ms << attempt, shapes)
         if row is not None:
             break
         if not any(marker in error for marker in RETRYABLE):
@@ -82,8 +85,20 @@ def measure(
     )
 
 
+def request_shapes(variant: str) -> list[str]:
+    """perf_analyzer --shape arguments for inputs with variable dimensions, at the spec's typical size."""
+    from trtrepo.config import Variant
+    from trtrepo.models import MODELS, get_model
+
+    if not Variant.is_variant(variant) or Variant.parse(variant).model not in MODELS:
+        return []
+    spec = get_model(Variant.parse(variant).model)
+    shapes = [(t.name, spec.shape_range(t)[1]) for t in spec.inputs if -1 in t.shape]
+    return [argument for name, shape in shapes for argument in ("--shape", f"{name}:{','.join(map(str, shape))}")]
+
+
 def _run_perf_analyzer(
-    variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int
+    variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, shapes: list[str]
 ) -> tuple[dict | None, str]:
     """perf_analyzer's CSV row, or None and its most telling output line."""
     binary, env = find_perf_analyzer()
@@ -96,6 +111,7 @@ def _run_perf_analyzer(
             # Three windows are measured; a noisy CPU rarely meets the default 10% stability, so accept them.
             "--max-trials", "3", "--stability-percentage", "999",
             "-f", str(report),
+            *shapes,
         ]
         result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode == 0 and report.is_file():

@@ -24,23 +24,28 @@ def sweep(
 ) -> list[PerfPoint]:
     """For each variant and instance count: reload the model with that many instances, measure each concurrency.
 
-    Needs a server in explicit model-control mode; each variant's original config is restored afterwards.
+    An ensemble (ctpn_split) is scaled through the models it chains. Needs a server in explicit
+    model-control mode; every reloaded model's original config is restored afterwards.
     """
     points = []
     for variant in variants:
         client = InferenceClient(variant, url=grpc_url, protocol="grpc")
-        original = client.config
-        if batch_size > max(original.max_batch_size, 1):
-            raise UserError(f"batch size {batch_size} exceeds {variant}'s max_batch_size {original.max_batch_size}")
+        if batch_size > max(client.config.max_batch_size, 1):
+            raise UserError(f"batch size {batch_size} exceeds {variant}'s max_batch_size {client.config.max_batch_size}")
+        steps = [step.model_name for step in client.config.ensemble_scheduling.step]
+        originals = {name: client.model_config(name) for name in steps or [variant]}
         try:
             for count in instance_counts:
-                client.load_model(variant, config_to_json(with_instances(original, count)))
+                for name, config in originals.items():
+                    client.load_model(name, config_to_json(with_instances(config, count)))
                 for concurrency in concurrencies:
-                    point = measure(variant, grpc_url, batch_size, concurrency, measurement_ms, count)
+                    point = measure(variant, grpc_url, batch_size, concurrency, measurement_ms, count,
+                                    shapes_of=steps[0] if steps else variant)
                     points.append(point)
                     on_point(point)
         finally:
-            client.load_model(variant, config_to_json(original))
+            for name, config in originals.items():
+                client.load_model(name, config_to_json(config))
     return points
 
 
@@ -65,10 +70,11 @@ def markdown_table(points: list[PerfPoint]) -> str:
     and its throughput ratio to the model's eager-PyTorch fp32 baseline, as in the study's Table 4."""
     by_key = {(p.variant, p.instances, p.concurrency): p for p in points}
     variants = list(dict.fromkeys(p.variant for p in points))
+    model_of = {v: model_name(v, variants) for v in variants}
     sections = []
-    for model in dict.fromkeys(Variant.parse(v).model for v in variants):
-        mine = [v for v in variants if Variant.parse(v).model == model]
-        baseline = Variant.parse(mine[0]).baseline
+    for model in dict.fromkeys(model_of.values()):
+        mine = [v for v in variants if model_of[v] == model]
+        baseline = f"{model}_pytorch_fp32"
         others = [v for v in mine if v != baseline] if baseline in mine else []
         header = ["instances", "concurrency"] + [f"{v} samples/s (p99 ms)" for v in mine] + [f"{v} / baseline" for v in others]
         lines = [f"## {model}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -86,6 +92,15 @@ def markdown_table(points: list[PerfPoint]) -> str:
         lines.append(f"Baseline: {baseline}." if others else f"No baseline ({baseline}) measured: no ratios.")
         sections.append("\n".join(lines))
     return "\n\n".join(sections) + "\n\nThroughput counts samples per second; p99 is the request latency.\n"
+
+
+def model_name(name: str, names: list[str]) -> str:
+    """The model a measured name belongs to: a variant's model, or for an ensemble such as ctpn_split the
+    model of a variant measured beside it whose name it extends (else the ensemble's own name)."""
+    if Variant.is_variant(name):
+        return Variant.parse(name).model
+    owners = [Variant.parse(n).model for n in names if Variant.is_variant(n) and name.startswith(Variant.parse(n).model + "_")]
+    return max(owners, key=len) if owners else name
 
 
 def plot(points: list[PerfPoint], path: Path) -> Path:

@@ -102,3 +102,19 @@ def darknet_photos() -> Path:
     if not (DARKNET_PHOTOS / "dog.jpg").is_file():
         pytest.skip(f"Debian's darknet photos are not unpacked in {DARKNET_PHOTOS}: run make install")
     return DARKNET_PHOTOS
+
+
+CTPN_OPTIONS = ServingOptions(max_batch_size=1, preferred_batch_sizes=(), warmup=False)
+
+
+@pytest.fixture(scope="session")
+def ctpn_server(tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
+    """CTPN whole (PyTorch, ONNX Runtime) and split (ONNX Runtime backbone -> PyTorch head) on their own server."""
+    output = tmp_path_factory.mktemp("ctpn") / "model_repository"
+    variants = tuple(Variant(m, e, "fp32", CTPN_OPTIONS) for m, e in [
+        ("ctpn", "pytorch"), ("ctpn", "onnxruntime"), ("ctpn_backbone", "onnxruntime"), ("ctpn_head", "pytorch")])
+    plan = RepoPlan(output, "random", frozenset({"python"}), variants,
+                    ensembles=(("ctpn_split", ("ctpn_backbone_onnxruntime_fp32", "ctpn_head_pytorch_fp32")),))
+    build_repository(plan)
+    with TritonServer(output, Ports.free(), model_control="explicit") as running:
+        yield running

@@ -68,5 +68,7 @@ def test_unreachable_download_is_a_one_line_offline_error(tmp_path, monkeypatch)
 
 
 def test_unknown_model_lists_known_ones():
-    with pytest.raises(UserError, match="known: efficientnet_lite0, resnet50, yolov3, yolov3_tiny"):
+    from trtrepo.models import MODELS
+
+    with pytest.raises(UserError, match=f"known: {', '.join(sorted(MODELS))}$"):
         get_model("resnet51")

@@ -336,6 +336,7 @@ def evaluate_command(
                                             "or the folder of the --annotations images.")],
     labels: Annotated[Optional[Path], typer.Option(help="Classifiers: 'relative/path.jpg label' lines (class name or index).")] = None,
     annotations: Annotated[Optional[Path], typer.Option(help="Detectors: a COCO instances JSON file (required for them).")] = None,
+    gt: Annotated[Optional[Path], typer.Option(help="CTPN: folder of ICDAR-style gt_<image>.txt files (required for it).")] = None,
     models: VariantsOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per request.")] = 8,
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
@@ -343,25 +344,33 @@ def evaluate_command(
     output: Annotated[Path, typer.Option(help="Folder for eval.csv, eval.md and eval.png.")] = Path("perf/results"),
 ) -> None:
     """Accuracy and time per batch of every variant of MODEL through Triton: top-1/top-5 and agreement with
-    the FP32 reference for classifiers, COCO mAP for detectors."""
+    the FP32 reference for classifiers, COCO mAP for detectors, text-line precision/recall/F for CTPN."""
     from trtrepo.config import Variant
-    from trtrepo.evaluate import evaluate, evaluate_detection, labelled_images, markdown, write_report
+    from trtrepo.evaluate import evaluate, evaluate_detection, evaluate_text, labelled_images, markdown, write_report
     from trtrepo.models import get_model
+    from trtrepo.models.ctpn import CTPN
     from trtrepo.models.yolov3 import YOLOv3
 
     spec = get_model(model)
-    detector = isinstance(spec, YOLOv3)
-    if detector and annotations is None:
+    kind = "detector" if isinstance(spec, YOLOv3) else "text" if isinstance(spec, CTPN) else "classifier"
+    if kind == "detector" and annotations is None:
         raise UserError(f"{model} is a detector: pass --annotations instances.json (COCO format)")
-    if not detector:
+    if kind == "text" and gt is None:
+        raise UserError(f"{model} finds text lines: pass --gt DIR of ICDAR-style gt_<image>.txt files")
+    if kind == "classifier":
         images, truth = labelled_images(data, labels, spec.class_names)
     variants = [v for v in repository_variants(model_repository, models) if Variant.parse(v).model == model]
+    if kind == "text" and not models:  # the split ensembles of the model too (ctpn_split)
+        variants += sorted(p.name for p in Path(model_repository).glob(f"{model}_*")
+                           if (p / "config.pbtxt").is_file() and not Variant.is_variant(p.name))
     if not variants:
         raise UserError(f"{model_repository}: no variants of {model}; build them with `trtrepo repo --models {model}`")
     with grpc_endpoint(url, model_repository) as grpc_url:
         console.print(f"evaluating {', '.join(variants)} ...")
-        if detector:
+        if kind == "detector":
             rows, reference = evaluate_detection(spec, grpc_url, "grpc", variants, data, annotations, batch_size)
+        elif kind == "text":
+            rows, reference = evaluate_text(grpc_url, "grpc", variants, data, gt, CTPN.line_min_score)
         else:
             rows, reference = evaluate(spec, grpc_url, "grpc", variants, images, truth, batch_size)
     files = write_report(rows, reference, output)
@@ -379,25 +388,35 @@ def demo(
     """The whole path on this machine: build the CPU repository, serve it, classify sample photos, sweep, report."""
     from trtrepo.calibration import shipped_photos
     from trtrepo.clients.resnet_client import classify
+    from trtrepo.clients.yolo_client import annotate, detect
+    from trtrepo.config import Variant
     from trtrepo.server import Ports, TritonServer
 
     repo(plan=None, models=DEMO_MODELS, weights=weights, output=output, backends=None, calib_dir=None, calib_images=16, force=False)
     if "random" in weights:
         console.print(f"[yellow]weights {weights}: labels from random weights are meaningless; the path is what they show[/yellow]")
-    images = shipped_photos()[:4]
+    photos = shipped_photos()
     variants = repository_variants(output, None)
     counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
+    annotated = Path("perf/results/annotated")
     server = TritonServer(output, Ports.free(), model_control="explicit")
     console.print(f"starting tritonserver from {server.installation.source} (log {server.log_file}) ...")
     with server:
         print(f"tritonserver ready: http {server.http_url}  grpc {server.grpc_url}")
         for variant in variants:
-            print(f"\npython clients/resnet_client.py --url {server.http_url} --model {variant} IMAGES")
-            for path, result in zip(images, classify(images, variant, server.http_url, "http", 8, 3)):
-                print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
+            if Variant.parse(variant).model.startswith("yolo"):
+                print(f"\npython clients/yolo_client.py --url {server.http_url} --model {variant} --out {annotated} PHOTOS")
+                for path, found in zip(photos, detect(photos, variant, server.http_url, "http", 4, 0.25, 0.45)):
+                    if found:
+                        annotate(path, found, annotated / variant)
+                        print(f"  {path.name}: " + ", ".join(f"{d.label} {d.score:.2f}" for d in found[:6]))
+            else:
+                print(f"\npython clients/resnet_client.py --url {server.http_url} --model {variant} PHOTOS")
+                for path, result in zip(photos[:4], classify(photos[:4], variant, server.http_url, "http", 8, 3)):
+                    print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
         points = sweep_with_progress(server.grpc_url, variants, counts, concurrencies, 1, 1500)
     report_sweep(points, Path("perf/results"))
-    print("server stopped")
+    print(f"annotated detections in {annotated}/; server stopped")
 
 
 def main() -> None:

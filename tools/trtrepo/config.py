@@ -95,7 +95,8 @@ def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, nat
             config.parameters[key].string_value = value
     for tensor, target in [(t, config.input) for t in spec.inputs] + [(t, config.output) for t in spec.outputs]:
         target.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"), dims=list(tensor.shape))
-    apply_serving_options(config, options)
+    shapes = {t.name: spec.shape_range(t)[1] for t in spec.inputs}
+    apply_serving_options(config, options, shapes)
     return config
 
 
@@ -114,8 +115,30 @@ def pipeline_config(name: str, model: str, detector: str, instances: int = 1) ->
     return config
 
 
-def apply_serving_options(config: pb.ModelConfig, options: ServingOptions) -> None:
-    """Set batching, instance group and warm-up from ``options``, replacing what the config had."""
+def ensemble_config(name: str, steps: list[tuple[str, ModelSpec]], max_batch_size: int) -> pb.ModelConfig:
+    """A Triton ensemble chaining models whose tensors connect by name (CTPN: backbone features -> head)."""
+    config = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
+    for tensor in steps[0][1].inputs:
+        config.input.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"), dims=list(tensor.shape))
+    for tensor in steps[-1][1].outputs:
+        config.output.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"), dims=list(tensor.shape))
+    for model, spec in steps:
+        step = config.ensemble_scheduling.step.add(model_name=model, model_version=-1)
+        for tensor in spec.inputs:
+            step.input_map[tensor.name] = tensor.name
+        for tensor in spec.outputs:
+            step.output_map[tensor.name] = tensor.name
+    return config
+
+
+def apply_serving_options(config: pb.ModelConfig, options: ServingOptions, warmup_shapes: dict | None = None) -> None:
+    """Set batching, instance group and warm-up from ``options``, replacing what the config had.
+
+    Warm-up needs a concrete shape for variable (-1) dimensions: ``warmup_shapes``, else the config's previous
+    warm-up; without either such a model gets none.
+    """
+    previous = {name: tuple(i.dims) for w in config.model_warmup for name, i in w.inputs.items()}
+    shapes = {t.name: (warmup_shapes or previous).get(t.name, tuple(t.dims)) for t in config.input}
     config.max_batch_size = options.max_batch_size
     config.dynamic_batching.Clear()
     config.dynamic_batching.preferred_batch_size.extend(options.preferred_batch_sizes)
@@ -131,10 +154,11 @@ def apply_serving_options(config: pb.ModelConfig, options: ServingOptions) -> No
         if not config.optimization.ListFields():
             config.ClearField("optimization")
     del config.model_warmup[:]
-    if options.warmup:
+    if options.warmup and all(d > 0 for shape in shapes.values() for d in shape):
         warmup = config.model_warmup.add(name="random_batch", batch_size=1, count=1)
         for tensor in config.input:
-            warmup.inputs[tensor.name].CopyFrom(pb.ModelWarmup.Input(data_type=tensor.data_type, dims=tensor.dims, random_data=True))
+            warmup.inputs[tensor.name].CopyFrom(
+                pb.ModelWarmup.Input(data_type=tensor.data_type, dims=shapes[tensor.name], random_data=True))
 
 
 def serving_options_of(config: pb.ModelConfig) -> ServingOptions:

@@ -53,6 +53,81 @@ class DetectionRow:
     map_50: float
 
 
+@dataclass(frozen=True)
+class TextRow:
+    """A text-detector variant's figures; the fields after ``speedup`` are shares in 0..1."""
+
+    variant: str
+    images: int
+    batch_size: int
+    seconds_per_batch: float
+    speedup: float
+    precision: float
+    recall: float
+    f_measure: float
+
+
+def read_icdar(path: Path) -> list[tuple[float, float, float, float]]:
+    """ICDAR-style ground truth, one text line per row: x1,y1,x2,y2,x3,y3,x4,y4[,transcription] (2015) or
+    x1 y1 x2 y2 ["transcription"] (2013); returns each line's bounding rectangle. Rows transcribed ###
+    ("do not care") are skipped."""
+    boxes = []
+    for number, raw in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
+        parts = [p for p in raw.replace(",", " ").split() if p]
+        if not parts:
+            continue
+        coordinates: list[float] = []
+        for part in parts:
+            try:
+                coordinates.append(float(part))
+            except ValueError:
+                break
+        if len(coordinates) not in (4, 8):
+            raise UserError(f"{path}:{number}: expected 4 or 8 coordinates, got {raw!r}")
+        if parts[len(coordinates):][:1] == ["###"]:
+            continue
+        xs, ys = coordinates[0::2], coordinates[1::2]
+        boxes.append((min(xs), min(ys), max(xs), max(ys)))
+    return boxes
+
+
+def match_boxes(found: list, truth: list, threshold: float = 0.5) -> int:
+    """How many found boxes match a distinct true box at IoU >= threshold (greedy, best IoU first)."""
+    pairs = []
+    for i, a in enumerate(found):
+        for j, b in enumerate(truth):
+            inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+            if union > 0 and inter / union >= threshold:
+                pairs.append((inter / union, i, j))
+    used_found, used_truth = set(), set()
+    for _, i, j in sorted(pairs, reverse=True):
+        if i not in used_found and j not in used_truth:
+            used_found.add(i)
+            used_truth.add(j)
+    return len(used_found)
+
+
+def precision_recall_f(matched: int, found: int, truth: int) -> tuple[float, float, float]:
+    precision = matched / found if found else 0.0
+    recall = matched / truth if truth else 0.0
+    return precision, recall, (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+
+
+def text_ground_truth(data: Path, gt_dir: Path) -> list[tuple[Path, list]]:
+    """Images of ``data`` paired with gt_<stem>.txt (or <stem>.txt) from ``gt_dir``."""
+    pairs = []
+    for image in sorted(p for p in Path(data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        candidates = [Path(gt_dir) / f"gt_{image.stem}.txt", Path(gt_dir) / f"{image.stem}.txt"]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise UserError(f"{image}: no ground truth {candidates[0].name} or {candidates[1].name} in {gt_dir}")
+        pairs.append((image, read_icdar(found)))
+    if not pairs:
+        raise UserError(f"{data}: no images")
+    return pairs
+
+
 def labelled_images(data: Path, labels_file: Path | None, class_names: list[str]) -> tuple[list[Path], np.ndarray]:
     """Images and class indices from class-name subfolders of ``data``, or from ``labels_file`` lines
     ``relative/path.jpg<whitespace>label`` where label is a class index or name."""
@@ -182,6 +257,26 @@ def evaluate_detection(
         for variant in variants
     ]
     return rows, reference
+
+
+def evaluate_text(
+    url: str, protocol: str, variants: list[str], data: Path, gt_dir: Path, line_score: float
+) -> tuple[list[TextRow], str]:
+    """Text-line precision, recall and F-measure at IoU 0.5 of the whole model and the split ensemble."""
+    from trtrepo.clients.ctpn_client import find_text
+
+    pairs = text_ground_truth(data, gt_dir)
+    rows, times = [], {}
+    for variant in variants:
+        began = time.perf_counter()
+        found = find_text([image for image, _ in pairs], variant, url, protocol, line_score, workers=1)
+        times[variant] = (time.perf_counter() - began) / len(pairs)
+        matched = sum(match_boxes([line.bounds() for line in lines], truth) for lines, (_, truth) in zip(found, pairs))
+        scores = precision_recall_f(matched, sum(map(len, found)), sum(len(truth) for _, truth in pairs))
+        rows.append((variant, scores))
+    reference = reference_of(variants)
+    return [TextRow(v, len(pairs), 1, times[v], times[reference] / times[v] if times[v] else 0.0, *scores)
+            for v, scores in rows], reference
 
 
 def _metric_fields(row: object) -> list[str]:

@@ -31,7 +31,9 @@ def export_onnx(spec: ModelSpec, network: torch.nn.Module, out_file: Path) -> Ex
     out_file.parent.mkdir(parents=True, exist_ok=True)
     example = spec.example_batch(PARITY_BATCH)
     args = tuple(torch.from_numpy(example[t.name]) for t in spec.inputs)
-    names = [t.name for t in (*spec.inputs, *spec.outputs)]
+    # The batch axis, and every axis a spec marks -1 (image height and width for CTPN), stay dynamic.
+    dynamic = {t.name: {0: "batch", **{i + 1: f"{t.name}_{i + 1}" for i, d in enumerate(t.shape) if d == -1}}
+               for t in (*spec.inputs, *spec.outputs)}
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
@@ -40,7 +42,7 @@ def export_onnx(spec: ModelSpec, network: torch.nn.Module, out_file: Path) -> Ex
             str(out_file),
             input_names=[t.name for t in spec.inputs],
             output_names=[t.name for t in spec.outputs],
-            dynamic_axes={name: {0: "batch"} for name in names},
+            dynamic_axes=dynamic,
             opset_version=OPSET,
             dynamo=False,
         )

@@ -22,7 +22,16 @@ import torch
 
 from trtrepo import __version__
 from trtrepo.calibration import DEFAULT_CALIBRATION_IMAGES, CalibrationSet, calibration_set
-from trtrepo.config import ServingOptions, Variant, model_config, pipeline_config, write_config
+from trtrepo.config import (
+    CONFIG_FILE,
+    ServingOptions,
+    Variant,
+    ensemble_config,
+    model_config,
+    pipeline_config,
+    read_config,
+    write_config,
+)
 from trtrepo.engines import ENGINES, BuildInputs, get_engine
 from trtrepo.errors import UserError
 from trtrepo.export import export_onnx
@@ -48,6 +57,7 @@ class RepoPlan:
     calib_dir: Path | None = None
     calib_images: int = DEFAULT_CALIBRATION_IMAGES
     pipelines: tuple[tuple[str, str], ...] = ()  # (pipeline model name, detector variant it calls)
+    ensembles: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (ensemble name, the variants it chains)
 
 
     def weights_for(self, model: str) -> str:
@@ -109,6 +119,12 @@ def load_plan(
             raise UserError(f"pipeline {entry} needs name and detector")
         if not models or Variant.parse(entry["detector"]).model in models:
             pipelines.append((entry["name"], entry["detector"]))
+    ensembles = []
+    for entry in data.get("ensemble", []):
+        if "name" not in entry or not entry.get("steps"):
+            raise UserError(f"ensemble {entry} needs name and steps")
+        if not models or any(Variant.parse(step).model in models or entry["name"] in models for step in entry["steps"]):
+            ensembles.append((entry["name"], tuple(entry["steps"])))
     return RepoPlan(
         output=Path(output or repository.get("output", "model_repository")),
         weights=weights or repository.get("weights", "imagenet"),
@@ -117,6 +133,7 @@ def load_plan(
         calib_dir=calib_dir or (Path(plan_calib) if plan_calib else None),
         calib_images=calib_images or repository.get("calib_images", DEFAULT_CALIBRATION_IMAGES),
         pipelines=tuple(pipelines),
+        ensembles=tuple(ensembles),
     )
 
 
@@ -266,7 +283,23 @@ def build_repository(plan: RepoPlan, log: Callable[[str], None] = lambda _: None
                 results.append(BuildResult(variant.name, "built"))
     for name, detector in plan.pipelines:
         results.append(build_pipeline(name, detector, plan.output, plan.backends, log))
+    for name, steps in plan.ensembles:
+        results.append(build_ensemble(name, steps, plan.output, log))
     return results
+
+
+def build_ensemble(name: str, steps: tuple[str, ...], repo_dir: Path, log: Callable[[str], None]) -> BuildResult:
+    """A Triton ensemble over variants already in the repository (its batch limit: the smallest of theirs)."""
+    missing = [step for step in steps if not (Path(repo_dir) / step / CONFIG_FILE).is_file()]
+    if missing:
+        log(f"warning: skipping ensemble {name}: {', '.join(missing)} not in the repository")
+        return BuildResult(name, "skipped", f"{', '.join(missing)} not in the repository")
+    limit = min(read_config(Path(repo_dir) / step / CONFIG_FILE).max_batch_size for step in steps)
+    model_dir = Path(repo_dir) / name
+    (model_dir / VERSION).mkdir(parents=True, exist_ok=True)  # Triton wants a version folder, empty for ensembles
+    write_config(ensemble_config(name, [(step, get_model(Variant.parse(step).model)) for step in steps], limit), model_dir)
+    log(f"{name}: ensemble {' -> '.join(steps)}")
+    return BuildResult(name, "built", " -> ".join(steps))
 
 
 def build_pipeline(name: str, detector: str, repo_dir: Path, backends: frozenset[str], log: Callable[[str], None]) -> BuildResult:

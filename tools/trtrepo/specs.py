@@ -52,10 +52,22 @@ class ModelSpec(ABC):
     def postprocess(self, outputs: dict[str, np.ndarray], top_k: int = 5) -> list[Any]:
         """Batched raw outputs -> one readable result per sample."""
 
+    #: Per input with variable (-1) dimensions: the (min, opt, max) sample shapes it is built and tuned for.
+    #: ``opt`` also sizes example batches and perf_analyzer's requests.
+    dynamic_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
+
+    def shape_range(self, tensor: TensorSpec) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(min, opt, max) sample shape of an input: its fixed shape, or the declared range where it varies."""
+        if -1 not in tensor.shape:
+            return tensor.shape, tensor.shape, tensor.shape
+        if tensor.name not in self.dynamic_shapes:
+            raise UserError(f"{self.name}: input {tensor.name} has variable dimensions but no declared range")
+        return self.dynamic_shapes[tensor.name]
+
     def example_batch(self, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-        """A random batch matching the input specs, for export parity and in-process timing."""
+        """A random batch matching the input specs (at the typical shape), for export parity and timing."""
         rng = np.random.default_rng(seed)
-        return {t.name: rng.standard_normal((batch_size, *t.shape)).astype(t.dtype) for t in self.inputs}
+        return {t.name: rng.standard_normal((batch_size, *self.shape_range(t)[1])).astype(t.dtype) for t in self.inputs}
 
 
 def load_image(path: Path) -> "Any":

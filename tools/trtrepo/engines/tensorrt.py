@@ -28,9 +28,14 @@ LAYER_REPORT = "layers.json"
 
 
 def profile_shapes(spec: "ModelSpec", max_batch_size: int, preferred: tuple[int, ...]) -> dict[str, tuple[tuple, tuple, tuple]]:
-    """min/opt/max shapes per input: batch 1 .. max_batch_size, tuned for the largest preferred batch."""
+    """min/opt/max shapes per input: batch 1 .. max_batch_size, tuned for the largest preferred batch; variable
+    dimensions (CTPN's image size) over the range the model spec declares."""
     opt = max(preferred) if preferred else max_batch_size
-    return {t.name: ((1, *t.shape), (opt, *t.shape), (max_batch_size, *t.shape)) for t in spec.inputs}
+    shapes = {}
+    for tensor in spec.inputs:
+        low, typical, high = spec.shape_range(tensor)
+        shapes[tensor.name] = ((1, *low), (opt, *typical), (max_batch_size, *high))
+    return shapes
 
 
 class TensorRTEngine(Engine):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trtrepo.errors import UserError
+from trtrepo.models.ctpn import CTPN, CTPNBackbone, CTPNHead
 from trtrepo.models.efficientnet_lite0 import EfficientNetLite0
 from trtrepo.models.resnet50 import ResNet50
 from trtrepo.models.yolov3 import YOLOv3, YOLOv3Tiny
@@ -13,6 +14,9 @@ MODELS: dict[str, type[ModelSpec]] = {
     "efficientnet_lite0": EfficientNetLite0,
     "yolov3": YOLOv3,
     "yolov3_tiny": YOLOv3Tiny,
+    "ctpn": CTPN,
+    "ctpn_backbone": CTPNBackbone,
+    "ctpn_head": CTPNHead,
 }
 
 

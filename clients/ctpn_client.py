@@ -1,0 +1,87 @@
+"""Find text lines with CTPN served by Triton: four corners and a score per line, in image pixels.
+
+    python clients/ctpn_client.py IMAGE_OR_FOLDER... [--url HOST:PORT] [--model ctpn_onnxruntime_fp32 | ctpn_split]
+
+Images keep their own sizes (short side scaled to 600, long side at most 1000), one request each.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from trtrepo.client import InferenceClient, collect_images
+from trtrepo.errors import run_app
+from trtrepo.models import get_model
+from trtrepo.models.ctpn import CTPN, TextLine
+
+app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
+WAVE = 16  # images prepared and in flight at once
+
+
+class Protocol(str, Enum):
+    http = "http"
+    grpc = "grpc"
+
+
+def find_text(
+    images: list[Path], model: str, url: str | None, protocol: str, line_score: float = CTPN.line_min_score,
+    workers: int = 2, on_done=lambda count: None,
+) -> list[list[TextLine]]:
+    """Resize here, infer through Triton (the whole model or the split ensemble), connect proposals here."""
+    spec = get_model("ctpn")
+    client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
+    results: list[list[TextLine]] = []
+    for start in range(0, len(images), WAVE):
+        prepared = [spec.resize(path) for path in images[start : start + WAVE]]
+        outputs = client.infer_many([{"input": array[None]} for array, _ in prepared], lambda: on_done(1))
+        results += [spec.postprocess(out, scale=scale, line_min_score=line_score)[0] for out, (_, scale) in zip(outputs, prepared)]
+    return results
+
+
+def annotate(image_path: Path, lines: list[TextLine], out_dir: Path) -> Path:
+    from PIL import Image, ImageDraw
+
+    with Image.open(image_path) as original:
+        image = original.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for line in lines:
+        draw.polygon([tuple(p) for p in line.corners], outline="#00c000", width=max(2, round(max(image.size) / 400)))
+        draw.text((line.corners[0][0], line.corners[0][1] - 12), f"{line.score:.2f}", fill="#00c000")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    image.save(out_dir / image_path.name)
+    return out_dir / image_path.name
+
+
+@app.command()
+def main(
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of images.", show_default=False)],
+    url: Annotated[Optional[str], typer.Option(help="Server address; default localhost:8000 (http) or :8001 (grpc).")] = None,
+    protocol: Annotated[Protocol, typer.Option(help="Triton protocol.")] = Protocol.http,
+    model: Annotated[str, typer.Option(help="A ctpn_<engine>_<precision> variant, or the ctpn_split ensemble.")] = "ctpn_onnxruntime_fp32",
+    line_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Lowest mean proposal score of a reported line.")] = CTPN.line_min_score,
+    workers: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 2,
+    out: Annotated[Optional[Path], typer.Option(help="Write annotated copies of the images here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Print each image's text lines; optionally write annotated images and JSON."""
+    paths = collect_images(images)
+    results = find_text(paths, model, url, protocol.value, line_score, workers)
+    if out is not None:
+        for path, lines in zip(paths, results):
+            annotate(path, lines, out)
+    if as_json:
+        print(json.dumps([{"image": str(p), "lines": [line.as_dict() for line in r]} for p, r in zip(paths, results)], indent=2))
+        return
+    for path, lines in zip(paths, results):
+        print(f"{path}: {len(lines)} text lines")
+        for line in lines:
+            print(f"  {line.score:.3f}  " + " ".join(f"({x:.0f},{y:.0f})" for x, y in line.corners))
+
+
+if __name__ == "__main__":
+    run_app(app)

@@ -1,0 +1,117 @@
+"""CTPN: the text-proposal connector on known proposals, anchor decoding, ICDAR ground truth and P/R/F,
+and (integration) the whole model and the split ensemble on the real server with images of different sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trtrepo.errors import UserError
+from trtrepo.evaluate import match_boxes, precision_recall_f, read_icdar
+from trtrepo.models import get_model
+from trtrepo.models.ctpn import ANCHOR_HEIGHTS, K, connect, proposals
+
+
+def column_boxes(columns, top, bottom, slope=0.0):
+    return [[16 * c, top + slope * c, 16 * c + 15, bottom + slope * c] for c in columns]
+
+
+def test_connector_joins_neighbouring_proposals_into_lines():
+    boxes = column_boxes(range(0, 5), 10, 30) + column_boxes(range(10, 14), 100, 130, slope=1.0)
+    boxes += column_boxes([20], 300, 320)  # alone: no line
+    boxes += column_boxes([30, 31], 10, 30) + column_boxes([33], 10, 60)  # too different in height to join
+    scores = np.full(len(boxes), 0.9, dtype=np.float32)
+    lines = connect(np.array(boxes, dtype=np.float32), scores)
+    assert [tuple(round(v) for v in line.bounds()) for line in lines] == [(0, 10, 79, 30), (480, 10, 511, 30), (160, 110, 223, 143)]
+    sloped = lines[2]
+    assert sloped.corners[0][1] == pytest.approx(109.53, abs=0.01) and sloped.corners[1][1] == pytest.approx(113.47, abs=0.01)
+
+
+def test_connector_gap_limit_splits_lines():
+    boxes = np.array(column_boxes([0, 1], 10, 30) + column_boxes([6, 7], 10, 30), dtype=np.float32)  # 64 px gap
+    assert len(connect(boxes, np.full(4, 0.9, dtype=np.float32))) == 2
+
+
+def test_anchor_decoding():
+    text = np.zeros((2, 3, K), dtype=np.float32)
+    vertical = np.zeros((2, 3, K, 2), dtype=np.float32)
+    text[1, 2, 4] = 0.95
+    vertical[1, 2, 4] = [0.5, np.log(2.0)]  # centre half an anchor lower, twice as tall
+    boxes, scores = proposals(text, vertical, 0.7)
+    height = ANCHOR_HEIGHTS[4]
+    centre = 16 + 7.5 + 0.5 * height
+    assert scores.tolist() == [pytest.approx(0.95)]
+    assert boxes[0].tolist() == pytest.approx([32, centre - height, 47, centre + height])
+
+
+def test_network_shapes_and_split_equals_whole():
+    whole = get_model("ctpn").build_network("random")
+    image = torch.rand(1, 3, 96, 160)
+    with torch.no_grad():
+        scores, vertical, side = whole(image)
+        split = whole.head(whole.backbone(image))
+    assert scores.shape == (1, 6, 10, K) and vertical.shape == (1, 6, 10, K, 2) and side.shape == (1, 6, 10, K)
+    assert all(torch.equal(a, b) for a, b in zip((scores, vertical, side), split))
+    with pytest.raises(UserError, match="no public pretrained CTPN weights"):
+        get_model("ctpn").build_network("pretrained")
+
+
+def test_preprocessing_scales_short_side_to_600_and_caps_long_side(tmp_path):
+    spec = get_model("ctpn")
+    for size, expected_scale, shape in [((400, 300), 2.0, (3, 608, 800)), ((2000, 500), 0.5, (3, 256, 1008))]:
+        Image.new("RGB", size, (120, 110, 100)).save(tmp_path / "page.png")
+        array, scale = spec.resize(tmp_path / "page.png")
+        assert scale == expected_scale and array.shape == shape
+
+
+def test_icdar_ground_truth_and_prf(tmp_path):
+    gt = tmp_path / "gt_img_1.txt"
+    gt.write_text("\ufeff10,10,110,10,110,40,10,40,Hello\n200,10,300,12,300,42,200,40,###\n50 60 150 90 \"World\"\n")
+    truth = read_icdar(gt)
+    assert truth == [(10, 10, 110, 40), (50, 60, 150, 90)]
+    found = [(12, 11, 108, 41), (52, 58, 140, 92), (400, 400, 450, 420)]
+    assert match_boxes(found, truth) == 2
+    assert precision_recall_f(2, len(found), len(truth)) == pytest.approx((2 / 3, 1.0, 0.8))
+    assert match_boxes([(10, 10, 40, 40)], truth) == 0  # IoU 0.3
+    gt.write_text("1,2,3\n")
+    with pytest.raises(UserError, match="expected 4 or 8 coordinates"):
+        read_icdar(gt)
+
+
+@pytest.mark.integration
+def test_whole_model_and_split_ensemble_agree_on_different_image_sizes(ctpn_server, tmp_path):
+    from trtrepo.client import InferenceClient
+
+    spec = get_model("ctpn")
+    rng = np.random.default_rng(3)
+    for size in ((320, 240), (200, 500)):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(tmp_path / f"{size[0]}.png")
+        array, _ = spec.resize(tmp_path / f"{size[0]}.png")
+        outputs = {name: InferenceClient(name, url=ctpn_server.grpc_url, protocol="grpc").infer({"input": array[None]})
+                   for name in ("ctpn_pytorch_fp32", "ctpn_onnxruntime_fp32", "ctpn_split")}
+        reference = outputs["ctpn_pytorch_fp32"]
+        assert reference["scores"].shape == (1, array.shape[1] // 16, array.shape[2] // 16, K)
+        for name in ("ctpn_onnxruntime_fp32", "ctpn_split"):
+            for tensor in ("scores", "vertical", "side"):
+                assert np.allclose(outputs[name][tensor], reference[tensor], atol=1e-3), (name, tensor)
+
+
+@pytest.mark.integration
+def test_ctpn_client_and_text_evaluation_through_both_deployments(ctpn_server, tmp_path):
+    from conftest import run_cli, ROOT
+    from trtrepo.evaluate import evaluate_text
+
+    Image.new("RGB", (300, 200), (255, 255, 255)).save(tmp_path / "page.png")
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "gt_page.txt").write_text("10,10,110,10,110,40,10,40,text\n")
+    for model in ("ctpn_onnxruntime_fp32", "ctpn_split"):
+        result = run_cli(str(ROOT / "clients" / "ctpn_client.py"), "--url", ctpn_server.http_url, "--model", model,
+                         "--line-score", "0", "--json", str(tmp_path / "page.png"))
+        assert result.returncode == 0, result.stderr
+        assert '"lines"' in result.stdout
+    rows, reference = evaluate_text(ctpn_server.grpc_url, "grpc", ["ctpn_pytorch_fp32", "ctpn_split"], tmp_path,
+                                    tmp_path / "gt", line_score=0.0)
+    assert reference == "ctpn_pytorch_fp32" and [r.variant for r in rows] == ["ctpn_pytorch_fp32", "ctpn_split"]
+    assert all(0 <= r.precision <= 1 and 0 <= r.recall <= 1 and r.seconds_per_batch > 0 for r in rows)
