@@ -8,12 +8,12 @@ Images keep their own sizes (short side scaled to 600, long side at most 1000), 
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from trtrepo.clients.options import ImagesArgument, JsonOption, OutOption, Protocol, ProtocolOption, UrlOption, WorkersOption
 from trtrepo.client import InferenceClient, collect_images
 from trtrepo.errors import run_app
 from trtrepo.models import get_model
@@ -21,11 +21,6 @@ from trtrepo.models.ctpn import CTPN, TextLine
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 WAVE = 16  # images prepared and in flight at once
-
-
-class Protocol(str, Enum):
-    http = "http"
-    grpc = "grpc"
 
 
 def find_text(
@@ -59,14 +54,14 @@ def annotate(image_path: Path, lines: list[TextLine], out_dir: Path) -> Path:
 
 @app.command()
 def main(
-    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of images.", show_default=False)],
-    url: Annotated[Optional[str], typer.Option(help="Server address; default localhost:8000 (http) or :8001 (grpc).")] = None,
-    protocol: Annotated[Protocol, typer.Option(help="Triton protocol.")] = Protocol.http,
+    images: ImagesArgument,
+    url: UrlOption = None,
+    protocol: ProtocolOption = Protocol.http,
     model: Annotated[str, typer.Option(help="A ctpn_<engine>_<precision> variant, or the ctpn_split ensemble.")] = "ctpn_onnxruntime_fp32",
     line_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Lowest mean proposal score of a reported line.")] = CTPN.line_min_score,
-    workers: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 2,
-    out: Annotated[Optional[Path], typer.Option(help="Write annotated copies of the images here.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    workers: WorkersOption = 2,
+    out: OutOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Print each image's text lines; optionally write annotated images and JSON."""
     paths = collect_images(images)

@@ -6,23 +6,18 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
 
+from trtrepo.clients.options import BatchOption, ImagesArgument, JsonOption, Protocol, ProtocolOption, UrlOption
 from trtrepo.client import InferenceClient, collect_images
 from trtrepo.errors import run_app
 from trtrepo.models import MODELS, get_model
 
 app = typer.Typer(add_completion=False, help=__doc__)
-
-
-class Protocol(str, Enum):
-    http = "http"
-    grpc = "grpc"
 
 
 def classify(
@@ -40,13 +35,13 @@ def classify(
 
 @app.command()
 def main(
-    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of images.", show_default=False)],
-    url: Annotated[Optional[str], typer.Option(help="Server address; default localhost:8000 (http) or :8001 (grpc).")] = None,
-    protocol: Annotated[Protocol, typer.Option(help="Triton protocol.")] = Protocol.http,
+    images: ImagesArgument,
+    url: UrlOption = None,
+    protocol: ProtocolOption = Protocol.http,
     model: Annotated[str, typer.Option(help="Any ResNet50 or EfficientNet-Lite0 variant in the repository.")] = "resnet50_onnxruntime_fp32",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per request (capped at the model's max_batch_size).")] = 8,
+    batch_size: BatchOption = 8,
     top_k: Annotated[int, typer.Option(min=1, max=1000, help="Labels to print per image.")] = 5,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Print the top-k ImageNet labels of each image, as classified by MODEL on the server."""
     paths = collect_images(images)

@@ -10,13 +10,13 @@ runs NMS here. With --server-side it sends the encoded image bytes to the reposi
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
 
+from trtrepo.clients.options import BatchOption, ImagesArgument, JsonOption, OutOption, Protocol, ProtocolOption, UrlOption, WorkersOption
 from trtrepo.client import InferenceClient, collect_images
 from trtrepo.config import Variant
 from trtrepo.errors import UserError, run_app
@@ -24,11 +24,6 @@ from trtrepo.models import get_model
 from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, YOLOv3, Detection, to_image_coords
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
-
-
-class Protocol(str, Enum):
-    http = "http"
-    grpc = "grpc"
 
 
 def spec_of(model: str) -> YOLOv3:
@@ -104,17 +99,17 @@ def annotate(image_path: Path, detections: list[Detection], out_dir: Path) -> Pa
 
 @app.command()
 def main(
-    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of images.", show_default=False)],
-    url: Annotated[Optional[str], typer.Option(help="Server address; default localhost:8000 (http) or :8001 (grpc).")] = None,
-    protocol: Annotated[Protocol, typer.Option(help="Triton protocol.")] = Protocol.http,
+    images: ImagesArgument,
+    url: UrlOption = None,
+    protocol: ProtocolOption = Protocol.http,
     model: Annotated[str, typer.Option(help="A YOLO variant, or with --server-side a pipeline model.")] = "yolov3_tiny_onnxruntime_fp32",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per request (capped at the model's max_batch_size).")] = 4,
+    batch_size: BatchOption = 4,
     conf: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score threshold (objectness x class probability).")] = DEFAULT_CONF,
     iou: Annotated[float, typer.Option(min=0.0, max=1.0, help="NMS overlap threshold.")] = DEFAULT_IOU,
     server_side: Annotated[bool, typer.Option("--server-side", help="Send encoded images to the pipeline model.")] = False,
-    workers: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 4,
-    out: Annotated[Optional[Path], typer.Option(help="Write annotated copies of the images here.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    workers: WorkersOption = 4,
+    out: OutOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Print each image's detections; optionally write annotated images and JSON."""
     from rich.progress import Progress

@@ -82,7 +82,7 @@ def markdown_table(points: list[PerfPoint]) -> str:
             cells = [str(instances), str(concurrency)]
             for v in mine:
                 point = by_key.get((v, instances, concurrency))
-                cells.append(f"{point.throughput:.1f} ({point.p99_ms:.0f})" if point else "-")
+                cells.append(f"{point.throughput:.3g} ({point.p99_ms:.0f})" if point else "-")
             base = by_key.get((baseline, instances, concurrency))
             for v in others:
                 point = by_key.get((v, instances, concurrency))

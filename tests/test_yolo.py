@@ -4,7 +4,6 @@ the server-side pipeline and COCO mAP."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
