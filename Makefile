@@ -39,8 +39,11 @@ serve: install  ## serve model_repository/ on ports 8000 (http), 8001 (grpc), 80
 perf: install  ## sweep instance counts x concurrency on model_repository/ (results in perf/results)
 	$(BIN)/trtrepo perf --model-repository model_repository
 
-bench: install  ## in-process vs served throughput and ratios to the PyTorch baseline (results in perf/results)
+bench: install  ## in-process vs served throughput and ratios to the PyTorch baseline; CTPN whole vs split over 1-5 instances
 	$(BIN)/trtrepo bench --model-repository model_repository
+	@if [ -d model_repository/ctpn_split ]; then \
+	  $(BIN)/trtrepo perf --model-repository model_repository --models ctpn_pytorch_fp32,ctpn_onnxruntime_fp32,ctpn_split \
+	    --instances 1,2,3,4,5 --concurrency 5 --measurement-ms 4000 --output perf/results/ctpn; fi
 
 clean:  ## remove the virtual environment, generated models and results
 	rm -rf $(VENV) perf/results
