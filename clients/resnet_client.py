@@ -11,9 +11,9 @@ from typing import Annotated
 
 import numpy as np
 import typer
-
-from trtrepo.clients.options import BatchOption, ImagesArgument, JsonOption, Protocol, ProtocolOption, UrlOption
 from trtrepo.client import InferenceClient, collect_images
+from trtrepo.clients.options import BatchOption, ImagesArgument, JsonOption, Protocol, ProtocolOption, UrlOption
+from trtrepo.config import Variant
 from trtrepo.errors import run_app
 from trtrepo.models import MODELS, get_model
 
@@ -27,7 +27,8 @@ def classify(
 
     The spec is the model named in the variant (<model>_<engine>_<precision>), ResNet50 for other names.
     """
-    spec = get_model(model.rsplit("_", 2)[0] if model.rsplit("_", 2)[0] in MODELS else "resnet50")
+    named = Variant.parse(model).model if Variant.is_variant(model) else None
+    spec = get_model(named if named in MODELS else "resnet50")
     samples = {spec.inputs[0].name: np.stack([spec.preprocess(path) for path in images])}
     client = InferenceClient(model, url=url, protocol=protocol)
     return spec.postprocess(client.infer_batches(samples, batch_size), top_k)

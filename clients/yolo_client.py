@@ -45,7 +45,7 @@ def detect(
     """Letterbox here, send batches concurrently through Triton, NMS here; boxes in image pixels."""
     spec = spec_of(model)
     client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
-    step = max(1, min(batch_size, client.config.max_batch_size or batch_size))
+    step = client.batch_step(batch_size)
     results: list[list[Detection]] = []
     for start in range(0, len(images), WAVE):
         prepared = [spec.letterbox(path) for path in images[start : start + WAVE]]

@@ -137,9 +137,13 @@ class InferenceClient:
         except Exception as exc:
             raise UserError(f"inference on {self.model!r} failed: {_short(exc)}") from exc
 
+    def batch_step(self, batch_size: int) -> int:
+        """Samples per request: the asked batch size, capped at the model's max_batch_size (0: no batching)."""
+        return max(1, min(batch_size, self.config.max_batch_size or batch_size))
+
     def infer_batches(self, samples: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
         """Send samples in batches of at most batch_size (and at most the model's max_batch_size)."""
-        step = max(1, min(batch_size, self.config.max_batch_size or batch_size))
+        step = self.batch_step(batch_size)
         total = len(next(iter(samples.values())))
         parts = [self.infer({k: v[i : i + step] for k, v in samples.items()}) for i in range(0, total, step)]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

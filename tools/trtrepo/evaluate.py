@@ -168,7 +168,7 @@ def labelled_images(data: Path, labels_file: Path | None, class_names: list[str]
 
 def timed_batches(client: InferenceClient, samples: np.ndarray, input_name: str, batch_size: int) -> tuple[list[dict], float]:
     """Each batch's outputs and the mean wall time of one request of ``batch_size`` samples (after a warm-up)."""
-    step = max(1, min(batch_size, client.config.max_batch_size or batch_size))
+    step = client.batch_step(batch_size)
     client.infer({input_name: samples[:step]})
     outputs, times = [], []
     for start in range(0, len(samples), step):
