@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 WEIGHTS ?=
 PYTEST_ARGS ?=
+REPO ?= model_repository
 
-.PHONY: help install demo test repo validate serve perf bench clean
+.PHONY: help install demo test repo validate serve perf bench gpu-pack clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,20 +31,23 @@ test: install  ## unit and integration tests (starts the real tritonserver and p
 repo: install  ## build model_repository/ from repo.toml (its weights, or WEIGHTS=imagenet|random|PATH)
 	$(BIN)/trtrepo repo --plan repo.toml $(if $(WEIGHTS),--weights $(WEIGHTS))
 
-validate: install  ## check model_repository/ against Triton's config schema
-	$(BIN)/trtrepo validate model_repository
+validate: install  ## check $(REPO)/ against Triton's config schema
+	$(BIN)/trtrepo validate $(REPO)
 
-serve: install  ## serve model_repository/ on ports 8000 (http), 8001 (grpc), 8002 (metrics)
-	$(BIN)/trtrepo serve --model-repository model_repository
+serve: install  ## serve $(REPO)/ on ports 8000 (http), 8001 (grpc), 8002 (metrics)
+	$(BIN)/trtrepo serve --model-repository $(REPO)
 
-perf: install  ## sweep instance counts x concurrency on model_repository/ (results in perf/results)
-	$(BIN)/trtrepo perf --model-repository model_repository
+perf: install  ## sweep instance counts x concurrency on $(REPO)/ (results in perf/results)
+	$(BIN)/trtrepo perf --model-repository $(REPO)
 
-bench: install  ## in-process vs served throughput and ratios to the PyTorch baseline; CTPN whole vs split over 1-5 instances
-	$(BIN)/trtrepo bench --model-repository model_repository
-	@if [ -d model_repository/ctpn_split ]; then \
-	  $(BIN)/trtrepo perf --model-repository model_repository --models ctpn_pytorch_fp32,ctpn_onnxruntime_fp32,ctpn_split \
+bench: install  ## served over in-process throughput per variant (GPU ones on GPU memory, REPO=model_repository_gpu); CTPN whole vs split
+	$(BIN)/trtrepo bench --model-repository $(REPO)
+	@if [ -d $(REPO)/ctpn_split ]; then \
+	  $(BIN)/trtrepo perf --model-repository $(REPO) --models ctpn_pytorch_fp32,ctpn_onnxruntime_fp32,ctpn_split \
 	    --instances 1,2,3,4,5 --concurrency 5 --measurement-ms 4000 --output perf/results/ctpn; fi
+
+gpu-pack: install  ## pack .gpu/ for a GPU machine without network (then, there: bash perf/gpu/study.sh)
+	$(BIN)/trtrepo gpu-pack
 
 clean:  ## remove the virtual environment, generated models and results
 	rm -rf $(VENV) perf/results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import math
 import os
 import shutil
 import subprocess
@@ -11,8 +12,15 @@ import sys
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from trtrepo.errors import UserError
+from trtrepo.perf.gpu_monitor import GpuUtilization
+
+if TYPE_CHECKING:
+    from trtrepo.specs import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class PerfPoint:
     p99_ms: float
     queue_ms: float
     compute_ms: float
+    gpu_util_pct: float | None = None  # mean over the run (warm-up windows included); None without a GPU
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -54,16 +63,20 @@ RETRYABLE = ("No valid requests", "stable measurement")  # windows too short for
 
 def measure(
     variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, instances: int,
-    shapes_of: str | None = None,
+    shapes_of: str | None = None, on_gpu: bool = False, metrics_url: str | None = None,
 ) -> PerfPoint:
     """Run perf_analyzer once against a loaded model (gRPC, random input data) and return its figures.
 
     Variable input dimensions get the typical shape of ``shapes_of``'s spec (default: the variant's own).
+    ``on_gpu``: the model's instances run on a GPU, so requests carry their tensors in CUDA shared memory (as
+    a client on the server's machine would), which the Python backend receives without a host round trip.
+    GPU utilisation is sampled meanwhile (``metrics_url``: Triton's, else NVML).
     A measurement window that saw too few requests is retried with a window twice as long, twice.
     """
-    shapes = request_shapes(shapes_of or variant)
+    arguments = request_shapes(shapes_of or variant) + (cuda_shared_memory(variant, batch_size) if on_gpu else [])
     for attempt in range(3):
-        row, error = _run_perf_analyzer(variant, grpc_url, batch_size, concurrency, measurement_ms << attempt, shapes)
+        with GpuUtilization(metrics_url) as gpu:
+            row, error = _run_perf_analyzer(variant, grpc_url, batch_size, concurrency, measurement_ms << attempt, arguments)
         if row is not None:
             break
         if not any(marker in error for marker in RETRYABLE):
@@ -82,23 +95,43 @@ def measure(
         p99_ms=float(row["p99 latency"]) / 1000,
         queue_ms=float(row["Server Queue"]) / 1000,
         compute_ms=sum(float(row[k]) for k in ("Server Compute Input", "Server Compute Infer", "Server Compute Output")) / 1000,
+        gpu_util_pct=gpu.percent,
     )
 
 
-def request_shapes(variant: str) -> list[str]:
-    """perf_analyzer --shape arguments for inputs with variable dimensions, at the spec's typical size."""
+def _spec_of(variant: str) -> "ModelSpec | None":
     from trtrepo.config import Variant
     from trtrepo.models import MODELS, get_model
 
     if not Variant.is_variant(variant) or Variant.parse(variant).model not in MODELS:
+        return None
+    return get_model(Variant.parse(variant).model)
+
+
+def request_shapes(variant: str) -> list[str]:
+    """perf_analyzer --shape arguments for inputs with variable dimensions, at the spec's typical size."""
+    spec = _spec_of(variant)
+    if spec is None:
         return []
-    spec = get_model(Variant.parse(variant).model)
     shapes = [(t.name, spec.shape_range(t)[1]) for t in spec.inputs if -1 in t.shape]
     return [argument for name, shape in shapes for argument in ("--shape", f"{name}:{','.join(map(str, shape))}")]
 
 
+def cuda_shared_memory(variant: str, batch_size: int) -> list[str]:
+    """perf_analyzer arguments for CUDA shared memory, its output regions sized from the spec's output shapes.
+
+    Outputs whose size depends on the input (variable dimensions) cannot be sized ahead: such a model is
+    measured over the network instead, and gets no arguments here.
+    """
+    spec = _spec_of(variant)
+    if spec is None or any(-1 in t.shape for t in spec.outputs):
+        return []
+    largest = max(batch_size * math.prod(t.shape) * np.dtype(t.dtype).itemsize for t in spec.outputs)
+    return ["--shared-memory", "cuda", "--output-shared-memory-size", str(largest)]
+
+
 def _run_perf_analyzer(
-    variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, shapes: list[str]
+    variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, arguments: list[str]
 ) -> tuple[dict | None, str]:
     """perf_analyzer's CSV row, or None and its most telling output line."""
     binary, env = find_perf_analyzer()
@@ -111,7 +144,7 @@ def _run_perf_analyzer(
             # Three windows are measured; a noisy CPU rarely meets the default 10% stability, so accept them.
             "--max-trials", "3", "--stability-percentage", "999",
             "-f", str(report),
-            *shapes,
+            *arguments,
         ]
         result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode == 0 and report.is_file():

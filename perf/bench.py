@@ -1,20 +1,34 @@
-"""In-process engine throughput against Triton-served throughput at the same batch, measured in one run."""
+"""In-process engine throughput against Triton-served throughput at the same batch, measured in one run.
+
+On a GPU both sides start from a batch already in GPU memory: in process, the engine's GPU runner is called
+back to back (synchronised once at the end: the engine's own peak); served, perf_analyzer hands the batch over
+in CUDA shared memory, so the ratio is what the serving path costs.
+"""
 
 from __future__ import annotations
 
+import csv
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
-from trtrepo.config import CONFIG_FILE, Variant, read_config
+from trtrepo.config import CONFIG_FILE, Variant, read_config, runs_on_gpu
+from google.protobuf import json_format
+
 from trtrepo.engines import get_engine
+from trtrepo.engines.base import graph_batch_sizes
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import measure
+from trtrepo.perf.sweep import merged
 from trtrepo.repository import VERSION
 
-SERVED_CONCURRENCY = 2  # one request in flight while the next is sent: what a busy client does
+
+def served_concurrency(instances: int) -> int:
+    """Two requests per instance: one running while the next waits, so no instance idles between requests."""
+    return 2 * max(instances, 1)
 
 
 @dataclass(frozen=True)
@@ -39,29 +53,83 @@ def artifact_of(repo: Path, variant: str) -> Path:
     return path
 
 
-def in_process_throughput(repo: Path, variant: str, batch_size: int, seconds: float) -> float:
-    """Samples/s of the variant's engine called in this process on a random batch, after two warm-up calls."""
+def engine_call(repo: Path, variant: str, batch_size: int) -> tuple[Callable[[], object], Callable[[], None]]:
+    """One call of the variant's engine on a random batch, in this process, and how to wait for it to finish:
+    the GPU runner on a batch in GPU memory for GPU variants whose engine has one, else the host runner."""
     parsed = Variant.parse(variant)
     spec = get_model(parsed.model)
-    run = get_engine(parsed.engine).load(spec, artifact_of(repo, variant), parsed.precision, "cpu", os.cpu_count() or 1)
+    engine = get_engine(parsed.engine)
+    config = read_config(Path(repo) / variant / CONFIG_FILE)
     batch = spec.example_batch(batch_size)
-    for _ in range(2):
-        run(batch)
+    artifact = artifact_of(repo, variant)
+    if runs_on_gpu(config):
+        as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
+        run_on_gpu = engine.load_on_gpu(spec, artifact, parsed.precision, 0, graph_batch_sizes(as_json))
+        if run_on_gpu is not None:
+            import torch
+
+            on_device = {name: torch.from_numpy(array).cuda() for name, array in batch.items()}
+            return (lambda: run_on_gpu(on_device)), torch.cuda.synchronize
+    run = engine.load(spec, artifact, parsed.precision, "gpu" if runs_on_gpu(config) else "cpu", os.cpu_count() or 1)
+    return (lambda: run(batch)), (lambda: None)
+
+
+def in_process_throughput(repo: Path, variant: str, batch_size: int, seconds: float) -> float:
+    """Samples/s of the variant's engine called back to back in this process, after three warm-up calls."""
+    call, wait = engine_call(repo, variant, batch_size)
+    for _ in range(3):
+        call()
+    wait()
     calls, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        run(batch)
+        call()
         calls += 1
+    wait()
     return calls * batch_size / (time.perf_counter() - start)
 
 
-def bench(repo: Path, grpc_url: str, variants: list[str], batch_size: int, seconds: float) -> list[BenchRow]:
+def bench(
+    repo: Path, grpc_url: str, variants: list[str], batch_size: int | None, seconds: float, metrics_url: str | None = None,
+) -> list[BenchRow]:
+    """Each variant at ``batch_size`` (default: its max_batch_size), in process and served."""
     rows = []
     for variant in variants:
-        local = in_process_throughput(repo, variant, batch_size, seconds)
-        instances = sum(g.count for g in read_config(Path(repo) / variant / CONFIG_FILE).instance_group)
-        served = measure(variant, grpc_url, batch_size, SERVED_CONCURRENCY, int(seconds * 1000), instances)
-        rows.append(BenchRow(variant, batch_size, local, served.throughput))
+        config = read_config(Path(repo) / variant / CONFIG_FILE)
+        batch = batch_size or max(config.max_batch_size, 1)
+        local = in_process_throughput(repo, variant, batch, seconds)
+        instances = sum(g.count for g in config.instance_group)
+        served = measure(variant, grpc_url, batch, served_concurrency(instances), int(seconds * 1000), instances,
+                         on_gpu=runs_on_gpu(config), metrics_url=metrics_url)
+        rows.append(BenchRow(variant, batch, local, served.throughput))
     return rows
+
+
+def write_csv(rows: list[BenchRow], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=[f.name for f in fields(BenchRow)])
+        writer.writeheader()
+        writer.writerows(asdict(row) for row in rows)
+    return path
+
+
+def read_csv(path: Path) -> list[BenchRow]:
+    with Path(path).open() as file:
+        try:
+            return [BenchRow(r["variant"], int(r["batch_size"]), float(r["in_process"]), float(r["served"])) for r in csv.DictReader(file)]
+        except (KeyError, ValueError) as exc:
+            raise UserError(f"{path}: not a bench CSV written by trtrepo ({exc})") from None
+
+
+def write_report(rows: list[BenchRow], out_dir: Path) -> dict[str, Path]:
+    """bench.csv and bench.md in out_dir, over these rows and the earlier ones of other variants there."""
+    out_dir = Path(out_dir)
+    previous = out_dir / "bench.csv"
+    rows = merged(read_csv(previous) if previous.is_file() else [], rows, lambda row: (row.variant,))
+    table = out_dir / "bench.md"
+    files = {"csv": write_csv(rows, previous), "markdown": table}
+    table.write_text("# In-process against served throughput\n\n" + markdown(rows))
+    return files
 
 
 def markdown(rows: list[BenchRow]) -> str:
@@ -77,6 +145,7 @@ def markdown(rows: list[BenchRow]) -> str:
             f"| {row.variant} | {row.batch_size} | {row.in_process:.1f} | {row.served:.1f} | {row.served_share:.0%} | {ratio} |"
         )
     return "\n".join(lines) + (
-        f"\n\nServed: perf_analyzer over gRPC, concurrency {SERVED_CONCURRENCY}, instances as configured in the repository."
-        "\nBaseline: the same model in eager PyTorch fp32.\n"
+        "\n\nServed: perf_analyzer over gRPC (GPU variants: tensors in CUDA shared memory), two requests in flight per "
+        "instance, instances as configured in the repository.\nIn process: the engine called back to back on one batch (GPU variants: "
+        "a batch already in GPU memory).\nBaseline: the same model in eager PyTorch fp32.\n"
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from trtrepo.client import InferenceClient
-from trtrepo.config import Variant, config_to_json, with_instances
+from trtrepo.config import Variant, config_to_json, runs_on_gpu, with_instances
 from trtrepo.errors import UserError
 from trtrepo.perf.analyzer import PerfPoint, measure
 
@@ -21,11 +21,13 @@ def sweep(
     batch_size: int,
     measurement_ms: int,
     on_point: Callable[[PerfPoint], None] = lambda _: None,
+    metrics_url: str | None = None,
 ) -> list[PerfPoint]:
     """For each variant and instance count: reload the model with that many instances, measure each concurrency.
 
     An ensemble (ctpn_split) is scaled through the models it chains. Needs a server in explicit
-    model-control mode; every reloaded model's original config is restored afterwards.
+    model-control mode; every reloaded model's original config is restored afterwards. Models on GPU
+    instances get their requests through CUDA shared memory; ``metrics_url`` serves GPU utilisation.
     """
     points = []
     for variant in variants:
@@ -34,13 +36,14 @@ def sweep(
             raise UserError(f"batch size {batch_size} exceeds {variant}'s max_batch_size {client.config.max_batch_size}")
         steps = [step.model_name for step in client.config.ensemble_scheduling.step]
         originals = {name: client.model_config(name) for name in steps or [variant]}
+        on_gpu = any(runs_on_gpu(config) for config in originals.values())
         try:
             for count in instance_counts:
                 for name, config in originals.items():
                     client.load_model(name, config_to_json(with_instances(config, count)))
                 for concurrency in concurrencies:
                     point = measure(variant, grpc_url, batch_size, concurrency, measurement_ms, count,
-                                    shapes_of=steps[0] if steps else variant)
+                                    shapes_of=steps[0] if steps else variant, on_gpu=on_gpu, metrics_url=metrics_url)
                     points.append(point)
                     on_point(point)
         finally:
@@ -54,15 +57,33 @@ def write_csv(points: list[PerfPoint], path: Path) -> Path:
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=PerfPoint.columns())
         writer.writeheader()
-        writer.writerows(asdict(p) for p in points)
+        writer.writerows({k: "" if v is None else v for k, v in asdict(p).items()} for p in points)
     return path
 
 
 def read_csv(path: Path) -> list[PerfPoint]:
+    """Points written by write_csv (a column missing from an older file takes its default)."""
     with Path(path).open() as file:
         rows = list(csv.DictReader(file))
-    types = {name: type_ for name, type_ in zip(PerfPoint.columns(), (str, int, int, int, *[float] * 6))}
-    return [PerfPoint(**{k: types[k](v) for k, v in row.items()}) for row in rows]
+    types = {name: type_ for name, type_ in zip(PerfPoint.columns(), (str, int, int, int, *[float] * 7))}
+    try:
+        return [PerfPoint(**{k: types[k](v) if v != "" else None for k, v in row.items() if k in types}) for row in rows]
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: not a sweep CSV written by trtrepo ({exc})") from None
+
+
+Measured = TypeVar("Measured")
+
+
+def merged(previous: list[Measured], new: list[Measured], key: Callable[[Measured], tuple]) -> list[Measured]:
+    """The previous records that were not measured again (by ``key``), then the new ones: one results folder
+    gathers several runs, e.g. a sweep split over device calls."""
+    measured = {key(p) for p in new}
+    return [p for p in previous if key(p) not in measured] + new
+
+
+def point_key(point: PerfPoint) -> tuple:
+    return point.variant, point.instances, point.concurrency
 
 
 def markdown_table(points: list[PerfPoint]) -> str:
@@ -76,13 +97,14 @@ def markdown_table(points: list[PerfPoint]) -> str:
         mine = [v for v in variants if model_of[v] == model]
         baseline = f"{model}_pytorch_fp32"
         others = [v for v in mine if v != baseline] if baseline in mine else []
-        header = ["instances", "concurrency"] + [f"{v} samples/s (p99 ms)" for v in mine] + [f"{v} / baseline" for v in others]
+        unit = "samples/s (p99 ms, GPU %)" if any(p.gpu_util_pct is not None for p in points) else "samples/s (p99 ms)"
+        header = ["instances", "concurrency"] + [f"{v} {unit}" for v in mine] + [f"{v} / baseline" for v in others]
         lines = [f"## {model}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for instances, concurrency in dict.fromkeys((p.instances, p.concurrency) for p in points if p.variant in mine):
             cells = [str(instances), str(concurrency)]
             for v in mine:
                 point = by_key.get((v, instances, concurrency))
-                cells.append(f"{point.throughput:.3g} ({point.p99_ms:.0f})" if point else "-")
+                cells.append(cell(point))
             base = by_key.get((baseline, instances, concurrency))
             for v in others:
                 point = by_key.get((v, instances, concurrency))
@@ -92,6 +114,14 @@ def markdown_table(points: list[PerfPoint]) -> str:
         lines.append(f"Baseline: {baseline}." if others else f"No baseline ({baseline}) measured: no ratios.")
         sections.append("\n".join(lines))
     return "\n\n".join(sections) + "\n\nThroughput counts samples per second; p99 is the request latency.\n"
+
+
+def cell(point: PerfPoint | None) -> str:
+    """Throughput, then p99 latency and GPU utilisation where measured, in one table cell."""
+    if point is None:
+        return "-"
+    gpu = "" if point.gpu_util_pct is None else f", {point.gpu_util_pct:.0f}%"
+    return f"{point.throughput:.3g} ({point.p99_ms:.0f}{gpu})"
 
 
 def model_name(name: str, names: list[str]) -> str:
@@ -132,9 +162,12 @@ def plot(points: list[PerfPoint], path: Path) -> Path:
 
 
 def write_report(points: list[PerfPoint], out_dir: Path) -> dict[str, Path]:
-    """sweep.csv, sweep.md and sweep.png in out_dir."""
+    """sweep.csv, sweep.md and sweep.png in out_dir, over these points and the earlier ones there that they do not
+    measure again (same variant, instance count and concurrency)."""
     out_dir = Path(out_dir)
     table = out_dir / "sweep.md"
+    previous = out_dir / "sweep.csv"
+    points = merged(read_csv(previous) if previous.is_file() else [], points, point_key)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.write_text("# Throughput against model instances\n\n" + markdown_table(points))
     return {"csv": write_csv(points, out_dir / "sweep.csv"), "markdown": table, "plot": plot(points, out_dir / "sweep.png")}

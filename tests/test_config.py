@@ -7,6 +7,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from trtrepo.config import (
+    GPU_INPUTS_PARAMETER,
     ServingOptions,
     Variant,
     apply_serving_options,
@@ -14,6 +15,7 @@ from trtrepo.config import (
     config_to_json,
     model_config,
     read_config,
+    runs_on_gpu,
     serving_options_of,
     with_instances,
     write_config,
@@ -111,3 +113,11 @@ def test_pbtxt_is_written_by_protobuf_not_templates(tmp_path):
     write_config(resnet_config(native=True), tmp_path)
     parsed = text_format.Parse((tmp_path / "config.pbtxt").read_text(), pb.ModelConfig())
     assert parsed == resnet_config(native=True)
+
+
+def test_gpu_instances_of_python_models_take_inputs_where_they_lie():
+    config = resnet_config(native=False, options=ServingOptions(kind="gpu"))
+    assert config.parameters[GPU_INPUTS_PARAMETER].string_value == "no" and runs_on_gpu(config)
+    apply_serving_options(config, ServingOptions(kind="cpu"))
+    assert GPU_INPUTS_PARAMETER not in config.parameters and not runs_on_gpu(config)
+    assert GPU_INPUTS_PARAMETER not in resnet_config(native=True, options=ServingOptions(kind="gpu")).parameters

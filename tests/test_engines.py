@@ -9,7 +9,7 @@ import pytest
 from conftest import trtrepo
 from trtrepo.calibration import calibration_set
 from trtrepo.engines import BuildInputs, get_engine
-from trtrepo.engines.base import cuda_available
+from trtrepo.engines.base import cuda_available, graph_batch_sizes
 from trtrepo.engines.tensorrt import profile_shapes
 from trtrepo.export import export_onnx
 from trtrepo.models import get_model
@@ -110,3 +110,25 @@ def test_pytorch_fp16_close_to_fp32_on_gpu(lite0, tmp_path):
     half = engine.load(spec, tmp_path / "model.pt", "fp16", "gpu", 1)(batch)["logits"]
     full = engine.load(spec, tmp_path / "model.pt", "fp32", "gpu", 1)(batch)["logits"]
     assert np.abs(half - full).max() < 0.05 * np.abs(full).max()
+
+
+@pytest.mark.skipif(not cuda_available(), reason="the GPU runner and CUDA graphs need a CUDA GPU")
+def test_cuda_graph_runner_pads_odd_batches_and_matches_eager(lite0, tmp_path):
+    import torch
+
+    spec, _, _ = lite0
+    engine = get_engine("pytorch")
+    engine.build(inputs_for(lite0), "fp16", tmp_path / "model.pt")
+    graphs = engine.load_on_gpu(spec, tmp_path / "model.pt", "fp16", 0, (4, 8))
+    eager = engine.load_on_gpu(spec, tmp_path / "model.pt", "fp16", 0, ())
+    for size in (3, 8, 11):  # padded to 4, exact, beyond the largest graph (eager)
+        x = torch.from_numpy(spec.example_batch(size, seed=size)["input"]).cuda()
+        got, want = graphs({"input": x})["logits"], eager({"input": x})["logits"]
+        assert got.shape == want.shape == (size, 1000) and got.is_cuda
+        assert float((got - want).norm() / want.norm()) < 1e-2
+
+
+def test_graph_batch_sizes_come_from_the_config_only_when_graphs_are_asked_for():
+    config = {"max_batch_size": 256, "dynamic_batching": {"preferred_batch_size": [128, 64]}}
+    assert graph_batch_sizes(config) == ()
+    assert graph_batch_sizes({**config, "optimization": {"cuda": {"graphs": True}}}) == (64, 128, 256)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from trtrepo.perf.analyzer import PerfPoint
+from dataclasses import replace
+
+from trtrepo.perf.analyzer import PerfPoint, cuda_shared_memory
 from trtrepo.perf.bench import BenchRow, markdown
+from trtrepo.perf.bench import write_report as write_bench_report
+from trtrepo.perf.gpu_monitor import triton_gpu_utilization
 from trtrepo.perf.sweep import markdown_table, read_csv, write_report
 
 
@@ -40,3 +44,42 @@ def test_bench_table_shows_served_share_and_baseline_ratio():
     table = markdown(rows)
     assert "| resnet50_onnxruntime_fp32 | 4 | 40.0 | 30.0 | 75% | 3.00x |" in table
     assert "| resnet50_pytorch_fp32 | 4 | 20.0 | 10.0 | 50% | 1.00x |" in table
+
+
+def test_sweep_reports_gather_runs_and_replace_what_is_measured_again(tmp_path):
+    write_report(POINTS, tmp_path)
+    again = [point("resnet50_pytorch_fp32", 2, 13.0), point("resnet50_pytorch_fp32", 4, 14.0)]
+    write_report(again, tmp_path)
+    gathered = {(p.variant, p.instances): p.throughput for p in read_csv(tmp_path / "sweep.csv")}
+    assert gathered[("resnet50_pytorch_fp32", 2)] == 13.0  # replaced
+    assert gathered[("resnet50_pytorch_fp32", 1)] == 10.0  # kept from the first run
+    assert gathered[("resnet50_pytorch_fp32", 4)] == 14.0  # added
+    assert len(gathered) == len(POINTS) + 1
+
+
+def test_gpu_utilisation_shows_in_the_table_and_survives_the_csv(tmp_path):
+    measured = [replace(p, gpu_util_pct=87.5) for p in POINTS[:2]]
+    assert "(15, 88%)" in markdown_table(measured) and "GPU %" in markdown_table(measured)
+    write_report(POINTS[:2], tmp_path / "cpu")
+    assert [p.gpu_util_pct for p in read_csv(tmp_path / "cpu" / "sweep.csv")] == [None, None]
+    write_report(measured, tmp_path / "gpu")
+    assert [p.gpu_util_pct for p in read_csv(tmp_path / "gpu" / "sweep.csv")] == [87.5, 87.5]
+
+
+def test_bench_reports_gather_runs(tmp_path):
+    write_bench_report([BenchRow("resnet50_pytorch_fp32", 8, 10.0, 9.0)], tmp_path)
+    write_bench_report([BenchRow("resnet50_pytorch_fp16", 8, 20.0, 18.0)], tmp_path)
+    text = (tmp_path / "bench.md").read_text()
+    assert "resnet50_pytorch_fp32" in text and "| 90% | 2.00x |" in text
+
+
+def test_triton_gpu_utilisation_is_read_from_its_gauge():
+    scrape = 'nv_gpu_utilization{gpu_uuid="GPU-a"} 0.5\nnv_gpu_utilization{gpu_uuid="GPU-b"} 1\nnv_inference_count 3\n'
+    assert triton_gpu_utilization(scrape) == 75.0
+    assert triton_gpu_utilization("nv_inference_count 3\n") is None
+
+
+def test_cuda_shared_memory_is_sized_for_the_largest_output():
+    assert cuda_shared_memory("resnet50_pytorch_fp16", 4)[-1] == str(4 * 1000 * 4)
+    assert cuda_shared_memory("ctpn_pytorch_fp32", 1) == []  # outputs vary with the image: sent over the network
+    assert cuda_shared_memory("ctpn_split", 1) == []

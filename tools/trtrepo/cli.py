@@ -235,17 +235,18 @@ def serve(
 
 
 @contextmanager
-def grpc_endpoint(url: str | None, repository: Path) -> Iterator[str]:
-    """The given server's gRPC address, or a server of our own on free ports in explicit model-control mode."""
+def grpc_endpoint(url: str | None, repository: Path) -> Iterator[tuple[str, str | None]]:
+    """(gRPC address, metrics URL) of the given server (metrics unknown), or of a server of our own on free
+    ports in explicit model-control mode."""
     if url:
-        yield url
+        yield url, None
         return
     from trtrepo.server import Ports, TritonServer
 
     server = TritonServer(repository, Ports.free(), model_control="explicit")
     console.print(f"starting tritonserver on {server.repository} (log {server.log_file}) ...")
     with server:
-        yield server.grpc_url
+        yield server.grpc_url, server.metrics_url
 
 
 def repository_variants(repository: Path, models: str | None) -> list[str]:
@@ -271,18 +272,20 @@ def perf(
     measurement_ms: Annotated[int, typer.Option(min=100, help="perf_analyzer measurement window.")] = 2000,
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server in explicit mode; default: start one.")] = None,
     model_repository: RepoOption = REPOSITORY,
-    output: Annotated[Path, typer.Option(help="Folder for sweep.csv, sweep.md and sweep.png.")] = Path("perf/results"),
+    output: Annotated[Path, typer.Option(help="Folder for sweep.csv, sweep.md and sweep.png; points already there for "
+                                              "other variants, instance counts or concurrencies are kept.")] = Path("perf/results"),
 ) -> None:
     """Sweep instance counts x concurrency with perf_analyzer; write CSV, a Table-4-style markdown table and a plot."""
     counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
     variants = repository_variants(model_repository, models)
-    with grpc_endpoint(url, model_repository) as grpc_url:
-        points = sweep_with_progress(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms)
+    with grpc_endpoint(url, model_repository) as (grpc_url, metrics_url):
+        points = sweep_with_progress(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, metrics_url)
     report_sweep(points, output)
 
 
 def sweep_with_progress(
-    grpc_url: str, variants: list[str], counts: list[int], concurrencies: list[int], batch_size: int, measurement_ms: int
+    grpc_url: str, variants: list[str], counts: list[int], concurrencies: list[int], batch_size: int, measurement_ms: int,
+    metrics_url: str | None = None,
 ) -> list:
     """perf.sweep with a progress bar and a line per measured point."""
     from trtrepo.perf.sweep import sweep
@@ -291,11 +294,12 @@ def sweep_with_progress(
         task = bar.add_task("perf_analyzer", total=len(variants) * len(counts) * len(concurrencies))
 
         def on_point(point) -> None:
+            gpu = "" if point.gpu_util_pct is None else f", GPU {point.gpu_util_pct:.0f}%"
             bar.console.print(f"  {point.variant} x{point.instances} c{point.concurrency}: "
-                              f"{point.throughput:.1f} samples/s, p99 {point.p99_ms:.0f} ms")
+                              f"{point.throughput:.1f} samples/s, p99 {point.p99_ms:.0f} ms{gpu}")
             bar.advance(task)
 
-        return sweep(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, on_point)
+        return sweep(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, on_point, metrics_url)
 
 
 def report_sweep(points: list, output: Path) -> None:
@@ -309,24 +313,26 @@ def report_sweep(points: list, output: Path) -> None:
 @app.command()
 def bench(
     models: VariantsOption = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch for both the in-process and the served measurement.")] = 4,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch for both the in-process and the served measurement "
+                                                                   "(default: each variant's max_batch_size).")] = None,
     seconds: Annotated[float, typer.Option(min=0.5, help="Measurement time per variant and side.")] = 5.0,
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
     model_repository: RepoOption = REPOSITORY,
-    output: Annotated[Path, typer.Option(help="Folder for bench.md.")] = Path("perf/results"),
+    output: Annotated[Path, typer.Option(help="Folder for bench.csv and bench.md (rows of other variants there are kept).")] = Path("perf/results"),
 ) -> None:
-    """In-process engine throughput against Triton-served throughput at the same batch, and ratios to the baseline."""
+    """In-process engine throughput against Triton-served throughput at the same batch, and ratios to the baseline.
+
+    GPU variants are measured on a batch already in GPU memory on both sides (served: CUDA shared memory)."""
     from trtrepo.perf.bench import bench as run_bench
-    from trtrepo.perf.bench import markdown
+    from trtrepo.perf.bench import markdown, write_report
 
     variants = repository_variants(model_repository, models)
-    with grpc_endpoint(url, model_repository) as grpc_url:
-        console.print(f"measuring {len(variants)} variants at batch {batch_size}, {seconds:g} s per side ...")
-        rows = run_bench(model_repository, grpc_url, variants, batch_size, seconds)
-    table = markdown(rows)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "bench.md").write_text("# In-process against served throughput\n\n" + table)
-    print(table)
+    with grpc_endpoint(url, model_repository) as (grpc_url, metrics_url):
+        console.print(f"measuring {len(variants)} variants at batch {batch_size or 'max_batch_size'}, {seconds:g} s per side ...")
+        rows = run_bench(model_repository, grpc_url, variants, batch_size, seconds, metrics_url)
+    files = write_report(rows, output)
+    print(markdown(rows))
+    print(f"wrote {', '.join(str(p) for p in files.values())}")
 
 
 @app.command("eval")
@@ -365,7 +371,7 @@ def evaluate_command(
                            if (p / "config.pbtxt").is_file() and not Variant.is_variant(p.name))
     if not variants:
         raise UserError(f"{model_repository}: no variants of {model}; build them with `trtrepo repo --models {model}`")
-    with grpc_endpoint(url, model_repository) as grpc_url:
+    with grpc_endpoint(url, model_repository) as (grpc_url, _):
         console.print(f"evaluating {', '.join(variants)} ...")
         if kind == "detector":
             rows, reference = evaluate_detection(spec, grpc_url, "grpc", variants, data, annotations, batch_size)
@@ -414,9 +420,41 @@ def demo(
                 print(f"\npython clients/resnet_client.py --url {server.http_url} --model {variant} PHOTOS")
                 for path, result in zip(photos[:4], classify(photos[:4], variant, server.http_url, "http", 8, 3)):
                     print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
-        points = sweep_with_progress(server.grpc_url, variants, counts, concurrencies, 1, 1500)
+        points = sweep_with_progress(server.grpc_url, variants, counts, concurrencies, 1, 1500, server.metrics_url)
     report_sweep(points, Path("perf/results"))
     print(f"annotated detections in {annotated}/; server stopped")
+
+
+@app.command("gpu-pack")
+def gpu_pack(
+    output: Annotated[Path, typer.Option(help="Folder to fill; name it in the device run's carry.")] = Path(".gpu"),
+    bundle_script: Annotated[Path, typer.Option(help="Script that packs tritonserver + perf_analyzer for the GPU machine.")]
+    = Path("../shared/device/make-triton-bundle.sh"),
+    python: Annotated[str, typer.Option(help="The GPU machine's Python version.")] = "3.12",
+    force: Annotated[bool, typer.Option(help="Pack the server bundle again even if one is there.")] = False,
+) -> None:
+    """Pack what a GPU machine without network needs for perf/gpu/study.sh: the tritonserver + perf_analyzer
+    bundle and the wheels its Python lacks (tritonclient's pure-Python client, python-rapidjson). The project's
+    own code travels with the working tree; PyTorch, ONNX Runtime and numpy are the machine's."""
+    import subprocess
+    import sys
+
+    bundle = output / "triton-bundle.tar.xz"
+    if force or not bundle.is_file():
+        if not bundle_script.is_file():
+            raise UserError(f"{bundle_script}: no bundle script; pass --bundle-script make-triton-bundle.sh")
+        console.print(f"packing tritonserver + perf_analyzer with {bundle_script} (about a minute) ...")
+        subprocess.run(["bash", str(bundle_script), str(output), python], check=True)
+    wheels = output / "wheels"
+    download = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
+                "--python-version", python, "--implementation", "cp"]
+    platforms = ["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64"]
+    for command in (download + ["--platform", "any", "tritonclient==2.50.0"], download + platforms + ["python-rapidjson"]):
+        if subprocess.run(command).returncode != 0:
+            raise UserError(f"pip download failed: {' '.join(command[4:])}")
+    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file()) / 2**20
+    print(f"packed {output} ({size:.0f} MiB). On the GPU machine, from the repository root, with {output} carried:\n"
+          f"  bash perf/gpu/study.sh resnet50,yolov3 bench,sweep,cpu")
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ from trtrepo.specs import ModelSpec
 
 CONFIG_FILE = "config.pbtxt"
 PYTHON_MODEL_FILE = "model.py"
+# Python-backend parameter: "no" hands inputs to the model where they lie (GPU memory for CUDA shared memory clients).
+GPU_INPUTS_PARAMETER = "FORCE_CPU_ONLY_INPUT_TENSORS"
 KINDS = {"cpu": pb.ModelInstanceGroup.KIND_CPU, "gpu": pb.ModelInstanceGroup.KIND_GPU, "auto": pb.ModelInstanceGroup.KIND_AUTO}
 
 
@@ -145,6 +147,10 @@ def apply_serving_options(config: pb.ModelConfig, options: ServingOptions, warmu
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     del config.instance_group[:]
     config.instance_group.add(count=options.instances, kind=KINDS[options.kind], gpus=list(options.gpus))
+    if config.backend == "python" and options.kind == "gpu":
+        config.parameters[GPU_INPUTS_PARAMETER].string_value = "no"
+    elif GPU_INPUTS_PARAMETER in config.parameters:
+        del config.parameters[GPU_INPUTS_PARAMETER]
     if options.cuda_graphs:
         config.optimization.cuda.graphs = True
     elif config.HasField("optimization"):  # drop only the flag, and messages it leaves empty
@@ -175,6 +181,11 @@ def serving_options_of(config: pb.ModelConfig) -> ServingOptions:
         warmup=bool(config.model_warmup),
         cuda_graphs=config.optimization.cuda.graphs,
     )
+
+
+def runs_on_gpu(config: pb.ModelConfig) -> bool:
+    """Whether the model's instances are placed on GPUs."""
+    return any(group.kind == pb.ModelInstanceGroup.KIND_GPU for group in config.instance_group)
 
 
 def with_instances(config: pb.ModelConfig, count: int) -> pb.ModelConfig:

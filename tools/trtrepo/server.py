@@ -22,6 +22,9 @@ from trtrepo.errors import UserError
 SYSTEM_BACKEND_DIR = Path("/opt/tritonserver/backends")
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 EXIT_TIMEOUT_S = 5
+# Per GPU. GPU tensors travel between the server and Python-backend stubs through this pool; Triton's default
+# (64 MB) is smaller than one batch of YOLOv3 outputs (32 x 10647 x 85 floats, 116 MB).
+CUDA_POOL_MB = 4096
 
 
 @dataclass(frozen=True)
@@ -42,48 +45,60 @@ class TritonInstallation:
 
 
 def find_tritonserver() -> TritonInstallation:
-    """The tritonserver to run: one on PATH (an NGC container), else the nvidia-pytriton wheel's."""
+    """The tritonserver to run: one on PATH (an NGC container, an unpacked bundle), else the nvidia-pytriton wheel's.
+
+    Either way its Python backend is reached through a backend folder of trtrepo's (see _shim_backend_dir), so that
+    the stub can import this environment's packages.
+    """
+    python_path = _python_path()
     on_path = shutil.which("tritonserver")
     if on_path:
-        backend_dir = Path(os.environ.get("TRITON_BACKEND_DIR", SYSTEM_BACKEND_DIR))
-        return TritonInstallation(Path(on_path), backend_dir, f"PATH ({on_path})", {"PYTHONPATH": _python_path()})
+        upstream = Path(os.environ.get("TRITON_BACKEND_DIR", SYSTEM_BACKEND_DIR))
+        stub = upstream / "python" / "triton_python_backend_stub"
+        env = {"PYTHONPATH": python_path, "TRTREPO_PYTHONPATH": python_path}
+        return TritonInstallation(Path(on_path), _shim_backend_dir(upstream, stub), f"PATH ({on_path})", env)
     spec = importlib.util.find_spec("pytriton")
     if spec is None or spec.origin is None:
         raise UserError("no tritonserver on PATH and nvidia-pytriton is not installed; run `make install`")
     package = Path(spec.origin).parent
     dist = package / "tritonserver"
     libs = package.parent / "nvidia_pytriton.libs"
-    env = {"LD_LIBRARY_PATH": _join_paths(str(libs), os.environ.get("LD_LIBRARY_PATH", "")), "TRTREPO_PYTHONPATH": _python_path()}
-    return TritonInstallation(dist / "bin" / "tritonserver", _wheel_backend_dir(dist), "nvidia-pytriton wheel", env)
-
-
-def _wheel_backend_dir(dist: Path) -> Path:
-    """A backend folder in the venv whose Python backend can import this environment's packages.
-
-    The wheel ships one stub per Python version and Triton expects exactly one inside backends/python;
-    the stub ignores PYTHONPATH, so triton_python_backend_utils is replaced by a shim that reads
-    TRTREPO_PYTHONPATH (see triton_utils_shim.py).
-    """
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise UserError(f"nvidia-pytriton has no Python backend stub for Python {version}; use Python 3.8 to 3.13")
-    upstream = dist / "backends" / "python"
+    env = {"LD_LIBRARY_PATH": _join_paths(str(libs), os.environ.get("LD_LIBRARY_PATH", "")), "TRTREPO_PYTHONPATH": python_path}
+    return TritonInstallation(dist / "bin" / "tritonserver", _shim_backend_dir(dist / "backends", stub), "nvidia-pytriton wheel", env)
+
+
+def _shim_backend_dir(upstream: Path, stub: Path) -> Path:
+    """A backend folder whose Python backend can import this environment's packages; other backends linked as they are.
+
+    The stubs of the nvidia-pytriton wheel and of the GPU bundle ignore PYTHONPATH (seen with Python 3.11 and 3.12),
+    so triton_python_backend_utils is replaced by a shim that reads TRTREPO_PYTHONPATH (see triton_utils_shim.py).
+    A server without a Python backend keeps its own folder.
+    """
+    python = upstream / "python"
+    if not (python / "libtriton_python.so").is_file() or not stub.is_file():
+        return upstream
     links = {
-        "libtriton_python.so": upstream / "libtriton_python.so",
-        "triton_python_backend_stub": stub,
-        "triton_python_backend_utils_upstream.py": upstream / "triton_python_backend_utils.py",
-        "triton_python_backend_utils.py": Path(__file__).with_name("triton_utils_shim.py"),
+        "python/libtriton_python.so": python / "libtriton_python.so",
+        "python/triton_python_backend_stub": stub,
+        "python/triton_python_backend_utils_upstream.py": python / "triton_python_backend_utils.py",
+        "python/triton_python_backend_utils.py": Path(__file__).with_name("triton_utils_shim.py"),
+        **{other.name: other for other in upstream.iterdir() if other.is_dir() and other.name != "python"},
     }
-    target = Path(sys.prefix) / "share" / "trtrepo" / "backends" / "python"
-    target.mkdir(parents=True, exist_ok=True)
+    target = Path(sys.prefix) / "share" / "trtrepo" / "backends"
+    if not os.access(sys.prefix, os.W_OK):
+        target = Path(tempfile.gettempdir()) / f"trtrepo-backends-{os.getuid()}"
+    (target / "python").mkdir(parents=True, exist_ok=True)
     for name, source in links.items():
         link = target / name
         if link.is_symlink() and link.resolve() == source.resolve():
             continue
         link.unlink(missing_ok=True)
         link.symlink_to(source)
-    return target.parent
+    return target
 
 
 def _python_path() -> str:
@@ -124,6 +139,7 @@ class TritonServer:
         log_file: Path | None = None,
         model_control: str = "none",
         installation: TritonInstallation | None = None,
+        cuda_pool_mb: int = CUDA_POOL_MB,
     ) -> None:
         if model_control not in MODEL_CONTROL_MODES:
             raise UserError(f"model control mode must be one of {', '.join(MODEL_CONTROL_MODES)}, got {model_control!r}")
@@ -135,6 +151,8 @@ class TritonServer:
         self.installation = installation or find_tritonserver()
         self.log_file = Path(log_file) if log_file else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
+        self.cuda_pool_mb = cuda_pool_mb
+        self.gpus = gpu_count()
 
     @property
     def http_url(self) -> str:
@@ -160,6 +178,7 @@ class TritonServer:
             # Clients that keep connections open would otherwise hold shutdown for 30 s.
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         ]
+        command += [f"--cuda-memory-pool-byte-size={gpu}:{self.cuda_pool_mb << 20}" for gpu in range(self.gpus)]
         if self.model_control == "explicit":
             command.append("--load-model=*")
         return command
@@ -208,6 +227,17 @@ class TritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def gpu_count() -> int:
+    """NVIDIA GPUs this machine's driver shows (nvidia-smi -L); 0 without one."""
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
 
 
 def is_ready(http_port: int, host: str = "localhost") -> bool:

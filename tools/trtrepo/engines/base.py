@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from trtrepo.specs import ModelSpec
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+#: Named CUDA tensors in, named CUDA tensors out: the served path on a GPU, with no trip through host memory.
+GpuRunner = Callable[[dict[str, "torch.Tensor"]], dict[str, "torch.Tensor"]]
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,26 @@ class Engine(ABC):
     def load(self, spec: "ModelSpec", artifact: Path, precision: str, device: str, threads: int) -> Runner:
         """A callable that maps a batch of named inputs to named outputs, in process."""
 
+    def load_on_gpu(
+        self, spec: "ModelSpec", artifact: Path, precision: str, device_id: int, graph_batch_sizes: tuple[int, ...]
+    ) -> GpuRunner | None:
+        """A runner over CUDA tensors on GPU ``device_id`` (inputs already there, outputs left there), or None
+        when the engine has no such path and serves GPU instances through ``load``. ``graph_batch_sizes``:
+        capture CUDA graphs for these batch sizes (empty: none), as the config's optimization.cuda.graphs asks."""
+        return None
+
 
 def cuda_available() -> bool:
     """Whether an NVIDIA GPU is usable from PyTorch (imported lazily: this runs only when asked)."""
     import torch
 
     return torch.cuda.is_available()
+
+
+def graph_batch_sizes(config: dict) -> tuple[int, ...]:
+    """The batch sizes to capture CUDA graphs for, from a model config in Triton's JSON form: the preferred
+    batch sizes and the maximum when optimization.cuda.graphs is set, else none."""
+    if not config.get("optimization", {}).get("cuda", {}).get("graphs", False):
+        return ()
+    preferred = config.get("dynamic_batching", {}).get("preferred_batch_size", [])
+    return tuple(sorted({int(size) for size in preferred} | {max(int(config.get("max_batch_size", 1)), 1)}))

@@ -46,13 +46,15 @@ class TensorRTEngine(Engine):
     native_platform = "tensorrt_plan"
 
     def unavailable(self, precision: str) -> str | None:
-        from polygraphy.mod.util import version
-
         try:
             import tensorrt
         except (ImportError, OSError):  # OSError: the wheel's stub without its CUDA libraries
             return ("TensorRT is not installed: on a machine with an NVIDIA GPU run pip install 'trtrepo[tensorrt]' "
                     "(or use an NGC TensorRT/Triton container)")
+        try:
+            from polygraphy.mod.util import version
+        except ImportError:
+            return "polygraphy is not installed (trtrepo builds TensorRT plans through it): pip install 'trtrepo[tensorrt]'"
         if version(tensorrt.__version__) < version(MIN_TENSORRT):
             return f"TensorRT {tensorrt.__version__} is installed; trtrepo needs {MIN_TENSORRT} or newer"
         if shutil.which("nvidia-smi") is None and not Path("/dev/nvidia0").exists():

@@ -77,10 +77,12 @@ class YoloDecode(nn.Module):
         n, _, gh, gw = p.shape
         count = self.anchors.shape[1]
         p = p.view(n, count, 5 + self.classes, gh, gw).permute(0, 1, 3, 4, 2)
-        ys, xs = torch.meshgrid(torch.arange(gh, dtype=p.dtype), torch.arange(gw, dtype=p.dtype), indexing="ij")
-        grid = torch.stack((xs, ys), -1).view(1, 1, gh, gw, 2)
-        stride = torch.tensor([input_w / gw, input_h / gh], dtype=p.dtype)
-        xy = (p[..., 0:2].sigmoid() + grid) * stride
+        # Built on the input's device from Python scalars only: no host-to-device copy, so CUDA graphs can capture it.
+        ys, xs = torch.meshgrid(
+            torch.arange(gh, dtype=p.dtype, device=p.device), torch.arange(gw, dtype=p.dtype, device=p.device), indexing="ij"
+        )
+        cells = p[..., 0:2].sigmoid() + torch.stack((xs, ys), -1).view(1, 1, gh, gw, 2)
+        xy = torch.stack((cells[..., 0] * (input_w / gw), cells[..., 1] * (input_h / gh)), -1)
         wh = p[..., 2:4].exp() * self.anchors
         return torch.cat((xy, wh, p[..., 4:].sigmoid()), -1).reshape(n, -1, 5 + self.classes)
 

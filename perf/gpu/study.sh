@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU study, run on a GPU machine without network, from the repository root, after `trtrepo gpu-pack` here
+# (device tool: carry .gpu):
+#     bash perf/gpu/study.sh [MODELS] [STEPS]          e.g.  bash perf/gpu/study.sh resnet50 bench,sweep
+# Unpacks the tritonserver + perf_analyzer bundle, installs trtrepo and the packed wheels beside the machine's
+# PyTorch, builds the GPU repository from repo.gpu.toml, then per model runs the STEPS:
+#     bench  served over in-process throughput of every variant, at its max batch (bench.csv, bench.md)
+#     sweep  the GPU variants (PyTorch FP32 baseline, the optimized one) over instances 1, 2, 4, 8 and two
+#            concurrencies, with GPU utilisation: the study's Table 4 (sweep.csv, sweep.md, sweep.png)
+#     cpu    ONNX Runtime FP32 on the host cores, same requests, instances 1, 2, 4 (same files: the CPU column)
+# Results gather in $RESULTS (default perf/reports/gpu): each run replaces the rows of what it measured again.
+set -euo pipefail
+MODELS=${1:-resnet50,yolov3}
+STEPS=${2:-bench,sweep,cpu}
+RESULTS=${RESULTS:-perf/reports/gpu}
+PACK=${PACK:-.gpu}
+REPO=${REPO:-/tmp/trtrepo-gpu-repository}
+# Every count reloads the model, and each Python-backend instance (a process importing PyTorch) takes ~10 s to
+# start: 1,2,4,8 keeps a model's sweep inside one 10-minute device call; INSTANCES=1,2,3,4,5,6,7,8 for all.
+INSTANCES=${INSTANCES:-1,2,4,8}
+MEASUREMENT_MS=${MEASUREMENT_MS:-1000}
+declare -A SWEEP_BATCH=([resnet50]=32 [yolov3]=8)
+declare -A SWEEP_CONCURRENCY=([resnet50]=8,32 [yolov3]=8,32)
+
+[ -f "$PACK/triton-bundle.tar.xz" ] || { echo "error: $PACK/triton-bundle.tar.xz missing: run 'trtrepo gpu-pack' first" >&2; exit 2; }
+command -v nvidia-smi >/dev/null || { echo "error: no NVIDIA driver here (nvidia-smi missing): this script is for the GPU machine" >&2; exit 2; }
+TB=/tmp/trtrepo-triton
+SITE=/tmp/trtrepo-site
+mkdir -p "$TB" "$RESULTS"
+[ -x "$TB/extra/perf_analyzer" ] || tar -xJf "$PACK/triton-bundle.tar.xz" -C "$TB"
+# shellcheck disable=SC1091
+source "$TB/env.sh"
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target "$SITE" "$PACK"/wheels/*.whl .
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+trtrepo() { python3 -m trtrepo.cli "$@"; }
+
+if [ ! -f "$RESULTS/environment.md" ]; then
+  {
+    echo "# Environment"
+    echo
+    echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
+    echo "- CPU cores: $(nproc)"
+    echo "- $(python3 -c 'import sys, torch, onnxruntime; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")')"
+    echo "- tritonserver 2.51 (nvidia-pytriton 0.7.0 bundle, Python backend); perf_analyzer from tritonclient 2.50.0"
+    echo
+    echo "## Runs (the machine's clock)"
+    echo
+  } > "$RESULTS/environment.md"
+fi
+echo "- $(date -u +%Y-%m-%dT%H:%MZ): bash perf/gpu/study.sh $MODELS $STEPS (INSTANCES=$INSTANCES)" >> "$RESULTS/environment.md"
+
+trtrepo repo --plan repo.gpu.toml --models "$MODELS" --output "$REPO"
+for model in ${MODELS//,/ }; do
+  variants=$(cd "$REPO" && ls -d "${model}"_*_* 2>/dev/null | paste -sd, -)
+  if [[ ",$STEPS," == *,bench,* ]]; then
+    trtrepo bench --model-repository "$REPO" --models "$variants" --seconds 4 --output "$RESULTS"
+  fi
+  gpu_variants=$(tr , '\n' <<<"$variants" | grep -v onnxruntime | paste -sd, -)
+  if [[ ",$STEPS," == *,sweep,* ]]; then
+    trtrepo perf --model-repository "$REPO" --models "$gpu_variants" --instances "$INSTANCES" \
+      --concurrency "${SWEEP_CONCURRENCY[$model]}" --batch-size "${SWEEP_BATCH[$model]}" \
+      --measurement-ms "$MEASUREMENT_MS" --output "$RESULTS"
+  fi
+  if [[ ",$STEPS," == *,cpu,* ]]; then
+    concurrency=${SWEEP_CONCURRENCY[$model]}
+    trtrepo perf --model-repository "$REPO" --models "${model}_onnxruntime_fp32" --instances 1,2,4 \
+      --concurrency "${concurrency%%,*}" --batch-size "${SWEEP_BATCH[$model]}" --measurement-ms 4000 --output "$RESULTS"
+  fi
+done
