@@ -134,29 +134,34 @@ def model_name(name: str, names: list[str]) -> str:
 
 
 def plot(points: list[PerfPoint], path: Path) -> Path:
-    """Throughput against instance count (highest concurrency) and p99 latency against throughput."""
+    """One row per model (their scales differ a hundredfold): throughput against instance count, a line per
+    variant and concurrency, and p99 latency against throughput."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    top = max(p.concurrency for p in points)
-    for variant in dict.fromkeys(p.variant for p in points):
-        mine = [p for p in points if p.variant == variant]
-        at_top = sorted((p for p in mine if p.concurrency == top), key=lambda p: p.instances)
-        left.plot([p.instances for p in at_top], [p.throughput for p in at_top], marker="o", label=variant)
-        ordered = sorted(mine, key=lambda p: p.throughput)
-        right.plot([p.throughput for p in ordered], [p.p99_ms for p in ordered], marker="o", label=variant)
-    left.set(xlabel="model instances", ylabel="throughput (samples/s)", title=f"Throughput vs instances (concurrency {top})")
-    left.xaxis.get_major_locator().set_params(integer=True)
-    right.set(xlabel="throughput (samples/s)", ylabel="p99 latency (ms)", title="Latency vs throughput")
-    for axes in (left, right):
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
+    variants = list(dict.fromkeys(p.variant for p in points))
+    models = list(dict.fromkeys(model_name(v, variants) for v in variants))
+    figure, rows = plt.subplots(len(models), 2, figsize=(11, 4.2 * len(models)), squeeze=False)
+    for model, (left, right) in zip(models, rows):
+        for variant in (v for v in variants if model_name(v, variants) == model):
+            mine = [p for p in points if p.variant == variant]
+            for concurrency in sorted({p.concurrency for p in mine}):
+                line = sorted((p for p in mine if p.concurrency == concurrency), key=lambda p: p.instances)
+                left.plot([p.instances for p in line], [p.throughput for p in line], marker="o",
+                          label=f"{variant} c{concurrency}")
+            ordered = sorted(mine, key=lambda p: p.throughput)
+            right.plot([p.throughput for p in ordered], [p.p99_ms for p in ordered], marker="o", label=variant)
+        left.set(xlabel="model instances", ylabel="throughput (samples/s)", title=f"{model}: throughput vs instances")
+        left.xaxis.get_major_locator().set_params(integer=True)
+        right.set(xlabel="throughput (samples/s)", ylabel="p99 latency (ms)", title=f"{model}: latency vs throughput")
+        for axes in (left, right):
+            axes.grid(alpha=0.3)
+            axes.legend(fontsize=7)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
 

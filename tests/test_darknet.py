@@ -11,6 +11,7 @@ from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.models.darknet import DarknetNetwork, YoloDecode, load_darknet_weights, parse_cfg
 from trtrepo.models.yolov3 import INPUT_SIZE, Letterbox, to_image_coords
+from trtrepo.perf.analyzer import cuda_shared_memory
 
 SMALL_CFG = """
 [net]
@@ -170,3 +171,12 @@ def test_letterbox_and_its_inverse(tmp_path):
 
     (mapped,) = to_image_coords([Detection(0, "person", 0.9, (52.0, 156.0, 104.0, 208.0))], box)
     assert mapped.box == pytest.approx((100.0, 100.0, 200.0, 200.0))
+
+
+@pytest.mark.parametrize("name", ["yolov3_tiny", "yolov3"])
+def test_declared_output_shape_is_what_the_network_returns(name):
+    spec = get_model(name)
+    with torch.inference_mode():
+        returned = spec.build_network("random")(torch.zeros(1, *spec.inputs[0].shape))
+    assert tuple(returned.shape[1:]) == spec.outputs[0].shape  # 2535 and 10647 boxes of 85 values
+    assert cuda_shared_memory(f"{name}_pytorch_fp16", 2)[-1] == str(2 * returned[0].numel() * 4)

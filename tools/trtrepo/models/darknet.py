@@ -87,6 +87,26 @@ class YoloDecode(nn.Module):
         return torch.cat((xy, wh, p[..., 4:].sigmoid()), -1).reshape(n, -1, 5 + self.classes)
 
 
+def box_count(blocks: list[Block], height: int, width: int) -> int:
+    """How many boxes the yolo layers of a cfg return for one input of ``height`` x ``width``: each predicts its
+    masked anchors at every cell of its grid, whose stride follows the strided convolutions, pools, upsamples
+    and routes before it. Lets a model declare a fixed output shape without building the network."""
+    strides: list[int] = []
+    stride, boxes = 1, 0
+    for index, block in enumerate(blocks[1:]):
+        if block.kind in ("convolutional", "maxpool"):
+            stride *= block.int("stride", 1)
+        elif block.kind == "upsample":
+            stride //= block.int("stride", 2)
+        elif block.kind == "route":
+            first = block.ints("layers")[0]
+            stride = strides[first if first >= 0 else index + first]
+        elif block.kind == "yolo":
+            boxes += len(block.ints("mask")) * -(-height // stride) * -(-width // stride)
+        strides.append(stride)
+    return boxes
+
+
 class DarknetNetwork(nn.Module):
     def __init__(self, blocks: list[Block]) -> None:
         super().__init__()

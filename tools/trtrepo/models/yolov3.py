@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from trtrepo.errors import UserError
-from trtrepo.models.darknet import DarknetNetwork, load_darknet_weights, parse_cfg
+from trtrepo.models.darknet import DarknetNetwork, box_count, load_darknet_weights, parse_cfg
 from trtrepo.specs import ModelSpec, TensorSpec, load_image
 from trtrepo.weights import DOWNLOAD_TIMEOUT_S, apply_state_dict, read_state_dict
 
@@ -65,9 +66,15 @@ class YOLOv3(ModelSpec):
     cfg = "yolov3.cfg"
     pretrained_url = "https://pjreddie.com/media/files/yolov3.weights"
     inputs = (TensorSpec("input", "float32", (3, INPUT_SIZE, INPUT_SIZE)),)
-    outputs = (TensorSpec("detections", "float32", (-1, 5 + len(COCO_NAMES))),)
     weight_choices = "coco|random|PATH (.weights or state dict)"
     class_names = COCO_NAMES
+
+    @cached_property
+    def outputs(self) -> tuple[TensorSpec, ...]:  # type: ignore[override]
+        """(boxes, 85) per image: fixed for the fixed input size, so clients can size output buffers
+        (CUDA shared memory) ahead of the request."""
+        boxes = box_count(parse_cfg((CFG_DIR / self.cfg).read_text()), INPUT_SIZE, INPUT_SIZE)
+        return (TensorSpec("detections", "float32", (boxes, 5 + len(COCO_NAMES))),)
 
     def build_network(self, weights: str) -> torch.nn.Module:
         network = DarknetNetwork(parse_cfg((CFG_DIR / self.cfg).read_text()))
