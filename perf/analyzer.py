@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,10 +38,6 @@ class PerfPoint:
     queue_ms: float
     compute_ms: float
     gpu_util_pct: float | None = None  # mean over the run (warm-up windows included); None without a GPU
-
-    @classmethod
-    def columns(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 def find_perf_analyzer() -> tuple[Path, dict[str, str]]:

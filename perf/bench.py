@@ -7,22 +7,22 @@ in CUDA shared memory, so the ratio is what the serving path costs.
 
 from __future__ import annotations
 
-import csv
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trtrepo.config import CONFIG_FILE, Variant, read_config, runs_on_gpu
 from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as pb
 
+from trtrepo.config import CONFIG_FILE, Variant, read_config, runs_on_gpu
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import graph_batch_sizes
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import measure
-from trtrepo.perf.sweep import merged
+from trtrepo.records import gather, write_records
 from trtrepo.repository import VERSION
 
 
@@ -53,16 +53,18 @@ def artifact_of(repo: Path, variant: str) -> Path:
     return path
 
 
-def engine_call(repo: Path, variant: str, batch_size: int) -> tuple[Callable[[], object], Callable[[], None]]:
+def engine_call(
+    repo: Path, variant: str, config: pb.ModelConfig, batch_size: int
+) -> tuple[Callable[[], object], Callable[[], None]]:
     """One call of the variant's engine on a random batch, in this process, and how to wait for it to finish:
     the GPU runner on a batch in GPU memory for GPU variants whose engine has one, else the host runner."""
     parsed = Variant.parse(variant)
     spec = get_model(parsed.model)
     engine = get_engine(parsed.engine)
-    config = read_config(Path(repo) / variant / CONFIG_FILE)
     batch = spec.example_batch(batch_size)
     artifact = artifact_of(repo, variant)
-    if runs_on_gpu(config):
+    on_gpu = runs_on_gpu(config)
+    if on_gpu:
         as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
         run_on_gpu = engine.load_on_gpu(spec, artifact, parsed.precision, 0, graph_batch_sizes(as_json))
         if run_on_gpu is not None:
@@ -70,13 +72,13 @@ def engine_call(repo: Path, variant: str, batch_size: int) -> tuple[Callable[[],
 
             on_device = {name: torch.from_numpy(array).cuda() for name, array in batch.items()}
             return (lambda: run_on_gpu(on_device)), torch.cuda.synchronize
-    run = engine.load(spec, artifact, parsed.precision, "gpu" if runs_on_gpu(config) else "cpu", os.cpu_count() or 1)
+    run = engine.load(spec, artifact, parsed.precision, "gpu" if on_gpu else "cpu", os.cpu_count() or 1)
     return (lambda: run(batch)), (lambda: None)
 
 
-def in_process_throughput(repo: Path, variant: str, batch_size: int, seconds: float) -> float:
+def in_process_throughput(repo: Path, variant: str, config: pb.ModelConfig, batch_size: int, seconds: float) -> float:
     """Samples/s of the variant's engine called back to back in this process, after three warm-up calls."""
-    call, wait = engine_call(repo, variant, batch_size)
+    call, wait = engine_call(repo, variant, config, batch_size)
     for _ in range(3):
         call()
     wait()
@@ -96,7 +98,7 @@ def bench(
     for variant in variants:
         config = read_config(Path(repo) / variant / CONFIG_FILE)
         batch = batch_size or max(config.max_batch_size, 1)
-        local = in_process_throughput(repo, variant, batch, seconds)
+        local = in_process_throughput(repo, variant, config, batch, seconds)
         instances = sum(g.count for g in config.instance_group)
         served = measure(variant, grpc_url, batch, served_concurrency(instances), int(seconds * 1000), instances,
                          on_gpu=runs_on_gpu(config), metrics_url=metrics_url)
@@ -104,30 +106,12 @@ def bench(
     return rows
 
 
-def write_csv(rows: list[BenchRow], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=[f.name for f in fields(BenchRow)])
-        writer.writeheader()
-        writer.writerows(asdict(row) for row in rows)
-    return path
-
-
-def read_csv(path: Path) -> list[BenchRow]:
-    with Path(path).open() as file:
-        try:
-            return [BenchRow(r["variant"], int(r["batch_size"]), float(r["in_process"]), float(r["served"])) for r in csv.DictReader(file)]
-        except (KeyError, ValueError) as exc:
-            raise UserError(f"{path}: not a bench CSV written by trtrepo ({exc})") from None
-
-
 def write_report(rows: list[BenchRow], out_dir: Path) -> dict[str, Path]:
     """bench.csv and bench.md in out_dir, over these rows and the earlier ones of other variants there."""
     out_dir = Path(out_dir)
-    previous = out_dir / "bench.csv"
-    rows = merged(read_csv(previous) if previous.is_file() else [], rows, lambda row: (row.variant,))
+    rows = gather(BenchRow, out_dir / "bench.csv", rows, lambda row: (row.variant,), "bench")
     table = out_dir / "bench.md"
-    files = {"csv": write_csv(rows, previous), "markdown": table}
+    files = {"csv": write_records(rows, out_dir / "bench.csv"), "markdown": table}
     table.write_text("# In-process against served throughput\n\n" + markdown(rows))
     return files
 

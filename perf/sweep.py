@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable
 
 from trtrepo.client import InferenceClient
 from trtrepo.config import Variant, config_to_json, runs_on_gpu, with_instances
 from trtrepo.errors import UserError
 from trtrepo.perf.analyzer import PerfPoint, measure
+from trtrepo.records import gather, read_records, write_records
 
 
 def sweep(
@@ -52,34 +51,9 @@ def sweep(
     return points
 
 
-def write_csv(points: list[PerfPoint], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=PerfPoint.columns())
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in asdict(p).items()} for p in points)
-    return path
-
-
 def read_csv(path: Path) -> list[PerfPoint]:
-    """Points written by write_csv (a column missing from an older file takes its default)."""
-    with Path(path).open() as file:
-        rows = list(csv.DictReader(file))
-    types = {name: type_ for name, type_ in zip(PerfPoint.columns(), (str, int, int, int, *[float] * 7))}
-    try:
-        return [PerfPoint(**{k: types[k](v) if v != "" else None for k, v in row.items() if k in types}) for row in rows]
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{path}: not a sweep CSV written by trtrepo ({exc})") from None
-
-
-Measured = TypeVar("Measured")
-
-
-def merged(previous: list[Measured], new: list[Measured], key: Callable[[Measured], tuple]) -> list[Measured]:
-    """The previous records that were not measured again (by ``key``), then the new ones: one results folder
-    gathers several runs, e.g. a sweep split over device calls."""
-    measured = {key(p) for p in new}
-    return [p for p in previous if key(p) not in measured] + new
+    """Points written to sweep.csv (a column missing from an older file takes its default)."""
+    return read_records(PerfPoint, path, "sweep")
 
 
 def point_key(point: PerfPoint) -> tuple:
@@ -171,8 +145,7 @@ def write_report(points: list[PerfPoint], out_dir: Path) -> dict[str, Path]:
     measure again (same variant, instance count and concurrency)."""
     out_dir = Path(out_dir)
     table = out_dir / "sweep.md"
-    previous = out_dir / "sweep.csv"
-    points = merged(read_csv(previous) if previous.is_file() else [], points, point_key)
+    points = gather(PerfPoint, out_dir / "sweep.csv", points, point_key, "sweep")
     out_dir.mkdir(parents=True, exist_ok=True)
     table.write_text("# Throughput against model instances\n\n" + markdown_table(points))
-    return {"csv": write_csv(points, out_dir / "sweep.csv"), "markdown": table, "plot": plot(points, out_dir / "sweep.png")}
+    return {"csv": write_records(points, out_dir / "sweep.csv"), "markdown": table, "plot": plot(points, out_dir / "sweep.png")}

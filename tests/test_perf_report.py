@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
+from trtrepo.errors import UserError
 from trtrepo.perf.analyzer import PerfPoint, cuda_shared_memory
 from trtrepo.perf.bench import BenchRow, markdown
 from trtrepo.perf.bench import write_report as write_bench_report
@@ -83,3 +86,10 @@ def test_cuda_shared_memory_is_sized_for_the_largest_output():
     assert cuda_shared_memory("resnet50_pytorch_fp16", 4)[-1] == str(4 * 1000 * 4)
     assert cuda_shared_memory("ctpn_pytorch_fp32", 1) == []  # outputs vary with the image: sent over the network
     assert cuda_shared_memory("ctpn_split", 1) == []
+
+
+def test_a_csv_that_is_not_a_sweep_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "sweep.csv"
+    bad.write_text("variant,instances\nresnet50_pytorch_fp32,two\n")
+    with pytest.raises(UserError, match="not a sweep CSV written by trtrepo"):
+        read_csv(bad)

@@ -7,10 +7,9 @@ Detectors: COCO mAP@[.5:.95] and mAP@.5 (pycocotools) on images with a COCO inst
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from trtrepo.client import IMAGE_SUFFIXES, InferenceClient
 from trtrepo.config import Variant
 from trtrepo.errors import UserError
+from trtrepo.records import write_records
 from trtrepo.specs import ModelSpec
 
 # Darknet's coco.names spells six classes differently from the COCO annotation files.
@@ -305,10 +305,7 @@ def write_report(rows: list, reference: str, out_dir: Path) -> dict[str, Path]:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "eval.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
+    write_records(rows, out_dir / "eval.csv")
     (out_dir / "eval.md").write_text("# Accuracy and speed per variant\n\n" + markdown(rows, reference))
     names = [r.variant for r in rows]
     metrics = _metric_fields(rows[0])
