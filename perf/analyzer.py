@@ -59,17 +59,20 @@ RETRYABLE = ("No valid requests", "stable measurement")  # windows too short for
 
 def measure(
     variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, instances: int,
-    shapes_of: str | None = None, on_gpu: bool = False, metrics_url: str | None = None,
+    shapes_of: str | None = None, on_gpu: bool = False, metrics_url: str | None = None, streaming: bool = False,
 ) -> PerfPoint:
     """Run perf_analyzer once against a loaded model (gRPC, random input data) and return its figures.
 
     Variable input dimensions get the typical shape of ``shapes_of``'s spec (default: the variant's own).
     ``on_gpu``: the model's instances run on a GPU, so requests carry their tensors in CUDA shared memory (as
     a client on the server's machine would), which the Python backend receives without a host round trip.
-    GPU utilisation is sampled meanwhile (``metrics_url``: Triton's, else NVML).
+    GPU utilisation is sampled meanwhile (``metrics_url``: Triton's, else NVML). ``streaming``: the model is
+    decoupled (pipelined), so requests go over a gRPC stream.
     A measurement window that saw too few requests is retried with a window twice as long, twice.
     """
     arguments = request_shapes(shapes_of or variant) + (cuda_shared_memory(variant, batch_size) if on_gpu else [])
+    # Streamed requests keep a thread each in flight: with fewer threads than requests the concurrency is not reached.
+    arguments += ["--streaming", "--max-threads", str(max(concurrency, 4))] if streaming else []
     for attempt in range(3):
         with GpuUtilization(metrics_url) as gpu:
             row, error = _run_perf_analyzer(variant, grpc_url, batch_size, concurrency, measurement_ms << attempt, arguments)

@@ -16,7 +16,7 @@ from typing import Callable
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from trtrepo.config import CONFIG_FILE, Variant, read_config, runs_on_gpu
+from trtrepo.config import CONFIG_FILE, Variant, is_decoupled, read_config, runs_on_gpu
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import graph_batch_sizes
 from trtrepo.errors import UserError
@@ -26,9 +26,7 @@ from trtrepo.records import gather, write_records
 from trtrepo.repository import VERSION
 
 
-def served_concurrency(instances: int) -> int:
-    """Two requests per instance: one running while the next waits, so no instance idles between requests."""
-    return 2 * max(instances, 1)
+REQUESTS_PER_INSTANCE = 2  # one running while the next waits, so no instance idles between requests
 
 
 @dataclass(frozen=True)
@@ -92,16 +90,18 @@ def in_process_throughput(repo: Path, variant: str, config: pb.ModelConfig, batc
 
 def bench(
     repo: Path, grpc_url: str, variants: list[str], batch_size: int | None, seconds: float, metrics_url: str | None = None,
+    requests_per_instance: int = REQUESTS_PER_INSTANCE,
 ) -> list[BenchRow]:
-    """Each variant at ``batch_size`` (default: its max_batch_size), in process and served."""
+    """Each variant at ``batch_size`` (default: its max_batch_size), in process and served with
+    ``requests_per_instance`` requests in flight per model instance."""
     rows = []
     for variant in variants:
         config = read_config(Path(repo) / variant / CONFIG_FILE)
         batch = batch_size or max(config.max_batch_size, 1)
         local = in_process_throughput(repo, variant, config, batch, seconds)
-        instances = sum(g.count for g in config.instance_group)
-        served = measure(variant, grpc_url, batch, served_concurrency(instances), int(seconds * 1000), instances,
-                         on_gpu=runs_on_gpu(config), metrics_url=metrics_url)
+        instances = max(sum(g.count for g in config.instance_group), 1)
+        served = measure(variant, grpc_url, batch, requests_per_instance * instances, int(seconds * 1000), instances,
+                         on_gpu=runs_on_gpu(config), metrics_url=metrics_url, streaming=is_decoupled(config))
         rows.append(BenchRow(variant, batch, local, served.throughput))
     return rows
 

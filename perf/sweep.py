@@ -42,7 +42,8 @@ def sweep(
                     client.load_model(name, config_to_json(with_instances(config, count)))
                 for concurrency in concurrencies:
                     point = measure(variant, grpc_url, batch_size, concurrency, measurement_ms, count,
-                                    shapes_of=steps[0] if steps else variant, on_gpu=on_gpu, metrics_url=metrics_url)
+                                    shapes_of=steps[0] if steps else variant, on_gpu=on_gpu, metrics_url=metrics_url,
+                                    streaming=client.streaming)
                     points.append(point)
                     on_point(point)
         finally:

@@ -13,6 +13,7 @@ from trtrepo.config import (
     apply_serving_options,
     config_from_json,
     config_to_json,
+    is_decoupled,
     model_config,
     read_config,
     runs_on_gpu,
@@ -121,3 +122,13 @@ def test_gpu_instances_of_python_models_take_inputs_where_they_lie():
     apply_serving_options(config, ServingOptions(kind="cpu"))
     assert GPU_INPUTS_PARAMETER not in config.parameters and not runs_on_gpu(config)
     assert GPU_INPUTS_PARAMETER not in resnet_config(native=True, options=ServingOptions(kind="gpu")).parameters
+
+
+def test_pipelined_python_models_are_decoupled_and_native_ones_untouched():
+    config = resnet_config(native=False, options=ServingOptions(pipelined=True))
+    assert is_decoupled(config) and serving_options_of(config).pipelined
+    apply_serving_options(config, serving_options_of(config).updated(instances=3))
+    assert is_decoupled(config), "changing another option keeps the model pipelined"
+    apply_serving_options(config, serving_options_of(config).updated(pipelined=False))
+    assert not is_decoupled(config) and not config.HasField("model_transaction_policy")
+    assert not is_decoupled(resnet_config(native=True, options=ServingOptions(pipelined=True)))

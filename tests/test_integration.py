@@ -101,3 +101,32 @@ def test_server_that_cannot_load_a_model_fails_with_the_reason(small_repo, tmp_p
     (broken / VARIANTS[0] / "1" / "model.onnx").write_bytes(b"not onnx")
     with pytest.raises(UserError, match="failed to load"):
         TritonServer(broken, Ports.free()).start(timeout_s=120)
+
+
+@pytest.fixture
+def pipelined(server):
+    """VARIANTS[1] reloaded as a pipelined (decoupled) model, restored afterwards."""
+    from trtrepo.config import apply_serving_options, config_to_json, serving_options_of
+
+    client = InferenceClient(VARIANTS[1], url=server.grpc_url, protocol="grpc")
+    original = client.model_config(VARIANTS[1])
+    changed = client.model_config(VARIANTS[1])
+    apply_serving_options(changed, serving_options_of(changed).updated(pipelined=True))
+    client.load_model(VARIANTS[1], config_to_json(changed))
+    yield VARIANTS[1]
+    client.load_model(VARIANTS[1], config_to_json(original))
+
+
+def test_pipelined_model_answers_streams_in_order(server, pipelined):
+    from trtrepo.models import get_model
+
+    client = InferenceClient(pipelined, url=server.grpc_url, protocol="grpc")
+    assert client.streaming and client.config.model_transaction_policy.decoupled
+    batches = [get_model("resnet50").example_batch(size, seed=size) for size in (1, 3, 2, 4)]
+    streamed = client.infer_many(batches)
+    assert [r["logits"].shape[0] for r in streamed] == [1, 3, 2, 4]
+    assert np.allclose(client.infer(batches[1])["logits"], streamed[1]["logits"], atol=1e-4)
+    with pytest.raises(UserError, match="use --protocol grpc"):
+        InferenceClient(pipelined, url=server.http_url, protocol="http")
+    point = sweep(server.grpc_url, [pipelined], [1], [2], batch_size=2, measurement_ms=500)[0]
+    assert point.throughput > 0 and point.p99_ms >= point.p50_ms > 0

@@ -7,14 +7,22 @@ On a GPU instance whose engine has a GPU runner, tensors stay on the GPU: inputs
 config sets FORCE_CPU_ONLY_INPUT_TENSORS to "no"; clients using CUDA shared memory hand them over without a
 copy), reach PyTorch through DLPack, and outputs go back the same way. Inputs that arrive in host memory are
 staged through pinned memory. A single request's batch is used as it is; only several are concatenated.
+
+A pipelined (decoupled) model's execute only launches a batch: a worker thread waits for the GPU and answers,
+so the instance already launches the next batch while the GPU runs this one. Without that, the GPU idles for
+every hand-off between the server and this process (H100, ResNet50 FP16 at batch 256: served 83-86% of
+in-process throughput without pipelining, 88-91% with it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -25,6 +33,28 @@ from trtrepo.models import get_model
 
 
 HOST_OUTPUT_BYTES = 8 << 20
+#: Inputs in a client's CUDA shared memory are mapped into this process per request (CUDA IPC), and unmapping
+#: one waits until the GPU has finished everything queued (H100: 1.3 s behind a queue of matrix products, 0.1 ms
+#: when idle) and holds up every launch meanwhile. A pipelined instance therefore unmaps the inputs of answered
+#: batches when none is in flight, or, under unbroken load, once per this many batches.
+UNMAP_EVERY = 64
+#: Batches a pipelined instance keeps launched: one running, one queued behind it. execute returns once the
+#: running one is done, so the dynamic batcher forms the next batch as late as it can, and so as large: an
+#: instance that returned at once would be handed whatever had queued by then.
+IN_FLIGHT = 2
+
+
+@dataclass
+class LaunchedBatch:
+    """One batch on its way: each request's share of it, and outputs that are valid once ``wait`` returns."""
+
+    sizes: list[int]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    to_tensor: Callable[[str, Any], Any] | None = None  # None: no outputs (a failed batch)
+    wait: Callable[[], None] = lambda: None
+    #: The input tensors, referenced until ``wait`` returns: the GPU reads them after execute has returned.
+    inputs: Any = None
+    error: Exception | None = None
 
 
 class TritonPythonModel:
@@ -46,22 +76,72 @@ class TritonPythonModel:
             threads = max(1, (os.cpu_count() or 1) // instances)
             device = "gpu" if args["model_instance_kind"] == "GPU" else "cpu"
             self.run = engine.load(spec, artifact, params["precision"], device, threads)
+        self.launched: queue.Queue | None = None
+        if config.get("model_transaction_policy", {}).get("decoupled", False):
+            self.launched = queue.Queue()
+            self.slots = threading.Semaphore(IN_FLIGHT - 1)
+            self.in_flight = 0
+            self.launching = threading.Lock()  # held while launching, and while unmapping (see UNMAP_EVERY)
+            self.responder = threading.Thread(target=self._respond_in_turn, name="trtrepo-responder", daemon=True)
+            self.responder.start()
 
-    def execute(self, requests: list) -> list:
-        """Run all requests the dynamic batcher gathered as one batch, then split the outputs back."""
+    def execute(self, requests: list) -> list | None:
+        """Run all requests the dynamic batcher gathered as one batch, then split the outputs back. Pipelined:
+        launch the batch and leave the answers to the responder thread."""
+        if self.launched is None:
+            return self._responses(len(requests), self._launch(requests))
+        with self.launching:
+            self.launched.put(([r.get_response_sender() for r in requests], self._launch(requests)))
+            self.in_flight += 1
+        self.slots.acquire()  # returns once fewer than IN_FLIGHT batches are unanswered
+        return None
+
+    def _launch(self, requests: list) -> LaunchedBatch:
         try:
-            sizes, outputs, to_tensor = (self._execute_on_gpu if self.run_on_gpu else self._execute_on_host)(requests)
+            return (self._launch_on_gpu if self.run_on_gpu else self._run_on_host)(requests)
         except Exception as exc:  # reported to every waiting client instead of killing the stub
-            error = pb_utils.TritonError(f"{exc.__class__.__name__}: {exc}")
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+            return LaunchedBatch(sizes=[], error=exc)
+
+    def finalize(self) -> None:
+        if self.launched is not None:
+            self.launched.put(None)
+            self.responder.join()
+
+    def _respond_in_turn(self) -> None:
+        """The responder thread: answers launched batches in launch order, and unmaps their inputs (UNMAP_EVERY)."""
+        answered_inputs = []
+        while (launched := self.launched.get()) is not None:
+            senders, batch = launched
+            try:
+                for sender, response in zip(senders, self._responses(len(senders), batch)):
+                    sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            except Exception as exc:  # a client that went away: later batches still get their answers
+                pb_utils.Logger.log_error(f"trtrepo: answering a batch failed: {exc}")
+            answered_inputs.append(batch.inputs)
+            del launched, batch
+            with self.launching:
+                self.in_flight -= 1
+                if self.in_flight == 0 or len(answered_inputs) >= UNMAP_EVERY:
+                    answered_inputs.clear()
+            self.slots.release()
+
+    def _responses(self, count: int, batch: LaunchedBatch) -> list:
+        """One response per request: its slice of every output, or the batch's error."""
+        try:
+            batch.wait()
+        except Exception as exc:
+            batch.error = exc
+        if batch.error is not None:
+            error = pb_utils.TritonError(f"{batch.error.__class__.__name__}: {batch.error}")
+            return [pb_utils.InferenceResponse(error=error) for _ in range(count)]
         responses, start = [], 0
-        for size in sizes:
-            tensors = [to_tensor(t.name, outputs[t.name][start : start + size]) for t in self.outputs]
+        for size in batch.sizes:
+            tensors = [batch.to_tensor(t.name, batch.outputs[t.name][start : start + size]) for t in self.outputs]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += size
         return responses
 
-    def _execute_on_host(self, requests: list) -> tuple[list[int], dict[str, Any], Any]:
+    def _run_on_host(self, requests: list) -> LaunchedBatch:
         per_input = {n: [pb_utils.get_input_tensor_by_name(r, n).as_numpy() for r in requests] for n in self.input_names}
         batch = {n: arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for n, arrays in per_input.items()}
         dtypes = {t.name: t.dtype for t in self.outputs}
@@ -69,9 +149,10 @@ class TritonPythonModel:
         def to_tensor(name: str, array: np.ndarray) -> Any:
             return pb_utils.Tensor(name, array.astype(dtypes[name]))
 
-        return [a.shape[0] for a in per_input[self.input_names[0]]], self.run(batch), to_tensor
+        return LaunchedBatch([a.shape[0] for a in per_input[self.input_names[0]]], self.run(batch), to_tensor)
 
-    def _execute_on_gpu(self, requests: list) -> tuple[list[int], dict[str, Any], Any]:
+    def _launch_on_gpu(self, requests: list) -> LaunchedBatch:
+        """Queue the batch's work on the current CUDA stream and return without waiting for it."""
         import torch
 
         def as_torch(request: Any, name: str) -> "torch.Tensor":
@@ -82,14 +163,19 @@ class TritonPythonModel:
             return batch if batch.is_cuda else batch.pin_memory()  # pinned: the copy to the GPU runs as DMA
 
         per_input = {n: [as_torch(r, n) for r in requests] for n in self.input_names}
-        batch = {n: joined(tensors) for n, tensors in per_input.items()}
-        outputs = self.run_on_gpu(batch)
+        outputs = self.run_on_gpu({n: joined(tensors) for n, tensors in per_input.items()})
+        to_tensor = pb_utils.Tensor.from_dlpack
+        if _outputs_on_host(outputs):  # into pinned host memory, in stream order
+            outputs = {name: tensor.to("cpu", non_blocking=True) for name, tensor in outputs.items()}
+            to_tensor = _host_tensor
+        done = torch.cuda.Event()
+        done.record()
         sizes = [t.shape[0] for t in per_input[self.input_names[0]]]
-        if _outputs_on_host(outputs):
-            host = {name: tensor.cpu().numpy() for name, tensor in outputs.items()}  # .cpu() waits for the GPU
-            return sizes, host, pb_utils.Tensor
-        torch.cuda.current_stream().synchronize()  # Triton reads the outputs once execute returns
-        return sizes, outputs, pb_utils.Tensor.from_dlpack
+        return LaunchedBatch(sizes, outputs, to_tensor, wait=done.synchronize, inputs=per_input)
+
+
+def _host_tensor(name: str, tensor: Any) -> Any:
+    return pb_utils.Tensor(name, tensor.numpy())
 
 
 def _outputs_on_host(outputs: dict) -> bool:

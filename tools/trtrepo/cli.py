@@ -172,6 +172,9 @@ def config(
     preferred_batch_sizes: Annotated[Optional[str], typer.Option(help="Dynamic batcher's preferred sizes, e.g. 4,8.")] = None,
     max_queue_delay_us: Annotated[Optional[int], typer.Option(min=0, help="Longest wait to fill a batch, in microseconds.")] = None,
     warmup: Annotated[Optional[bool], typer.Option("--warmup/--no-warmup", help="Warm the model up with a random batch at load.")] = None,
+    pipelined: Annotated[Optional[bool], typer.Option(
+        "--pipelined/--no-pipelined",
+        help="Python backend: take the next batch while the GPU runs the last (decoupled; clients use gRPC).")] = None,
 ) -> None:
     """Change a model's instance group, dynamic batching or warm-up in place; prints the resulting config."""
     from google.protobuf import text_format
@@ -187,6 +190,7 @@ def config(
         preferred_batch_sizes=tuple(int_list(preferred_batch_sizes, "--preferred-batch-sizes")) if preferred_batch_sizes else None,
         max_queue_delay_us=max_queue_delay_us,
         warmup=warmup,
+        pipelined=pipelined,
     )
     apply_serving_options(current, options)
     write_config(current, model_dir)
@@ -316,6 +320,7 @@ def bench(
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch for both the in-process and the served measurement "
                                                                    "(default: each variant's max_batch_size).")] = None,
     seconds: Annotated[float, typer.Option(min=0.5, help="Measurement time per variant and side.")] = 5.0,
+    requests_per_instance: Annotated[int, typer.Option(min=1, help="Served side: requests in flight per model instance.")] = 2,
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
     model_repository: RepoOption = REPOSITORY,
     output: Annotated[Path, typer.Option(help="Folder for bench.csv and bench.md (rows of other variants there are kept).")] = Path("perf/results"),
@@ -329,7 +334,7 @@ def bench(
     variants = repository_variants(model_repository, models)
     with grpc_endpoint(url, model_repository) as (grpc_url, metrics_url):
         console.print(f"measuring {len(variants)} variants at batch {batch_size or 'max_batch_size'}, {seconds:g} s per side ...")
-        rows = run_bench(model_repository, grpc_url, variants, batch_size, seconds, metrics_url)
+        rows = run_bench(model_repository, grpc_url, variants, batch_size, seconds, metrics_url, requests_per_instance)
     files = write_report(rows, output)
     print(markdown(rows))
     print(f"wrote {', '.join(str(p) for p in files.values())}")

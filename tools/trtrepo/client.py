@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 
-from trtrepo.config import config_from_json
+from trtrepo.config import config_from_json, is_decoupled
 from trtrepo.errors import UserError
 
 PROTOCOLS = {"http": 8000, "grpc": 8001}
@@ -29,6 +29,7 @@ class InferenceClient:
         self.protocol = protocol
         self.url = url or f"localhost:{PROTOCOLS[protocol]}"
         self.model = model
+        self.timeout_s = timeout_s
         if protocol == "http":
             import tritonclient.http as module
 
@@ -42,6 +43,10 @@ class InferenceClient:
         self._module = module
         self._check_model()
         self.config = self.model_config(model)
+        # A pipelined model answers through response senders, which Triton delivers on gRPC streams only.
+        self.streaming = is_decoupled(self.config)
+        if self.streaming and protocol == "http":
+            raise UserError(f"model {model!r} is pipelined (decoupled) and answers over gRPC streams only: use --protocol grpc")
 
     def _check_model(self) -> None:
         try:
@@ -97,6 +102,8 @@ class InferenceClient:
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One request with the given batch; returns every output of the model."""
+        if self.streaming:
+            return self.infer_many([inputs])[0]
         tensors, outputs = self._request(inputs)
         try:
             return self._outputs(self._client.infer(self.model, tensors, outputs=outputs))
@@ -104,10 +111,12 @@ class InferenceClient:
             raise UserError(f"inference on {self.model!r} failed: {_short(exc)}") from exc
 
     def infer_many(self, requests: list[dict[str, np.ndarray]], on_result=lambda: None) -> list[dict[str, np.ndarray]]:
-        """Several requests in flight at once (HTTP: the client's connection pool; gRPC: async calls), results
-        in request order. ``on_result`` is called as each result is collected."""
+        """Several requests in flight at once (HTTP: the client's connection pool; gRPC: async calls, or one
+        stream for a pipelined model), results in request order. ``on_result`` is called as each result is
+        collected."""
         import queue
 
+        done: "queue.Queue" = queue.Queue()
         try:
             if self.protocol == "http":
                 pending = []
@@ -119,23 +128,33 @@ class InferenceClient:
                     results.append(self._outputs(handle.get_result()))
                     on_result()
                 return results
-            done: "queue.Queue" = queue.Queue()
+            if self.streaming:
+                self._client.start_stream(lambda result, error: done.put((result, error)))
             for index, request in enumerate(requests):
                 tensors, outputs = self._request(request)
-                self._client.async_infer(self.model, tensors, lambda result, error, i=index: done.put((i, result, error)),
-                                         outputs=outputs)
+                if self.streaming:
+                    self._client.async_stream_infer(self.model, tensors, outputs=outputs, request_id=str(index))
+                else:
+                    self._client.async_infer(self.model, tensors, lambda result, error: done.put((result, error)),
+                                             outputs=outputs, request_id=str(index))
             collected: dict[int, dict[str, np.ndarray]] = {}
             while len(collected) < len(requests):
-                index, result, error = done.get()
+                try:
+                    result, error = done.get(timeout=self.timeout_s)
+                except queue.Empty:
+                    raise UserError(f"inference on {self.model!r}: no answer within {self.timeout_s:g} s") from None
                 if error is not None:
                     raise error
-                collected[index] = self._outputs(result)
+                collected[int(result.get_response().id)] = self._outputs(result)
                 on_result()
             return [collected[i] for i in range(len(requests))]
         except UserError:
             raise
         except Exception as exc:
             raise UserError(f"inference on {self.model!r} failed: {_short(exc)}") from exc
+        finally:
+            if self.streaming:
+                self._client.stop_stream()
 
     def batch_step(self, batch_size: int) -> int:
         """Samples per request: the asked batch size, capped at the model's max_batch_size (0: no batching)."""

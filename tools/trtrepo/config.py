@@ -31,6 +31,10 @@ class ServingOptions:
     max_queue_delay_us: int = 2000
     warmup: bool = True
     cuda_graphs: bool = False
+    #: Python backend only: execute() hands each batch to a worker thread and returns, so the instance takes the
+    #: next batch while the GPU still runs the last (decoupled transaction policy; clients stream over gRPC).
+    #: Native backends overlap batches on their own and ignore it.
+    pipelined: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -151,6 +155,11 @@ def apply_serving_options(config: pb.ModelConfig, options: ServingOptions, warmu
         config.parameters[GPU_INPUTS_PARAMETER].string_value = "no"
     elif GPU_INPUTS_PARAMETER in config.parameters:
         del config.parameters[GPU_INPUTS_PARAMETER]
+    if config.backend == "python":
+        if options.pipelined:
+            config.model_transaction_policy.decoupled = True
+        else:
+            config.ClearField("model_transaction_policy")
     if options.cuda_graphs:
         config.optimization.cuda.graphs = True
     elif config.HasField("optimization"):  # drop only the flag, and messages it leaves empty
@@ -180,7 +189,13 @@ def serving_options_of(config: pb.ModelConfig) -> ServingOptions:
         max_queue_delay_us=config.dynamic_batching.max_queue_delay_microseconds,
         warmup=bool(config.model_warmup),
         cuda_graphs=config.optimization.cuda.graphs,
+        pipelined=is_decoupled(config),
     )
+
+
+def is_decoupled(config: pb.ModelConfig) -> bool:
+    """Whether the model answers through response senders (a pipelined Python model): clients must stream."""
+    return config.model_transaction_policy.decoupled
 
 
 def runs_on_gpu(config: pb.ModelConfig) -> bool:
