@@ -41,9 +41,8 @@ class BenchRow:
         return self.served / self.in_process if self.in_process else 0.0
 
 
-def artifact_of(repo: Path, variant: str) -> Path:
+def artifact_of(repo: Path, variant: str, config: pb.ModelConfig) -> Path:
     """The engine file a variant's config points at (Python-backend parameter or native default file name)."""
-    config = read_config(Path(repo) / variant / CONFIG_FILE)
     name = config.parameters["artifact"].string_value if "artifact" in config.parameters else config.default_model_filename
     path = Path(repo) / variant / VERSION / name
     if not name or not path.is_file():
@@ -60,7 +59,7 @@ def engine_call(
     spec = get_model(parsed.model)
     engine = get_engine(parsed.engine)
     batch = spec.example_batch(batch_size)
-    artifact = artifact_of(repo, variant)
+    artifact = artifact_of(repo, variant, config)
     on_gpu = runs_on_gpu(config)
     if on_gpu:
         as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
@@ -129,7 +128,7 @@ def markdown(rows: list[BenchRow]) -> str:
             f"| {row.variant} | {row.batch_size} | {row.in_process:.1f} | {row.served:.1f} | {row.served_share:.0%} | {ratio} |"
         )
     return "\n".join(lines) + (
-        "\n\nServed: perf_analyzer over gRPC (GPU variants: tensors in CUDA shared memory), two requests in flight per "
-        "instance, instances as configured in the repository.\nIn process: the engine called back to back on one batch (GPU variants: "
+        "\n\nServed: perf_analyzer over gRPC (GPU variants: tensors in CUDA shared memory), with --requests-per-instance "
+        "requests in flight per instance (default 2), instances as configured in the repository.\nIn process: the engine called back to back on one batch (GPU variants: "
         "a batch already in GPU memory).\nBaseline: the same model in eager PyTorch fp32.\n"
     )
