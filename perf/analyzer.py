@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import math
 import os
@@ -118,16 +119,26 @@ def request_shapes(variant: str) -> list[str]:
 
 
 def cuda_shared_memory(variant: str, batch_size: int) -> list[str]:
-    """perf_analyzer arguments for CUDA shared memory, its output regions sized from the spec's output shapes.
+    """perf_analyzer arguments for CUDA shared memory, its output regions sized for the largest output.
 
-    Outputs whose size depends on the input (variable dimensions) cannot be sized ahead: such a model is
-    measured over the network instead, and gets no arguments here.
+    perf_analyzer sizes regions from the model's output dims, except where they vary with the input (CTPN): those
+    take the size given here, from the output shapes at the requests' input shape (perf_analyzer sends inputs at
+    the spec's typical shape, see request_shapes).
     """
     spec = _spec_of(variant)
-    if spec is None or any(-1 in t.shape for t in spec.outputs):
+    if spec is None:
         return []
-    largest = max(batch_size * math.prod(t.shape) * np.dtype(t.dtype).itemsize for t in spec.outputs)
-    return ["--shared-memory", "cuda", "--output-shared-memory-size", str(largest)]
+    return ["--shared-memory", "cuda", "--output-shared-memory-size", str(batch_size * _largest_output_bytes(spec.name))]
+
+
+@functools.cache
+def _largest_output_bytes(model: str) -> int:
+    """Bytes of the model's largest output per sample at the typical input shape (cached: it may run the network)."""
+    from trtrepo.models import get_model
+
+    spec = get_model(model)
+    dtypes = {t.name: np.dtype(t.dtype) for t in spec.outputs}
+    return max(math.prod(shape) * dtypes[name].itemsize for name, shape in spec.typical_output_shapes().items())
 
 
 def _run_perf_analyzer(

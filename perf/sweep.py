@@ -21,12 +21,15 @@ def sweep(
     measurement_ms: int,
     on_point: Callable[[PerfPoint], None] = lambda _: None,
     metrics_url: str | None = None,
+    on_failure: Callable[[str], None] | None = None,
 ) -> list[PerfPoint]:
     """For each variant and instance count: reload the model with that many instances, measure each concurrency.
 
     An ensemble (ctpn_split) is scaled through the models it chains. Needs a server in explicit
     model-control mode; every reloaded model's original config is restored afterwards. Models on GPU
     instances get their requests through CUDA shared memory; ``metrics_url`` serves GPU utilisation.
+    A point that cannot be measured (say, instances that run out of GPU memory) stops the sweep, or, given
+    ``on_failure``, is reported to it as one line and the sweep goes on.
     """
     points = []
     for variant in variants:
@@ -38,12 +41,25 @@ def sweep(
         on_gpu = any(runs_on_gpu(config) for config in originals.values())
         try:
             for count in instance_counts:
-                for name, config in originals.items():
-                    client.load_model(name, config_to_json(with_instances(config, count)))
+                try:
+                    for name, config in originals.items():
+                        client.load_model(name, config_to_json(with_instances(config, count)))
+                except UserError as exc:
+                    if on_failure is None:
+                        raise
+                    for concurrency in concurrencies:
+                        on_failure(f"{variant} x{count} c{concurrency}: {exc}")
+                    continue
                 for concurrency in concurrencies:
-                    point = measure(variant, grpc_url, batch_size, concurrency, measurement_ms, count,
-                                    shapes_of=steps[0] if steps else variant, on_gpu=on_gpu, metrics_url=metrics_url,
-                                    streaming=client.streaming)
+                    try:
+                        point = measure(variant, grpc_url, batch_size, concurrency, measurement_ms, count,
+                                        shapes_of=steps[0] if steps else variant, on_gpu=on_gpu,
+                                        metrics_url=metrics_url, streaming=client.streaming)
+                    except UserError as exc:
+                        if on_failure is None:
+                            raise
+                        on_failure(f"{variant} x{count} c{concurrency}: {exc}")
+                        continue
                     points.append(point)
                     on_point(point)
         finally:
@@ -62,7 +78,7 @@ def point_key(point: PerfPoint) -> tuple:
 
 
 def markdown_table(points: list[PerfPoint]) -> str:
-    """One table per model. Rows: (instances, concurrency); columns: each variant's throughput and p99,
+    """One table per model. Rows: (instances, concurrency) by concurrency; columns: each variant's throughput and p99,
     and its throughput ratio to the model's eager-PyTorch fp32 baseline, as in the study's Table 4."""
     by_key = {(p.variant, p.instances, p.concurrency): p for p in points}
     variants = list(dict.fromkeys(p.variant for p in points))
@@ -75,7 +91,10 @@ def markdown_table(points: list[PerfPoint]) -> str:
         unit = "samples/s (p99 ms, GPU %)" if any(p.gpu_util_pct is not None for p in points) else "samples/s (p99 ms)"
         header = ["instances", "concurrency"] + [f"{v} {unit}" for v in mine] + [f"{v} / baseline" for v in others]
         lines = [f"## {model}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for instances, concurrency in dict.fromkeys((p.instances, p.concurrency) for p in points if p.variant in mine):
+        # By concurrency, then instances: each concurrency reads as throughput against instances, whatever order
+        # the gathered runs measured the points in.
+        rows = sorted({(p.concurrency, p.instances) for p in points if p.variant in mine})
+        for concurrency, instances in rows:
             cells = [str(instances), str(concurrency)]
             for v in mine:
                 point = by_key.get((v, instances, concurrency))
@@ -110,7 +129,9 @@ def model_name(name: str, names: list[str]) -> str:
 
 def plot(points: list[PerfPoint], path: Path) -> Path:
     """One row per model (their scales differ a hundredfold): throughput against instance count, a line per
-    variant and concurrency, and p99 latency against throughput."""
+    variant and concurrency, and p99 latency against throughput. A variant keeps its colour in both panels and a
+    concurrency its line style; the latency panel is log-log, since a CPU column and a GPU one differ a
+    thousandfold in both."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,19 +139,23 @@ def plot(points: list[PerfPoint], path: Path) -> Path:
 
     variants = list(dict.fromkeys(p.variant for p in points))
     models = list(dict.fromkeys(model_name(v, variants) for v in variants))
+    colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
+    styles = {c: ("-", "--", ":", "-.")[i % 4] for i, c in enumerate(sorted({p.concurrency for p in points}))}
     figure, rows = plt.subplots(len(models), 2, figsize=(11, 4.2 * len(models)), squeeze=False)
     for model, (left, right) in zip(models, rows):
         for variant in (v for v in variants if model_name(v, variants) == model):
             mine = [p for p in points if p.variant == variant]
             for concurrency in sorted({p.concurrency for p in mine}):
                 line = sorted((p for p in mine if p.concurrency == concurrency), key=lambda p: p.instances)
-                left.plot([p.instances for p in line], [p.throughput for p in line], marker="o",
-                          label=f"{variant} c{concurrency}")
+                left.plot([p.instances for p in line], [p.throughput for p in line], marker="o", color=colours[variant],
+                          linestyle=styles[concurrency], label=f"{variant} c{concurrency}")
             ordered = sorted(mine, key=lambda p: p.throughput)
-            right.plot([p.throughput for p in ordered], [p.p99_ms for p in ordered], marker="o", label=variant)
+            right.plot([p.throughput for p in ordered], [p.p99_ms for p in ordered], marker="o", linestyle="none",
+                       color=colours[variant], label=variant)
         left.set(xlabel="model instances", ylabel="throughput (samples/s)", title=f"{model}: throughput vs instances")
         left.xaxis.get_major_locator().set_params(integer=True)
-        right.set(xlabel="throughput (samples/s)", ylabel="p99 latency (ms)", title=f"{model}: latency vs throughput")
+        right.set(xlabel="throughput (samples/s)", ylabel="p99 latency (ms)", title=f"{model}: latency vs throughput",
+                  xscale="log", yscale="log")
         for axes in (left, right):
             axes.grid(alpha=0.3)
             axes.legend(fontsize=7)

@@ -59,6 +59,14 @@ def test_tensors_batching_instances_and_warmup_follow_spec_and_options():
     assert warmup.inputs["input"].random_data and list(warmup.inputs["input"].dims) == [3, 224, 224]
 
 
+def test_cuda_graph_models_warm_up_every_captured_batch_size():
+    options = ServingOptions(max_batch_size=256, kind="gpu", preferred_batch_sizes=(128, 256), cuda_graphs=True)
+    config = model_config("resnet50_pytorch_fp16", get_model("resnet50"), get_engine("pytorch"), "fp16", False, options)
+    assert [(w.name, w.batch_size) for w in config.model_warmup] == [("random_batch_128", 128), ("random_batch_256", 256)]
+    assert all(list(w.inputs["input"].dims) == [3, 224, 224] for w in config.model_warmup)
+    assert serving_options_of(config) == options
+
+
 def test_serving_options_round_trip_through_pbtxt(tmp_path):
     options = ServingOptions(max_batch_size=8, instances=2, preferred_batch_sizes=(4,), warmup=False)
     write_config(resnet_config(native=False, options=options), tmp_path)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from conftest import resnet_client, trtrepo
 from trtrepo.client import InferenceClient
@@ -68,6 +69,17 @@ def test_client_errors_are_one_line(server, images, args, message):
 def test_client_reports_server_down(images):
     result = resnet_client("--url", f"localhost:{free_port()}", str(images / "noise.jpg"))
     assert result.returncode == 2 and result.stderr.startswith("error: cannot reach Triton")
+
+
+def test_perf_sweep_reports_a_point_it_cannot_measure_and_goes_on(server):
+    """The model is unloaded after its first point: the second fails, the sweep reports it, then restores the model."""
+    variant, failures = VARIANTS[0], []
+    triton = grpcclient.InferenceServerClient(server.grpc_url)
+    points = sweep(server.grpc_url, [variant], [1], [1, 2], batch_size=1, measurement_ms=500,
+                   on_point=lambda _: triton.unload_model(variant), on_failure=failures.append)
+    assert [(p.instances, p.concurrency) for p in points] == [(1, 1)]
+    assert len(failures) == 1 and failures[0].startswith(f"{variant} x1 c2: perf_analyzer on {variant} failed")
+    assert triton.is_model_ready(variant)
 
 
 def test_perf_sweep_reloads_instances_and_restores_config(server):

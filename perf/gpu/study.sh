@@ -18,9 +18,9 @@ REPO=${REPO:-/tmp/trtrepo-gpu-repository}
 # Every count reloads the model, and each Python-backend instance (a process importing PyTorch) takes ~10 s to
 # start: 1,2,4,8 keeps a model's sweep inside one 10-minute device call; INSTANCES=1,2,3,4,5,6,7,8 for all.
 INSTANCES=${INSTANCES:-1,2,4,8}
-MEASUREMENT_MS=${MEASUREMENT_MS:-1000}
-declare -A SWEEP_BATCH=([resnet50]=32 [yolov3]=8)
-declare -A SWEEP_CONCURRENCY=([resnet50]=8,32 [yolov3]=8,32)
+MEASUREMENT_MS=${MEASUREMENT_MS:-2000}  # each point: three perf_analyzer windows this long
+declare -A SWEEP_BATCH=([resnet50]=32 [yolov3]=8 [ctpn]=1)
+declare -A SWEEP_CONCURRENCY=([resnet50]=8,32 [yolov3]=8,32 [ctpn]=8,32)
 
 [ -f "$PACK/triton-bundle.tar.xz" ] || { echo "error: $PACK/triton-bundle.tar.xz missing: run 'trtrepo gpu-pack' first" >&2; exit 2; }
 command -v nvidia-smi >/dev/null || { echo "error: no NVIDIA driver here (nvidia-smi missing): this script is for the GPU machine" >&2; exit 2; }
@@ -50,20 +50,24 @@ fi
 echo "- $(date -u +%Y-%m-%dT%H:%MZ): bash perf/gpu/study.sh $MODELS $STEPS (INSTANCES=$INSTANCES)" >> "$RESULTS/environment.md"
 
 trtrepo repo --plan repo.gpu.toml --models "$MODELS" --output "$REPO"
+# A step that fails (a sweep point that runs out of GPU memory, say) does not stop the others: the study goes on
+# and exits 1 at the end, after writing what it measured.
+status=0
 for model in ${MODELS//,/ }; do
   variants=$(cd "$REPO" && ls -d "${model}"_*_* 2>/dev/null | paste -sd, -)
   if [[ ",$STEPS," == *,bench,* ]]; then
-    trtrepo bench --model-repository "$REPO" --models "$variants" --seconds 4 --output "$RESULTS"
+    trtrepo bench --model-repository "$REPO" --models "$variants" --seconds 4 --output "$RESULTS" || status=1
   fi
   gpu_variants=$(tr , '\n' <<<"$variants" | grep -v onnxruntime | paste -sd, -)
   if [[ ",$STEPS," == *,sweep,* ]]; then
     trtrepo perf --model-repository "$REPO" --models "$gpu_variants" --instances "$INSTANCES" \
       --concurrency "${SWEEP_CONCURRENCY[$model]}" --batch-size "${SWEEP_BATCH[$model]}" \
-      --measurement-ms "$MEASUREMENT_MS" --output "$RESULTS"
+      --measurement-ms "$MEASUREMENT_MS" --output "$RESULTS" || status=1
   fi
   if [[ ",$STEPS," == *,cpu,* ]]; then
     concurrency=${SWEEP_CONCURRENCY[$model]}
     trtrepo perf --model-repository "$REPO" --models "${model}_onnxruntime_fp32" --instances 1,2,4 \
-      --concurrency "${concurrency%%,*}" --batch-size "${SWEEP_BATCH[$model]}" --measurement-ms 4000 --output "$RESULTS"
+      --concurrency "${concurrency%%,*}" --batch-size "${SWEEP_BATCH[$model]}" --measurement-ms 4000 --output "$RESULTS" || status=1
   fi
 done
+exit "$status"

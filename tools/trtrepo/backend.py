@@ -11,7 +11,9 @@ staged through pinned memory. A single request's batch is used as it is; only se
 A pipelined (decoupled) model's execute only launches a batch: a worker thread waits for the GPU and answers,
 so the instance already launches the next batch while the GPU runs this one. Without that, the GPU idles for
 every hand-off between the server and this process (H100, ResNet50 FP16 at batch 256: served 83-86% of
-in-process throughput without pipelining, 88-91% with it).
+in-process throughput without pipelining, 88-91% with it). execute returns shortly before the batch it
+launched is expected to finish (trtrepo.pacing), not at once, so that the dynamic batcher gathers as many
+requests as it would for a model that is not pipelined.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +33,7 @@ import triton_python_backend_utils as pb_utils
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import graph_batch_sizes
 from trtrepo.models import get_model
+from trtrepo.pacing import BatchPacer
 
 
 HOST_OUTPUT_BYTES = 8 << 20
@@ -55,6 +59,10 @@ class LaunchedBatch:
     #: The input tensors, referenced until ``wait`` returns: the GPU reads them after execute has returned.
     inputs: Any = None
     error: Exception | None = None
+    #: Seconds the batch kept the GPU busy, once ``wait`` has returned; None where it is not timed (host batches).
+    gpu_seconds: Callable[[], float] | None = None
+    #: Set by the responder once the batch is done.
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class TritonPythonModel:
@@ -82,6 +90,7 @@ class TritonPythonModel:
             self.slots = threading.Semaphore(IN_FLIGHT - 1)
             self.in_flight = 0
             self.launching = threading.Lock()  # held while launching, and while unmapping (see UNMAP_EVERY)
+            self.pacer = BatchPacer()
             self.responder = threading.Thread(target=self._respond_in_turn, name="trtrepo-responder", daemon=True)
             self.responder.start()
 
@@ -91,9 +100,14 @@ class TritonPythonModel:
         if self.launched is None:
             return self._responses(len(requests), self._launch(requests))
         with self.launching:
-            self.launched.put(([r.get_response_sender() for r in requests], self._launch(requests)))
+            launch_began = time.monotonic()
+            batch = self._launch(requests)
+            self.launched.put(([r.get_response_sender() for r in requests], batch))
             self.in_flight += 1
         self.slots.acquire()  # returns once fewer than IN_FLIGHT batches are unanswered
+        return_at = self.pacer.return_at(sum(batch.sizes), launch_began)  # see trtrepo.pacing
+        if return_at is not None:
+            batch.done.wait(max(0.0, return_at - time.monotonic()))
         return None
 
     def _launch(self, requests: list) -> LaunchedBatch:
@@ -113,7 +127,11 @@ class TritonPythonModel:
         while (launched := self.launched.get()) is not None:
             senders, batch = launched
             try:
-                for sender, response in zip(senders, self._responses(len(senders), batch)):
+                responses = self._responses(len(senders), batch)
+                timed = batch.error is None and batch.gpu_seconds is not None
+                self.pacer.finished(sum(batch.sizes), batch.gpu_seconds() if timed else None)
+                batch.done.set()
+                for sender, response in zip(senders, responses):
                     sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
             except Exception as exc:  # a client that went away: later batches still get their answers
                 pb_utils.Logger.log_error(f"trtrepo: answering a batch failed: {exc}")
@@ -163,15 +181,17 @@ class TritonPythonModel:
             return batch if batch.is_cuda else batch.pin_memory()  # pinned: the copy to the GPU runs as DMA
 
         per_input = {n: [as_torch(r, n) for r in requests] for n in self.input_names}
+        started, done = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        started.record()
         outputs = self.run_on_gpu({n: joined(tensors) for n, tensors in per_input.items()})
         to_tensor = pb_utils.Tensor.from_dlpack
         if _outputs_on_host(outputs):  # into pinned host memory, in stream order
             outputs = {name: tensor.to("cpu", non_blocking=True) for name, tensor in outputs.items()}
             to_tensor = _host_tensor
-        done = torch.cuda.Event()
         done.record()
         sizes = [t.shape[0] for t in per_input[self.input_names[0]]]
-        return LaunchedBatch(sizes, outputs, to_tensor, wait=done.synchronize, inputs=per_input)
+        return LaunchedBatch(sizes, outputs, to_tensor, wait=done.synchronize, inputs=per_input,
+                             gpu_seconds=lambda: started.elapsed_time(done) / 1000)
 
 
 def _host_tensor(name: str, tensor: Any) -> Any:

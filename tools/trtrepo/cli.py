@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -279,19 +279,30 @@ def perf(
     output: Annotated[Path, typer.Option(help="Folder for sweep.csv, sweep.md and sweep.png; points already there for "
                                               "other variants, instance counts or concurrencies are kept.")] = Path("perf/results"),
 ) -> None:
-    """Sweep instance counts x concurrency with perf_analyzer; write CSV, a Table-4-style markdown table and a plot."""
+    """Sweep instance counts x concurrency with perf_analyzer; write CSV, a Table-4-style markdown table and a plot.
+
+    A point that cannot be measured (instances out of GPU memory, say) is reported and the sweep goes on; the
+    points measured are written, and the command exits 1."""
     counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
     variants = repository_variants(model_repository, models)
+    failures: list[str] = []
     with grpc_endpoint(url, model_repository) as (grpc_url, metrics_url):
-        points = sweep_with_progress(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, metrics_url)
-    report_sweep(points, output)
+        points = sweep_with_progress(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, metrics_url,
+                                     on_failure=failures.append)
+    if points:
+        report_sweep(points, output)
+    if failures:
+        total = len(variants) * len(counts) * len(concurrencies)
+        raise UserError(f"{total - len(points)} of {total} points could not be measured (listed above); "
+                        f"{'the others are in ' + str(output) if points else 'nothing was written'}")
 
 
 def sweep_with_progress(
     grpc_url: str, variants: list[str], counts: list[int], concurrencies: list[int], batch_size: int, measurement_ms: int,
-    metrics_url: str | None = None,
+    metrics_url: str | None = None, on_failure: Callable[[str], None] | None = None,
 ) -> list:
-    """perf.sweep with a progress bar and a line per measured point."""
+    """perf.sweep with a progress bar and a line per measured point; with ``on_failure``, a line per point that
+    could not be measured, and the sweep goes on."""
     from trtrepo.perf.sweep import sweep
 
     with progress() as bar:
@@ -303,7 +314,13 @@ def sweep_with_progress(
                               f"{point.throughput:.1f} samples/s, p99 {point.p99_ms:.0f} ms{gpu}")
             bar.advance(task)
 
-        return sweep(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, on_point, metrics_url)
+        def on_failed_point(line: str) -> None:
+            bar.console.print(f"  failed: {line}")
+            bar.advance(task)
+            on_failure(line)
+
+        return sweep(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, on_point, metrics_url,
+                     on_failed_point if on_failure else None)
 
 
 def report_sweep(points: list, output: Path) -> None:

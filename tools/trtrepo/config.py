@@ -9,6 +9,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from trtrepo.engines import Engine
+from trtrepo.engines.base import graph_batch_sizes
 from trtrepo.errors import UserError
 from trtrepo.specs import ModelSpec
 
@@ -170,10 +171,18 @@ def apply_serving_options(config: pb.ModelConfig, options: ServingOptions, warmu
             config.ClearField("optimization")
     del config.model_warmup[:]
     if options.warmup and all(d > 0 for shape in shapes.values() for d in shape):
-        warmup = config.model_warmup.add(name="random_batch", batch_size=1, count=1)
-        for tensor in config.input:
-            warmup.inputs[tensor.name].CopyFrom(
-                pb.ModelWarmup.Input(data_type=tensor.data_type, dims=shapes[tensor.name], random_data=True))
+        # With CUDA graphs, one warm-up per captured batch size: the first batch of a size captures its graph, which
+        # would otherwise stall the first requests of that size, in the middle of whatever is being measured.
+        for size in graph_batch_sizes(json_format.MessageToDict(config, preserving_proto_field_name=True)) or (1,):
+            add_random_warmup(config, size, shapes)
+
+
+def add_random_warmup(config: pb.ModelConfig, batch_size: int, shapes: dict) -> None:
+    """One warm-up request of ``batch_size`` random samples with the given per-sample input shapes."""
+    warmup = config.model_warmup.add(name=f"random_batch_{batch_size}", batch_size=batch_size, count=1)
+    for tensor in config.input:
+        warmup.inputs[tensor.name].CopyFrom(
+            pb.ModelWarmup.Input(data_type=tensor.data_type, dims=shapes[tensor.name], random_data=True))
 
 
 def serving_options_of(config: pb.ModelConfig) -> ServingOptions:

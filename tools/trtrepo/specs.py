@@ -69,6 +69,19 @@ class ModelSpec(ABC):
         rng = np.random.default_rng(seed)
         return {t.name: rng.standard_normal((batch_size, *self.shape_range(t)[1])).astype(t.dtype) for t in self.inputs}
 
+    def typical_output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each output's per-sample shape for inputs at the typical shape: as declared where fixed, else from one
+        run of the network on the CPU (random weights: only the shapes are wanted)."""
+        if all(-1 not in t.shape for t in self.outputs):
+            return {t.name: t.shape for t in self.outputs}
+        import torch
+
+        network = self.build_network("random")
+        with torch.inference_mode():
+            result = network(*(torch.from_numpy(x) for x in self.example_batch(1).values()))
+        result = result if isinstance(result, (tuple, list)) else (result,)
+        return {t.name: tuple(r.shape[1:]) for t, r in zip(self.outputs, result)}
+
 
 def load_image(path: Path) -> "Any":
     """Open an image as RGB, turning a missing or unreadable file into a one-line error."""
