@@ -10,6 +10,7 @@ is expected to finish, by the GPU time of recent batches of its size.
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections import deque
 
@@ -21,28 +22,32 @@ TIMED_BATCHES = 8
 
 
 class BatchPacer:
-    """Recent GPU times by batch size, and when the GPU was last seen free."""
+    """Recent GPU times by batch size, and when the GPU was last seen free. ``finished`` is called from the
+    responder thread and ``return_at`` from execute's, hence the lock."""
 
     def __init__(self, handoff_s: float = HANDOFF_S, timed_batches: int = TIMED_BATCHES) -> None:
         self.handoff_s = handoff_s
         self.timed_batches = timed_batches
         self.gpu_seconds: dict[int, deque] = {}
         self.gpu_free_at = 0.0  # time.monotonic() when the last finished batch was done
+        self.lock = threading.Lock()
 
     def finished(self, size: int, gpu_seconds: float | None, at: float | None = None) -> None:
         """A batch of ``size`` samples is done (``at``, default now), having kept the GPU busy ``gpu_seconds``
         (None: not timed)."""
-        self.gpu_free_at = time.monotonic() if at is None else at
-        if gpu_seconds is not None:
-            self.gpu_seconds.setdefault(size, deque(maxlen=self.timed_batches)).append(gpu_seconds)
+        with self.lock:
+            self.gpu_free_at = time.monotonic() if at is None else at
+            if gpu_seconds is not None:
+                self.gpu_seconds.setdefault(size, deque(maxlen=self.timed_batches)).append(gpu_seconds)
 
     def return_at(self, size: int, launch_began: float) -> float | None:
         """When execute should return for a batch of ``size`` whose launch began at ``launch_began``, asked once the
         batch before it is done; None for a size not timed yet (return at once)."""
-        recent = self.gpu_seconds.get(size)
-        if not recent:
-            return None
-        # Its kernels ran from the later of its launch and the batch before finishing: a lower bound, since eager
-        # engines launch kernel by kernel and the GPU starts on the first while the rest are being launched.
-        started_at = max(launch_began, self.gpu_free_at)
-        return started_at + statistics.median(recent) - self.handoff_s
+        with self.lock:
+            recent = self.gpu_seconds.get(size)
+            if not recent:
+                return None
+            # Its kernels ran from the later of its launch and the batch before finishing: a lower bound, since eager
+            # engines launch kernel by kernel and the GPU starts on the first while the rest are being launched.
+            started_at = max(launch_began, self.gpu_free_at)
+            return started_at + statistics.median(recent) - self.handoff_s
