@@ -45,10 +45,7 @@ def sweep(
                     for name, config in originals.items():
                         client.load_model(name, config_to_json(with_instances(config, count)))
                 except UserError as exc:
-                    if on_failure is None:
-                        raise
-                    for concurrency in concurrencies:
-                        on_failure(f"{variant} x{count} c{concurrency}: {exc}")
+                    _report_failure(exc, variant, count, concurrencies, on_failure)
                     continue
                 for concurrency in concurrencies:
                     try:
@@ -56,9 +53,7 @@ def sweep(
                                         shapes_of=steps[0] if steps else variant, on_gpu=on_gpu,
                                         metrics_url=metrics_url, streaming=client.streaming)
                     except UserError as exc:
-                        if on_failure is None:
-                            raise
-                        on_failure(f"{variant} x{count} c{concurrency}: {exc}")
+                        _report_failure(exc, variant, count, [concurrency], on_failure)
                         continue
                     points.append(point)
                     on_point(point)
@@ -66,6 +61,16 @@ def sweep(
             for name, config in originals.items():
                 client.load_model(name, config_to_json(config))
     return points
+
+
+def _report_failure(error: UserError, variant: str, count: int, concurrencies: list[int],
+                    on_failure: Callable[[str], None] | None) -> None:
+    """The points at these concurrencies could not be measured: one line each to ``on_failure``, or, without
+    one, the error itself."""
+    if on_failure is None:
+        raise error
+    for concurrency in concurrencies:
+        on_failure(f"{variant} x{count} c{concurrency}: {error}")
 
 
 def read_csv(path: Path) -> list[PerfPoint]:

@@ -42,9 +42,8 @@ HOST_OUTPUT_BYTES = 8 << 20
 #: when idle) and holds up every launch meanwhile. A pipelined instance therefore unmaps the inputs of answered
 #: batches when none is in flight, or, under unbroken load, once per this many batches.
 UNMAP_EVERY = 64
-#: Batches a pipelined instance keeps launched: one running, one queued behind it. execute returns once the
-#: running one is done, so the dynamic batcher forms the next batch as late as it can, and so as large: an
-#: instance that returned at once would be handed whatever had queued by then.
+#: Batches a pipelined instance keeps launched: one running, one queued behind it. execute returns no earlier than
+#: the running one is done, and then only shortly before its own batch is expected to finish (trtrepo.pacing).
 IN_FLIGHT = 2
 
 

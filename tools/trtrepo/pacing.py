@@ -2,7 +2,7 @@
 
 Returning as soon as the batch before had finished (the first pipelined version) handed Triton's dynamic batcher
 whatever had arrived by then: on an H100, 8 clients sending 32 images each got batches of 32 and 96, each padded
-to a CUDA graph of 128, and 7.6k img/s against 11.4k for the same model not pipelined. Returning only when the
+to a CUDA graph of 128, and 7.7k img/s against 11.4k for the same model not pipelined. Returning only when the
 batch is done loses the overlap that pipelining is for. So execute returns HANDOFF_S before the batch it launched
 is expected to finish, by the GPU time of recent batches of its size.
 """
