@@ -8,9 +8,8 @@ from typing import Iterator
 
 import numpy as np
 
-from trtrepo.client import IMAGE_SUFFIXES
 from trtrepo.errors import UserError
-from trtrepo.specs import ModelSpec
+from trtrepo.specs import IMAGE_SUFFIXES, ModelSpec
 
 DEFAULT_CALIBRATION_IMAGES = 64
 CALIBRATION_BATCH = 8

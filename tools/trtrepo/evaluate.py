@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from trtrepo.client import IMAGE_SUFFIXES, InferenceClient
+from trtrepo.client import InferenceClient
 from trtrepo.config import Variant
 from trtrepo.errors import UserError
 from trtrepo.records import write_records
-from trtrepo.specs import ModelSpec
+from trtrepo.specs import IMAGE_SUFFIXES, ModelSpec
 
 # Darknet's coco.names spells six classes differently from the COCO annotation files.
 COCO_ALIASES = {"motorbike": "motorcycle", "aeroplane": "airplane", "sofa": "couch", "pottedplant": "potted plant",

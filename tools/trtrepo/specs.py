@@ -32,10 +32,16 @@ class TensorSpec:
         return _TRITON_DTYPES[self.dtype]
 
 
+#: What a model does, which decides its client, its post-processing and how its accuracy is measured.
+CLASSIFICATION, DETECTION, TEXT = "classification", "detection", "text"
+TASK_CLIENTS = {CLASSIFICATION: "clients/resnet_client.py", DETECTION: "clients/yolo_client.py", TEXT: "clients/ctpn_client.py"}
+
+
 class ModelSpec(ABC):
     """A servable model. Adding a model means one module that subclasses this, registered in models/__init__."""
 
     name: str
+    task: str  # CLASSIFICATION, DETECTION or TEXT
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     weight_choices: str = "random|PATH"
@@ -83,15 +89,38 @@ class ModelSpec(ABC):
         return {t.name: tuple(r.shape[1:]) for t, r in zip(self.outputs, result)}
 
 
-def load_image(path: Path) -> "Any":
-    """Open an image as RGB, turning a missing or unreadable file into a one-line error."""
-    from PIL import Image, UnidentifiedImageError
+#: File name endings taken as images when a folder is given (clients, calibration, evaluation).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"})
+#: The most pixels an image may declare. The header is read first, so a small file that declares a huge image
+#: (a decompression bomb: 493 KB of PNG for 13000 x 13000 pixels, 2 GB decoded) is refused before decoding.
+MAX_IMAGE_PIXELS = 8192 * 8192
 
+
+def load_image(path: Path) -> "Any":
+    """Open an image as RGB, turning a missing, unreadable or oversized file into a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such image file")
+    with path.open("rb") as file:
+        return decode_image(file, str(path))
+
+
+def decode_image(source: Any, what: str) -> "Any":
+    """An image file object (or bytes) as RGB: grayscale, palette, alpha and CMYK converted; refused with one
+    line naming ``what`` when it is not an image, is truncated, or declares more than MAX_IMAGE_PIXELS."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = None  # PIL's own guard (warn at 89M pixels, refuse at 179M) gives way to the one here
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise UserError(f"{what}: declares {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} "
+                                "this tool decodes (a decompression bomb?)")
             return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"{path}: not a readable image ({exc.__class__.__name__})") from exc
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
+        raise UserError(f"{what}: not a readable image ({exc.__class__.__name__})") from exc

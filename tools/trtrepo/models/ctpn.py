@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.models import vgg16
 
 from trtrepo.errors import UserError
-from trtrepo.specs import ModelSpec, TensorSpec, load_image
+from trtrepo.specs import TEXT, ModelSpec, TensorSpec, load_image
 from trtrepo.weights import apply_state_dict, read_state_dict
 
 ANCHOR_HEIGHTS = (11, 16, 23, 33, 48, 68, 97, 139, 198, 273)  # 11 to 273 px, each about 1/0.7 of the last
@@ -117,6 +117,7 @@ IMAGE_RANGE = ((3, 64, 64), (3, 608, 800), (3, 1008, 1008))
 
 class CTPN(ModelSpec):
     name = "ctpn"
+    task = TEXT
     inputs = (IMAGE,)
     outputs = OUTPUTS
     weight_choices = "random|CHECKPOINT.pt"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torchvision.models import ResNet50_Weights
 
-from trtrepo.specs import ModelSpec, TensorSpec
+from trtrepo.specs import CLASSIFICATION, ModelSpec, TensorSpec
 
 CLASS_NAMES: list[str] = ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
 
@@ -13,6 +13,7 @@ CLASS_NAMES: list[str] = ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
 class ImageNetClassifier(ModelSpec):
     """A 224x224 RGB classifier with 1000 ImageNet logits; subclasses give network, weights and preprocessing."""
 
+    task = CLASSIFICATION
     inputs = (TensorSpec("input", "float32", (3, 224, 224)),)
     outputs = (TensorSpec("logits", "float32", (1000,)),)
     class_names = CLASS_NAMES

@@ -18,7 +18,7 @@ import torch
 
 from trtrepo.errors import UserError
 from trtrepo.models.darknet import DarknetNetwork, box_count, load_darknet_weights, parse_cfg
-from trtrepo.specs import ModelSpec, TensorSpec, load_image
+from trtrepo.specs import DETECTION, ModelSpec, TensorSpec, load_image
 from trtrepo.weights import DOWNLOAD_TIMEOUT_S, apply_state_dict, read_state_dict
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class Detection:
 
 class YOLOv3(ModelSpec):
     name = "yolov3"
+    task = DETECTION
     cfg = "yolov3.cfg"
     pretrained_url = "https://pjreddie.com/media/files/yolov3.weights"
     inputs = (TensorSpec("input", "float32", (3, INPUT_SIZE, INPUT_SIZE)),)
