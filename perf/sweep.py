@@ -9,6 +9,7 @@ from trtrepo.client import InferenceClient
 from trtrepo.config import Variant, config_to_json, runs_on_gpu, with_instances
 from trtrepo.errors import UserError
 from trtrepo.perf.analyzer import PerfPoint, measure
+from trtrepo.plots import pyplot, save
 from trtrepo.records import gather, read_records, write_records
 
 
@@ -22,6 +23,7 @@ def sweep(
     on_point: Callable[[PerfPoint], None] = lambda _: None,
     metrics_url: str | None = None,
     on_failure: Callable[[str], None] | None = None,
+    done: frozenset[tuple[str, int, int]] = frozenset(),
 ) -> list[PerfPoint]:
     """For each variant and instance count: reload the model with that many instances, measure each concurrency.
 
@@ -29,7 +31,8 @@ def sweep(
     model-control mode; every reloaded model's original config is restored afterwards. Models on GPU
     instances get their requests through CUDA shared memory; ``metrics_url`` serves GPU utilisation.
     A point that cannot be measured (say, instances that run out of GPU memory) stops the sweep, or, given
-    ``on_failure``, is reported to it as one line and the sweep goes on.
+    ``on_failure``, is reported to it as one line and the sweep goes on. Points in ``done`` (variant,
+    instances, concurrency) are not measured again: a resumed sweep.
     """
     points = []
     for variant in variants:
@@ -41,17 +44,20 @@ def sweep(
         on_gpu = any(runs_on_gpu(config) for config in originals.values())
         try:
             for count in instance_counts:
+                todo = [c for c in concurrencies if (variant, count, c) not in done]
+                if not todo:
+                    continue
                 try:
                     for name, config in originals.items():
                         client.load_model(name, config_to_json(with_instances(config, count)))
                 except UserError as exc:
-                    _report_failure(exc, variant, count, concurrencies, on_failure)
+                    _report_failure(exc, variant, count, todo, on_failure)
                     continue
-                for concurrency in concurrencies:
+                for concurrency in todo:
                     try:
                         point = measure(variant, grpc_url, batch_size, concurrency, measurement_ms, count,
                                         shapes_of=steps[0] if steps else variant, on_gpu=on_gpu,
-                                        metrics_url=metrics_url, streaming=client.streaming)
+                                        metrics_url=metrics_url, streaming=client.streaming, api_key=client.api_key)
                     except UserError as exc:
                         _report_failure(exc, variant, count, [concurrency], on_failure)
                         continue
@@ -137,11 +143,7 @@ def plot(points: list[PerfPoint], path: Path) -> Path:
     variant and concurrency, and p99 latency against throughput. A variant keeps its colour in both panels and a
     concurrency its line style; the latency panel is log-log, since a CPU column and a GPU one differ a
     thousandfold in both."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     variants = list(dict.fromkeys(p.variant for p in points))
     models = list(dict.fromkeys(model_name(v, variants) for v in variants))
     colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
@@ -164,11 +166,21 @@ def plot(points: list[PerfPoint], path: Path) -> Path:
         for axes in (left, right):
             axes.grid(alpha=0.3)
             axes.legend(fontsize=7)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save(figure, path)
+
+
+def checkpoint(points: list[PerfPoint], out_dir: Path) -> Path:
+    """sweep.csv with these points and the earlier ones there, written after every point, so that a sweep cut
+    short (a server that died, a signal) keeps what it measured and `trtrepo perf --resume` goes on from it."""
+    return write_records(gather(PerfPoint, Path(out_dir) / "sweep.csv", points, point_key, "sweep"), Path(out_dir) / "sweep.csv")
+
+
+def measured_points(out_dir: Path, batch_size: int) -> frozenset[tuple[str, int, int]]:
+    """(variant, instances, concurrency) of the points in out_dir's sweep.csv measured at ``batch_size``."""
+    path = Path(out_dir) / "sweep.csv"
+    if not path.is_file():
+        return frozenset()
+    return frozenset(point_key(p) for p in read_csv(path) if p.batch_size == batch_size)
 
 
 def write_report(points: list[PerfPoint], out_dir: Path) -> dict[str, Path]:

@@ -17,6 +17,7 @@ import numpy as np
 from trtrepo.client import InferenceClient
 from trtrepo.config import Variant
 from trtrepo.errors import UserError
+from trtrepo.plots import pyplot, save
 from trtrepo.records import write_records
 from trtrepo.specs import IMAGE_SUFFIXES, ModelSpec
 
@@ -298,11 +299,7 @@ def markdown(rows: list, reference: str) -> str:
 
 def write_report(rows: list, reference: str, out_dir: Path) -> dict[str, Path]:
     """eval.csv, eval.md and eval.png (speedup and accuracy bars per variant) in out_dir."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_records(rows, out_dir / "eval.csv")
@@ -321,7 +318,5 @@ def write_report(rows: list, reference: str, out_dir: Path) -> dict[str, Path]:
     right.legend(fontsize=8, loc="lower right")
     for axes in (left, right):
         axes.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out_dir / "eval.png", dpi=110)
-    plt.close(figure)
+    save(figure, out_dir / "eval.png", dpi=110)
     return {"csv": out_dir / "eval.csv", "markdown": out_dir / "eval.md", "plot": out_dir / "eval.png"}
