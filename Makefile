@@ -7,7 +7,7 @@ WEIGHTS ?=
 PYTEST_ARGS ?=
 REPO ?= model_repository
 
-.PHONY: help install demo test repo validate serve perf bench gpu-pack clean
+.PHONY: help install demo test repo validate serve perf bench soak gpu-pack clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +45,9 @@ bench: install  ## served over in-process throughput per variant (GPU ones on GP
 	@if [ -d $(REPO)/ctpn_split ]; then \
 	  $(BIN)/trtrepo perf --model-repository $(REPO) --models ctpn_pytorch_fp32,ctpn_onnxruntime_fp32,ctpn_split \
 	    --instances 1,2,3,4,5 --concurrency 5 --measurement-ms 4000 --output perf/results/ctpn; fi
+
+soak: install  ## hold concurrency 4 against $(REPO)/'s variants for SECONDS (default 600); requests, failures, p99, memory
+	$(BIN)/trtrepo soak --model-repository $(REPO) --seconds $(or $(SECONDS),600) $(if $(MODELS),--models $(MODELS))
 
 gpu-pack: install  ## pack .gpu/ for a GPU machine without network (then, there: bash perf/gpu/study.sh)
 	$(BIN)/trtrepo gpu-pack

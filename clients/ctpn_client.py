@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from trtrepo.clients.options import ImagesArgument, JsonOption, OutOption, Protocol, ProtocolOption, UrlOption, WorkersOption
+from trtrepo.access import use_api_key
+from trtrepo.clients.options import ApiKeyOption, ImagesArgument, JsonOption, OutOption, Protocol, ProtocolOption, UrlOption, WorkersOption
 from trtrepo.client import InferenceClient, collect_images
 from trtrepo.errors import run_app
 from trtrepo.models import get_model
@@ -62,8 +63,10 @@ def main(
     workers: WorkersOption = 2,
     out: OutOption = None,
     as_json: JsonOption = False,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Print each image's text lines; optionally write annotated images and JSON."""
+    use_api_key(api_key)
     paths = collect_images(images)
     results = find_text(paths, model, url, protocol.value, line_score, workers)
     if out is not None:

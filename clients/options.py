@@ -15,7 +15,11 @@ class Protocol(str, Enum):
 
 
 ImagesArgument = Annotated[list[Path], typer.Argument(help="Image files, or folders of images.", show_default=False)]
-UrlOption = Annotated[Optional[str], typer.Option(help="Server address; default localhost:8000 (http) or :8001 (grpc).")]
+UrlOption = Annotated[Optional[str], typer.Option(help="Server address HOST:PORT; default localhost:8000 (http) or :8001 (grpc).")]
+ApiKeyOption = Annotated[Optional[str], typer.Option(
+    envvar="TRTREPO_API_KEY", show_envvar=True,
+    help="Key of a server that restricts model configs (only needed for another host: a trtrepo server on this "
+         "machine is found without it).")]
 ProtocolOption = Annotated[Protocol, typer.Option(help="Triton protocol.")]
 BatchOption = Annotated[int, typer.Option(min=1, help="Images per request (capped at the model's max_batch_size).")]
 WorkersOption = Annotated[int, typer.Option(min=1, help="Requests in flight at once.")]

@@ -12,10 +12,12 @@ from typing import Annotated
 import numpy as np
 import typer
 from trtrepo.client import InferenceClient, collect_images
-from trtrepo.clients.options import BatchOption, ImagesArgument, JsonOption, Protocol, ProtocolOption, UrlOption
+from trtrepo.access import use_api_key
+from trtrepo.clients.options import ApiKeyOption, BatchOption, ImagesArgument, JsonOption, Protocol, ProtocolOption, UrlOption
 from trtrepo.config import Variant
-from trtrepo.errors import run_app
+from trtrepo.errors import UserError, run_app
 from trtrepo.models import MODELS, get_model
+from trtrepo.specs import CLASSIFICATION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -29,6 +31,8 @@ def classify(
     """
     named = Variant.parse(model).model if Variant.is_variant(model) else None
     spec = get_model(named if named in MODELS else "resnet50")
+    if spec.task != CLASSIFICATION:
+        raise UserError(f"{model} is not a classifier ({spec.task}): use {TASK_CLIENTS[spec.task]}")
     samples = {spec.inputs[0].name: np.stack([spec.preprocess(path) for path in images])}
     client = InferenceClient(model, url=url, protocol=protocol)
     return spec.postprocess(client.infer_batches(samples, batch_size), top_k)
@@ -43,8 +47,10 @@ def main(
     batch_size: BatchOption = 8,
     top_k: Annotated[int, typer.Option(min=1, max=1000, help="Labels to print per image.")] = 5,
     as_json: JsonOption = False,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Print the top-k ImageNet labels of each image, as classified by MODEL on the server."""
+    use_api_key(api_key)
     paths = collect_images(images)
     results = classify(paths, model, url, protocol.value, batch_size, top_k)
     if as_json:

@@ -16,12 +16,14 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from trtrepo.clients.options import BatchOption, ImagesArgument, JsonOption, OutOption, Protocol, ProtocolOption, UrlOption, WorkersOption
+from trtrepo.access import use_api_key
+from trtrepo.clients.options import ApiKeyOption, BatchOption, ImagesArgument, JsonOption, OutOption, Protocol, ProtocolOption, UrlOption, WorkersOption
 from trtrepo.client import InferenceClient, collect_images
 from trtrepo.config import Variant
 from trtrepo.errors import UserError, run_app
 from trtrepo.models import get_model
 from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, YOLOv3, Detection, to_image_coords
+from trtrepo.specs import DETECTION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 
@@ -30,8 +32,8 @@ def spec_of(model: str) -> YOLOv3:
     """The YOLO spec behind a variant name (yolov3_tiny_onnxruntime_fp32) or a pipeline name (yolov3_tiny)."""
     name = Variant.parse(model).model if Variant.is_variant(model) else model
     spec = get_model(name)
-    if not isinstance(spec, YOLOv3):
-        raise UserError(f"{model} is not a YOLO model")
+    if spec.task != DETECTION:
+        raise UserError(f"{model} is not a detector ({spec.task}): use {TASK_CLIENTS[spec.task]}")
     return spec
 
 
@@ -40,13 +42,16 @@ WAVE = 64  # images prepared and in flight at once: bounds memory on large folde
 
 def detect(
     images: list[Path], model: str, url: str | None, protocol: str, batch_size: int, conf: float, iou: float,
-    workers: int = 4, on_done=lambda count: None,
+    workers: int = 4, on_done=lambda count: None, results: list[list[Detection]] | None = None,
 ) -> list[list[Detection]]:
-    """Letterbox here, send batches concurrently through Triton, NMS here; boxes in image pixels."""
+    """Letterbox here, send batches concurrently through Triton, NMS here; boxes in image pixels.
+
+    Results are appended to ``results`` as each wave of images is answered, so a caller keeps what came back
+    before a failure."""
     spec = spec_of(model)
     client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
     step = client.batch_step(batch_size)
-    results: list[list[Detection]] = []
+    results = [] if results is None else results
     for start in range(0, len(images), WAVE):
         prepared = [spec.letterbox(path) for path in images[start : start + WAVE]]
         requests = [{spec.inputs[0].name: np.stack([a for a, _ in prepared[i : i + step]])} for i in range(0, len(prepared), step)]
@@ -58,15 +63,16 @@ def detect(
 
 def detect_server_side(
     images: list[Path], model: str, url: str | None, protocol: str, conf: float, iou: float,
-    workers: int = 4, on_done=lambda count: None,
+    workers: int = 4, on_done=lambda count: None, results: list[list[Detection]] | None = None,
 ) -> list[list[Detection]]:
-    """Encoded bytes to the pipeline model; Triton decodes, letterboxes, infers and runs NMS."""
+    """Encoded bytes to the pipeline model; Triton decodes, letterboxes, infers and runs NMS (``results`` as
+    for detect)."""
     spec = spec_of(model)
     client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
     if client.config.input[0].name != "image":
         raise UserError(f"{model} is a tensor model; --server-side needs a pipeline model such as {spec.name}")
     thresholds = {"conf": np.array([conf], dtype=np.float32), "iou": np.array([iou], dtype=np.float32)}
-    results: list[list[Detection]] = []
+    results = [] if results is None else results
     for start in range(0, len(images), WAVE):
         requests = [{"image": np.array([path.read_bytes()], dtype=np.object_), **thresholds} for path in images[start : start + WAVE]]
         for out in client.infer_many(requests, lambda: on_done(1)):
@@ -110,20 +116,34 @@ def main(
     workers: WorkersOption = 4,
     out: OutOption = None,
     as_json: JsonOption = False,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Print each image's detections; optionally write annotated images and JSON."""
     from rich.progress import Progress
 
+    use_api_key(api_key)
     paths = collect_images(images)
     if server_side and Variant.is_variant(model):
         model = Variant.parse(model).model  # the pipeline serving this model
-    with Progress(transient=True, disable=len(paths) < 8) as progress:
-        task = progress.add_task("detecting", total=len(paths))
-        advance = lambda count: progress.advance(task, count)  # noqa: E731
-        if server_side:
-            results = detect_server_side(paths, model, url, protocol.value, conf, iou, workers, advance)
-        else:
-            results = detect(paths, model, url, protocol.value, batch_size, conf, iou, workers, advance)
+    results: list[list[Detection]] = []
+    try:
+        with Progress(transient=True, disable=len(paths) < 8) as progress:
+            task = progress.add_task("detecting", total=len(paths))
+            advance = lambda count: progress.advance(task, count)  # noqa: E731
+            if server_side:
+                detect_server_side(paths, model, url, protocol.value, conf, iou, workers, advance, results)
+            else:
+                detect(paths, model, url, protocol.value, batch_size, conf, iou, workers, advance, results)
+    except UserError as exc:
+        if not results:
+            raise
+        report(paths[: len(results)], results, out, as_json)
+        raise UserError(f"{exc} (after {len(results)} of {len(paths)} images, whose detections are above)") from exc
+    report(paths, results, out, as_json)
+
+
+def report(paths: list[Path], results: list[list[Detection]], out: Path | None, as_json: bool) -> None:
+    """Print each image's detections (or JSON); with ``out``, write the annotated copies."""
     if out is not None:
         for path, detections in zip(paths, results):
             annotate(path, detections, out)

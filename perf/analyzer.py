@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trtrepo.access import find_key, key_headers
 from trtrepo.errors import UserError
 from trtrepo.perf.gpu_monitor import GpuUtilization
 
@@ -61,6 +62,7 @@ RETRYABLE = ("No valid requests", "stable measurement")  # windows too short for
 def measure(
     variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, instances: int,
     shapes_of: str | None = None, on_gpu: bool = False, metrics_url: str | None = None, streaming: bool = False,
+    api_key: str | None = None, attempts: int = 3,
 ) -> PerfPoint:
     """Run perf_analyzer once against a loaded model (gRPC, random input data) and return its figures.
 
@@ -68,14 +70,17 @@ def measure(
     ``on_gpu``: the model's instances run on a GPU, so requests carry their tensors in CUDA shared memory (as
     a client on the server's machine would), which the Python backend receives without a host round trip.
     GPU utilisation is sampled meanwhile (``metrics_url``: Triton's, else NVML). ``streaming``: the model is
-    decoupled (pipelined), so requests go over a gRPC stream.
-    A measurement window that saw too few requests is retried with a window twice as long, twice.
+    decoupled (pipelined), so requests go over a gRPC stream. ``api_key`` (else the one trtrepo.access finds
+    for the URL) opens a restricted server's model-config and shared-memory APIs, which perf_analyzer uses.
+    A measurement window that saw too few requests is retried with a window twice as long, up to ``attempts`` runs.
     """
     arguments = request_shapes(shapes_of or variant) + (cuda_shared_memory(variant, batch_size) if on_gpu else [])
     # A thread per stream, so that a too small thread pool cannot cap the concurrency (on the H100 the pipelined
     # ResNet50 sweep measured the same with and without it).
     arguments += ["--streaming", "--max-threads", str(max(concurrency, 4))] if streaming else []
-    for attempt in range(3):
+    # perf_analyzer's -H reaches gRPC metadata too, despite its --help (tried with tritonclient 2.50's binary).
+    arguments += [a for name, value in key_headers(find_key(grpc_url, api_key), "grpc").items() for a in ("-H", f"{name}:{value}")]
+    for attempt in range(attempts):
         with GpuUtilization(metrics_url) as gpu:
             row, error = _run_perf_analyzer(variant, grpc_url, batch_size, concurrency, measurement_ms << attempt, arguments)
         if row is not None:

@@ -56,13 +56,13 @@ def test_tensors_batching_instances_and_warmup_follow_spec_and_options():
     (group,) = config.instance_group
     assert (group.count, group.kind, list(group.gpus)) == (3, pb.ModelInstanceGroup.KIND_GPU, [0, 1])
     (warmup,) = config.model_warmup
-    assert warmup.inputs["input"].random_data and list(warmup.inputs["input"].dims) == [3, 224, 224]
+    assert warmup.inputs["input"].zero_data and list(warmup.inputs["input"].dims) == [3, 224, 224]
 
 
 def test_cuda_graph_models_warm_up_every_captured_batch_size():
     options = ServingOptions(max_batch_size=256, kind="gpu", preferred_batch_sizes=(128, 256), cuda_graphs=True)
     config = model_config("resnet50_pytorch_fp16", get_model("resnet50"), get_engine("pytorch"), "fp16", False, options)
-    assert [(w.name, w.batch_size) for w in config.model_warmup] == [("random_batch_128", 128), ("random_batch_256", 256)]
+    assert [(w.name, w.batch_size) for w in config.model_warmup] == [("zero_batch_128", 128), ("zero_batch_256", 256)]
     assert all(list(w.inputs["input"].dims) == [3, 224, 224] for w in config.model_warmup)
     assert serving_options_of(config) == options
 

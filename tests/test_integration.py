@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 
 from conftest import resnet_client, trtrepo
-from trtrepo.client import InferenceClient
+from trtrepo.client import InferenceClient, triton_client
 from trtrepo.clients.resnet_client import classify
 from trtrepo.errors import UserError
 from trtrepo.perf.bench import bench
@@ -74,7 +73,7 @@ def test_client_reports_server_down(images):
 def test_perf_sweep_reports_a_point_it_cannot_measure_and_goes_on(server):
     """The model is unloaded after its first point: the second fails, the sweep reports it, then restores the model."""
     variant, failures = VARIANTS[0], []
-    triton = grpcclient.InferenceServerClient(server.grpc_url)
+    triton = triton_client(server.grpc_url, "grpc")
     points = sweep(server.grpc_url, [variant], [1], [1, 2], batch_size=1, measurement_ms=500,
                    on_point=lambda _: triton.unload_model(variant), on_failure=failures.append)
     assert [(p.instances, p.concurrency) for p in points] == [(1, 1)]

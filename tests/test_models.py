@@ -54,7 +54,7 @@ def test_state_dict_file_round_trips_and_mismatch_is_reported(tmp_path):
     with pytest.raises(UserError, match="do not fit the network"):
         spec.build_network(str(tmp_path / "wrong.pt"))
     (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
-    with pytest.raises(UserError, match="cannot read weights file"):
+    with pytest.raises(UserError, match="is not a PyTorch checkpoint"):
         spec.build_network(str(tmp_path / "corrupt.pt"))
     with pytest.raises(UserError, match="does not exist"):
         spec.build_network(str(tmp_path / "absent.pt"))

@@ -48,3 +48,80 @@ def test_variants_this_machine_cannot_build_are_skipped_with_the_reason(tmp_path
     results = build_repository(plan_for(tmp_path, Variant("resnet50", "tensorrt", "fp16", OPTIONS)))
     assert [(r.status, r.detail) for r in results] == [("skipped", reason)]
     assert not (tmp_path / "resnet50_tensorrt_fp16").exists()
+
+
+def test_up_to_date_means_the_files_are_there_too(tmp_path):
+    """A deleted or damaged artifact is rebuilt, though the manifest still matches."""
+    variant = Variant("efficientnet_lite0", "onnxruntime", "fp32", OPTIONS)
+    plan = plan_for(tmp_path, variant)
+    build_repository(plan)
+    artifact = tmp_path / variant.name / "1" / "model.onnx"
+    manifest = json.loads((tmp_path / variant.name / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"1/model.onnx"}
+    artifact.unlink()
+    assert [r.status for r in build_repository(plan)] == ["built"] and artifact.stat().st_size > 0
+    with artifact.open("r+b") as file:
+        file.write(b"\0\0\0\0")  # same size, other bytes
+    assert [r.status for r in build_repository(plan)] == ["built"]
+    assert [r.status for r in build_repository(plan)] == ["up to date"]
+
+
+def test_a_failed_rebuild_keeps_the_previous_variant_and_the_others_are_built(tmp_path):
+    """INT8 calibrated on files that are not images fails; the INT8 variant built before stays, FP32 still builds."""
+    good = Variant("efficientnet_lite0", "onnxruntime", "int8", OPTIONS)
+    plan = RepoPlan(tmp_path / "repo", "random", frozenset({"python", "onnxruntime"}), (good,), calib_images=2)
+    build_repository(plan)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "repo" / good.name).rglob("*") if p.is_file()}
+    bad_images = tmp_path / "calib"
+    bad_images.mkdir()
+    for index in range(2):
+        (bad_images / f"{index}.jpg").write_text("not a jpeg")
+    fp32 = Variant("efficientnet_lite0", "onnxruntime", "fp32", OPTIONS)
+    failing = RepoPlan(tmp_path / "repo", "random", plan.backends, (good, fp32), calib_dir=bad_images, calib_images=2)
+    results = {r.variant: r for r in build_repository(failing, force=True)}
+    assert results[good.name].status == "failed" and "not a readable image" in results[good.name].detail
+    assert results[fp32.name].status == "built"
+    after = {p.name: p.read_bytes() for p in (tmp_path / "repo" / good.name).rglob("*") if p.is_file()}
+    assert after == before
+    assert not (tmp_path / ".repo.trtrepo-staging").exists()
+    assert [r.status for r in build_repository(plan)] == ["up to date"]
+
+
+def test_a_second_build_into_the_same_repository_is_refused(tmp_path):
+    import fcntl
+
+    from trtrepo.repository import LOCK_FILE
+
+    (tmp_path / "repo").mkdir()
+    with (tmp_path / "repo" / LOCK_FILE).open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(UserError, match="another trtrepo build is writing to this repository"):
+            build_repository(plan_for(tmp_path / "repo", Variant("efficientnet_lite0", "onnxruntime", "fp32", OPTIONS)))
+
+
+def test_a_build_stopped_between_its_two_renames_is_undone(tmp_path):
+    """The old variant parked in the staging folder (publish's first rename done, not its second) comes back."""
+    from trtrepo.repository import recover_staging, staging_dir
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    parked = staging_dir(repo) / "resnet50_onnxruntime_fp32.old"
+    (parked / "1").mkdir(parents=True)
+    (parked / "config.pbtxt").write_text('name: "resnet50_onnxruntime_fp32"')
+    half_built = staging_dir(repo) / "resnet50_pytorch_fp32.x1y2"
+    half_built.mkdir()
+    messages = []
+    recover_staging(repo, messages.append)
+    assert (repo / "resnet50_onnxruntime_fp32" / "config.pbtxt").is_file()
+    assert not half_built.exists() and "restored the previous build" in messages[0]
+
+
+def test_asking_for_ctpn_brings_the_split_ensemble_and_its_parts():
+    from conftest import ROOT
+    from trtrepo.repository import load_plan
+
+    plan = load_plan(ROOT / "repo.toml", ["ctpn"], backends="python")
+    models = {v.model for v in plan.variants}
+    assert models == {"ctpn", "ctpn_backbone", "ctpn_head"}
+    assert [name for name, _ in plan.ensembles] == ["ctpn_split"]
+    assert {v.model for v in load_plan(ROOT / "repo.toml", ["resnet50"], backends="python").variants} == {"resnet50"}

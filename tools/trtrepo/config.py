@@ -14,9 +14,14 @@ from trtrepo.errors import UserError
 from trtrepo.specs import ModelSpec
 
 CONFIG_FILE = "config.pbtxt"
+#: What a variant was built from and the files it holds (written by trtrepo.repository, read by validate).
+MANIFEST_FILE = "manifest.json"
 PYTHON_MODEL_FILE = "model.py"
 # Python-backend parameter: "no" hands inputs to the model where they lie (GPU memory for CUDA shared memory clients).
 GPU_INPUTS_PARAMETER = "FORCE_CPU_ONLY_INPUT_TENSORS"
+#: The widths of model_config.proto's fields (max_batch_size and count are int32, the queue delay uint64).
+INT32_MAX = 2**31 - 1
+UINT64_MAX = 2**64 - 1
 KINDS = {"cpu": pb.ModelInstanceGroup.KIND_CPU, "gpu": pb.ModelInstanceGroup.KIND_GPU, "auto": pb.ModelInstanceGroup.KIND_AUTO}
 
 
@@ -38,21 +43,30 @@ class ServingOptions:
     pipelined: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise UserError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
-        if self.instances < 1:
-            raise UserError(f"instances must be at least 1, got {self.instances}")
+        if not 1 <= self.max_batch_size <= INT32_MAX:
+            raise UserError(f"max_batch_size must be 1 to {INT32_MAX}, got {self.max_batch_size}")
+        if not 1 <= self.instances <= INT32_MAX:
+            raise UserError(f"instances must be 1 to {INT32_MAX}, got {self.instances}")
+        if any(not 0 <= gpu <= INT32_MAX for gpu in self.gpus):
+            raise UserError(f"GPU ids must be 0 or more, got {list(self.gpus)}")
         if self.kind not in KINDS:
             raise UserError(f"instance kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
         if bad:
             raise UserError(f"preferred batch sizes {bad} lie outside 1..max_batch_size ({self.max_batch_size})")
-        if self.max_queue_delay_us < 0:
-            raise UserError(f"max_queue_delay_us must not be negative, got {self.max_queue_delay_us}")
+        if not 0 <= self.max_queue_delay_us <= UINT64_MAX:
+            raise UserError(f"max_queue_delay_us must be 0 to {UINT64_MAX}, got {self.max_queue_delay_us}")
 
     def updated(self, **changes: object) -> "ServingOptions":
         """A copy with the given fields changed; None values leave a field as it is."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+#: Each serving option's type as a plan file writes it (tuple: a list of whole numbers).
+SERVING_OPTION_TYPES: dict[str, type] = {
+    "max_batch_size": int, "instances": int, "kind": str, "gpus": tuple, "preferred_batch_sizes": tuple,
+    "max_queue_delay_us": int, "warmup": bool, "cuda_graphs": bool, "pipelined": bool,
+}
 
 
 @dataclass(frozen=True)
@@ -174,15 +188,16 @@ def apply_serving_options(config: pb.ModelConfig, options: ServingOptions, warmu
         # With CUDA graphs, one warm-up per captured batch size: the first batch of a size captures its graph, which
         # would otherwise stall the first requests of that size, in the middle of whatever is being measured.
         for size in graph_batch_sizes(json_format.MessageToDict(config, preserving_proto_field_name=True)) or (1,):
-            add_random_warmup(config, size, shapes)
+            add_warmup(config, size, shapes)
 
 
-def add_random_warmup(config: pb.ModelConfig, batch_size: int, shapes: dict) -> None:
-    """One warm-up request of ``batch_size`` random samples with the given per-sample input shapes."""
-    warmup = config.model_warmup.add(name=f"random_batch_{batch_size}", batch_size=batch_size, count=1)
+def add_warmup(config: pb.ModelConfig, batch_size: int, shapes: dict) -> None:
+    """One warm-up request of ``batch_size`` all-zero samples with the given per-sample input shapes. Zeros, not
+    Triton's random_data: random bits read as floats hold NaN and infinities, which no model should see at load."""
+    warmup = config.model_warmup.add(name=f"zero_batch_{batch_size}", batch_size=batch_size, count=1)
     for tensor in config.input:
         warmup.inputs[tensor.name].CopyFrom(
-            pb.ModelWarmup.Input(data_type=tensor.data_type, dims=shapes[tensor.name], random_data=True))
+            pb.ModelWarmup.Input(data_type=tensor.data_type, dims=shapes[tensor.name], zero_data=True))
 
 
 def serving_options_of(config: pb.ModelConfig) -> ServingOptions:
@@ -225,16 +240,29 @@ def read_config(path: Path) -> pb.ModelConfig:
     """Parse a config.pbtxt against the schema; a syntax or field error becomes one line with the path."""
     path = Path(path)
     try:
-        return text_format.Parse(path.read_text(), pb.ModelConfig())
+        return text_format.Parse(path.read_bytes().decode("utf-8"), pb.ModelConfig())
     except text_format.ParseError as exc:
         raise UserError(f"{path}:{exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a text config (byte {exc.start} is not UTF-8)") from exc
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
 
 
 def write_config(config: pb.ModelConfig, model_dir: Path) -> Path:
+    """config.pbtxt written to a temporary file and renamed over the old one: never half a config."""
+    import os
+    import tempfile
+
     path = Path(model_dir) / CONFIG_FILE
-    path.write_text(text_format.MessageToString(config))
+    descriptor, temporary = tempfile.mkstemp(prefix=".config.", suffix=".pbtxt", dir=model_dir)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text_format.MessageToString(config))
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from a server running as another user
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
     return path
 
 
@@ -246,3 +274,17 @@ def config_from_json(text: str) -> pb.ModelConfig:
 def config_to_json(config: pb.ModelConfig) -> str:
     """The form the repository API's load request takes as a config override."""
     return json_format.MessageToJson(config, preserving_proto_field_name=True)
+
+
+def config_from_metadata(metadata: dict) -> pb.ModelConfig:
+    """A model's tensors from its metadata (an open API), as a config where the server restricts configs.
+
+    What metadata does not say stays unset: max_batch_size 0 (batch sizes are then not capped here; the server
+    still refuses too large a batch), not decoupled. Dims include the batch axis, as metadata gives them."""
+    config = pb.ModelConfig(name=metadata.get("name", ""), platform=metadata.get("platform", ""))
+    for entries, target in ((metadata.get("inputs", []), config.input), (metadata.get("outputs", []), config.output)):
+        for entry in entries:
+            datatype = "STRING" if entry["datatype"] == "BYTES" else entry["datatype"]
+            target.add(name=entry["name"], data_type=pb.DataType.Value(f"TYPE_{datatype}"),
+                       dims=[int(d) for d in entry.get("shape", [])])
+    return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,21 @@ class ExportReport:
 
 def export_onnx(spec: ModelSpec, network: torch.nn.Module, out_file: Path) -> ExportReport:
     """Export, check the graph, and compare ONNX Runtime against PyTorch on a random batch."""
-    import onnx
-
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_file.with_name(f".{out_file.name}.partial")  # renamed into place once checked: never half a file
+    try:
+        diff = _export_checked(spec, network, partial)
+        os.replace(partial, out_file)
+    finally:
+        partial.unlink(missing_ok=True)
+    return ExportReport(out_file, diff)
+
+
+def _export_checked(spec: ModelSpec, network: torch.nn.Module, out_file: Path) -> float:
+    """Export to ``out_file`` and check it; the parity difference."""
+    import onnx
+
     example = spec.example_batch(PARITY_BATCH)
     args = tuple(torch.from_numpy(example[t.name]) for t in spec.inputs)
     # The batch axis, and every axis a spec marks -1 (image height and width for CTPN), stay dynamic.
@@ -51,7 +63,7 @@ def export_onnx(spec: ModelSpec, network: torch.nn.Module, out_file: Path) -> Ex
     if diff > PARITY_TOLERANCE * scale:
         raise UserError(f"{out_file}: ONNX Runtime differs from PyTorch by {diff:.3g} "
                         f"(tolerance {PARITY_TOLERANCE} x output scale {scale:.3g})")
-    return ExportReport(out_file, diff)
+    return diff
 
 
 def parity(spec: ModelSpec, network: torch.nn.Module, onnx_file: Path, batch: dict[str, np.ndarray]) -> tuple[float, float]:

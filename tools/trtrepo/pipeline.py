@@ -7,20 +7,26 @@ Optional inputs ``conf`` and ``iou`` override the thresholds per request.
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from PIL import Image, UnidentifiedImageError
 
+from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, to_image_coords
+from trtrepo.specs import decode_image
 
 
-def _scalar(request: object, name: str, default: float) -> float:
+def _threshold(request: object, name: str, default: float) -> float:
+    """An optional threshold input: one finite number in [0, 1], else this request's error."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
-    return float(tensor.as_numpy().reshape(-1)[0]) if tensor is not None else default
+    if tensor is None:
+        return default
+    values = tensor.as_numpy().reshape(-1)
+    if values.size != 1 or not 0.0 <= float(values[0]) <= 1.0:  # NaN fails the comparison too
+        raise ValueError(f"{name} must be one number from 0 to 1, got {values.tolist()[:4]}")
+    return float(values[0])
 
 
 class TritonPythonModel:
@@ -35,10 +41,8 @@ class TritonPythonModel:
     def _detect(self, request: object) -> object:
         try:
             encoded = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().reshape(-1)[0]
-            try:
-                image = Image.open(io.BytesIO(encoded)).convert("RGB")
-            except (UnidentifiedImageError, OSError) as exc:
-                raise ValueError(f"image bytes are not a readable image ({exc.__class__.__name__})") from exc
+            conf, iou = _threshold(request, "conf", DEFAULT_CONF), _threshold(request, "iou", DEFAULT_IOU)
+            image = decode_image(bytes(encoded), "image")
             array, letterbox = self.spec.letterbox_image(image)
             inference = pb_utils.InferenceRequest(
                 model_name=self.detector,
@@ -48,8 +52,9 @@ class TritonPythonModel:
             if inference.has_error():
                 raise RuntimeError(f"{self.detector}: {inference.error().message()}")
             raw = pb_utils.get_output_tensor_by_name(inference, "detections").as_numpy()
-            conf, iou = _scalar(request, "conf", DEFAULT_CONF), _scalar(request, "iou", DEFAULT_IOU)
             found = to_image_coords(self.spec.postprocess({"detections": raw}, conf=conf, iou=iou)[0], letterbox)
+        except (ValueError, UserError) as exc:  # the request's own fault: HTTP 400 / gRPC INVALID_ARGUMENT
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
         except Exception as exc:  # reported to the client as this request's error
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{exc.__class__.__name__}: {exc}"))
         return pb_utils.InferenceResponse(output_tensors=[

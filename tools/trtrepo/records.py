@@ -7,6 +7,7 @@ in one results folder (a study split over short device calls), keeping what a ne
 from __future__ import annotations
 
 import csv
+import os
 import typing
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -21,10 +22,12 @@ def write_records(records: Sequence[Any], path: Path) -> Path:
     """The records as CSV, a column per field; None is written as an empty cell."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=[f.name for f in fields(records[0])])
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in asdict(r).items()} for r in records)
+    os.replace(partial, path)  # an interrupted write leaves the previous file whole
     return path
 
 

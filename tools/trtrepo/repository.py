@@ -1,22 +1,29 @@
 """Build a model repository: export each model once, build its variants, write configs and manifests.
 
-Each variant folder gets manifest.json (what it was built from); a variant whose manifest already matches
-what would be built is left as it is, so `make repo` rebuilds only what changed.
+Each variant folder gets manifest.json (what it was built from, and the hash of every file it holds); a variant
+whose manifest matches what would be built, and whose files are all there unchanged, is left as it is, so
+`make repo` rebuilds only what changed. A variant is built in a staging folder beside the repository and renamed
+into place, manifest last, so an interrupted or failed build leaves the old variant (or none) and never half of
+one; a failed variant is reported and the others are built. One build at a time writes into a repository.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import importlib.metadata
 import json
+import os
 import shutil
+import signal
 import tempfile
 import tomllib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from itertools import groupby
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -24,6 +31,8 @@ from trtrepo import __version__
 from trtrepo.calibration import DEFAULT_CALIBRATION_IMAGES, CalibrationSet, calibration_set
 from trtrepo.config import (
     CONFIG_FILE,
+    MANIFEST_FILE,
+    SERVING_OPTION_TYPES,
     ServingOptions,
     Variant,
     ensemble_config,
@@ -41,9 +50,16 @@ from trtrepo.specs import ModelSpec
 
 DEFAULT_PLAN = Path("repo.toml")
 VERSION = "1"
-MANIFEST = "manifest.json"
 RANDOM_SEED = 0
 LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt", "polygraphy")
+#: Changes when what a build writes changes, so that older builds are rebuilt once (2: zero-data warm-up; the
+#: version folder's files and hashes in the manifest).
+BUILD_LAYOUT = 2
+LOCK_FILE = ".trtrepo.lock"
+#: Files an engine keeps in the version folder across rebuilds (TensorRT's tactic timings and INT8 scales).
+KEPT_ACROSS_REBUILDS = "*.cache"
+#: Below this much free disk a failed build says so.
+LOW_DISK_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -73,8 +89,18 @@ class RepoPlan:
 @dataclass(frozen=True)
 class BuildResult:
     variant: str
-    status: str  # built | up to date | skipped
+    status: str  # built | up to date | skipped | failed
     detail: str = ""
+
+
+#: The plan file's tables and the keys each takes (with their types); [[variant]] also takes the serving options.
+PLAN_TABLES = {
+    "repository": {"output": str, "weights": str, "backends": str, "calib_dir": str, "calib_images": int},
+    "defaults": {},
+    "variant": {"model": str, "engine": str, "precision": str},
+    "pipeline": {"name": str, "detector": str},
+    "ensemble": {"name": str, "steps": list},
+}
 
 
 def load_plan(
@@ -87,44 +113,40 @@ def load_plan(
     calib_dir: Path | None = None,
     calib_images: int | None = None,
 ) -> RepoPlan:
-    """Read repo.toml (or the built-in plan: every model through every engine at fp32) and apply overrides."""
+    """Read repo.toml (or the built-in plan: every model through every engine at fp32) and apply overrides.
+
+    Every table, key and value type is checked first: a wrong one is one line naming it, before anything is built.
+    ``models`` naming a model that has split parts (ctpn) brings the parts and the ensembles over them too.
+    """
     data: dict = {}
+    plan_file = Path(path or DEFAULT_PLAN)
     if path is not None or DEFAULT_PLAN.is_file():
-        plan_file = Path(path or DEFAULT_PLAN)
         try:
-            data = tomllib.loads(plan_file.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            data = tomllib.loads(plan_file.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise UserError(f"{plan_file}: cannot read plan: {exc}") from exc
+        _check_plan(data, plan_file)
     repository = data.get("repository", {})
-    defaults = options or _serving_options(data.get("defaults", {}), ServingOptions(), "defaults")
+    defaults = options or _serving_options(data.get("defaults", {}), ServingOptions(), f"{plan_file} [defaults]")
     entries = data.get("variant") or [{"model": m, "engine": e, "precision": "fp32"} for m in MODELS for e in ENGINES]
-    variants = []
-    for entry in entries:
-        try:
-            model, engine, precision = entry["model"], entry["engine"], entry["precision"]
-        except KeyError as exc:
-            raise UserError(f"variant {entry} lacks the key {exc}") from None
-        if models and model not in models:
-            continue
-        own = {k: v for k, v in entry.items() if k not in ("model", "engine", "precision")}
-        variants.append(Variant(model, engine, precision, _serving_options(own, defaults, f"{model}_{engine}_{precision}")))
     for name in models or []:
         get_model(name)  # unknown names fail here rather than building nothing
+    ensembles_all = [(entry["name"], tuple(entry["steps"])) for entry in data.get("ensemble", [])]
+    wanted = _with_split_parts(set(models), ensembles_all) if models else None
+    variants = []
+    for entry in entries:
+        model, engine, precision = entry["model"], entry["engine"], entry["precision"]
+        if wanted and model not in wanted:
+            continue
+        own = {k: v for k, v in entry.items() if k not in ("model", "engine", "precision")}
+        variants.append(Variant(model, engine, precision, _serving_options(own, defaults, f"{plan_file} {model}_{engine}_{precision}")))
     if not variants:
         raise UserError(f"the plan has no variant for models {', '.join(models or [])}")
     plan_calib = repository.get("calib_dir")
-    pipelines = []
-    for entry in data.get("pipeline", []):
-        if "name" not in entry or "detector" not in entry:
-            raise UserError(f"pipeline {entry} needs name and detector")
-        if not models or Variant.parse(entry["detector"]).model in models:
-            pipelines.append((entry["name"], entry["detector"]))
-    ensembles = []
-    for entry in data.get("ensemble", []):
-        if "name" not in entry or not entry.get("steps"):
-            raise UserError(f"ensemble {entry} needs name and steps")
-        if not models or any(Variant.parse(step).model in models or entry["name"] in models for step in entry["steps"]):
-            ensembles.append((entry["name"], tuple(entry["steps"])))
+    pipelines = [(entry["name"], entry["detector"]) for entry in data.get("pipeline", [])
+                 if not wanted or Variant.parse(entry["detector"]).model in wanted]
+    ensembles = [(name, steps) for name, steps in ensembles_all
+                 if not wanted or name in wanted or any(Variant.parse(step).model in wanted for step in steps)]
     return RepoPlan(
         output=Path(output or repository.get("output", "model_repository")),
         weights=weights or repository.get("weights", "imagenet"),
@@ -137,13 +159,76 @@ def load_plan(
     )
 
 
+def _with_split_parts(models: set[str], ensembles: list[tuple[str, tuple[str, ...]]]) -> set[str]:
+    """The models asked for, plus the parts of a model served split (ctpn -> ctpn_backbone, ctpn_head): the
+    parts of each ensemble named after a model asked for (ctpn_split) or over one of its parts."""
+    wanted = set(models)
+    for name, steps in ensembles:
+        parts = {Variant.parse(step).model for step in steps}
+        if any(name.startswith(model + "_") for model in models) or parts & models:
+            wanted |= parts
+    return wanted
+
+
+def _type_name(kind: type) -> str:
+    return {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}.get(kind, kind.__name__)
+
+
+def _check_plan(data: dict, plan_file: Path) -> None:
+    """Tables, keys and value types of a plan file, each problem one line naming where it is."""
+    unknown = set(data) - set(PLAN_TABLES)
+    if unknown:
+        raise UserError(f"{plan_file}: unknown tables {', '.join(sorted(unknown))}; known: {', '.join(PLAN_TABLES)}")
+    for table, keys in PLAN_TABLES.items():
+        if table not in data:
+            continue
+        entries = data[table]
+        is_array = table in ("variant", "pipeline", "ensemble")
+        if is_array and not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
+            raise UserError(f"{plan_file}: {table} must be an array of tables ([[{table}]])")
+        if not is_array and not isinstance(entries, dict):
+            raise UserError(f"{plan_file}: {table} must be a table ([{table}])")
+        for index, entry in enumerate(entries if is_array else [entries]):
+            where = f"{plan_file} [[{table}]] #{index + 1}" if is_array else f"{plan_file} [{table}]"
+            if table in ("variant", "defaults"):
+                allowed = {**keys, **SERVING_OPTION_TYPES}
+            else:
+                allowed = keys
+            extra = set(entry) - set(allowed)
+            if extra:
+                raise UserError(f"{where}: unknown keys {', '.join(sorted(extra))}; known: {', '.join(sorted(allowed))}")
+            missing = [key for key in keys if table != "repository" and key not in entry]
+            if missing:
+                raise UserError(f"{where}: lacks the key {missing[0]}")
+            for key, kind in keys.items():
+                if key in entry and (not isinstance(entry[key], kind) or isinstance(entry[key], bool) and kind is not bool):
+                    raise UserError(f"{where}: {key} must be {_type_name(kind)}, got {entry[key]!r}")
+            if table == "ensemble" and not (entry["steps"] and all(isinstance(step, str) for step in entry["steps"])):
+                raise UserError(f"{where}: steps must be a list of variant names, got {entry['steps']!r}")
+            if table == "repository" and "calib_images" in entry and entry["calib_images"] < 1:
+                raise UserError(f"{where}: calib_images must be at least 1, got {entry['calib_images']}")
+
+
 def _serving_options(table: dict, base: ServingOptions, where: str) -> ServingOptions:
-    known = {f.name for f in fields(ServingOptions)}
+    """``base`` with the table's serving keys applied, each checked against its type first."""
+    known = set(SERVING_OPTION_TYPES)
     unknown = set(table) - known
     if unknown:
-        raise UserError(f"[{where}]: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
-    return base.updated(**converted)
+        raise UserError(f"{where}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    converted = {}
+    for key, value in table.items():
+        kind = SERVING_OPTION_TYPES[key]
+        if kind is tuple:
+            if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise UserError(f"{where}: {key} must be a list of whole numbers, got {value!r}")
+            value = tuple(value)
+        elif not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise UserError(f"{where}: {key} must be {_type_name(kind)}, got {value!r}")
+        converted[key] = value
+    try:
+        return base.updated(**converted)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
 
 
 def resolve_backends(backends: str) -> frozenset[str]:
@@ -189,6 +274,7 @@ def library_versions() -> dict[str, str]:
 def build_key(variant: Variant, weights: str, digest: str, native: bool, calibration: CalibrationSet | None) -> dict:
     """Everything a variant's files depend on; equal keys mean an identical rebuild (JSON-normalized)."""
     return json.loads(json.dumps({
+        "layout": BUILD_LAYOUT,
         "variant": variant.name,
         "engine": variant.engine,
         "precision": variant.precision,
@@ -203,38 +289,143 @@ def build_key(variant: Variant, weights: str, digest: str, native: bool, calibra
 
 def read_manifest(model_dir: Path) -> dict:
     try:
-        return json.loads((model_dir / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
+        manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def folder_files(model_dir: Path) -> dict[str, dict]:
+    """Every file of a variant's version folder (relative path -> size and SHA-256). Not config.pbtxt, which
+    `trtrepo config` edits in place by design."""
+    return {str(path.relative_to(model_dir)): {"bytes": path.stat().st_size, "sha256": file_digest(path)}
+            for path in sorted((Path(model_dir) / VERSION).rglob("*")) if path.is_file()}
+
+
+def files_intact(model_dir: Path, manifest: dict) -> bool:
+    """Whether every file the manifest names is there with its hash (a manifest without the list: not intact)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return False
+    for name, entry in files.items():
+        path = Path(model_dir) / name
+        if not path.is_file() or path.stat().st_size != entry.get("bytes") or file_digest(path) != entry.get("sha256"):
+            return False
+    return True
+
+
+def staging_dir(repo_dir: Path) -> Path:
+    """Beside the repository (same file system, so a rename publishes), never inside it: a server that loads
+    every folder of the repository must not meet a half-built one."""
+    repo_dir = Path(repo_dir).resolve()
+    return repo_dir.parent / f".{repo_dir.name}.trtrepo-staging"
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done (they are delivered right after)."""
+    blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def publish(staged: Path, target: Path) -> None:
+    """Put a fully built variant folder in place of the old one: two renames that no signal splits."""
+    trash = staged.parent / f"{staged.name}.old"
+    with signals_deferred():
+        if target.exists():
+            os.rename(target, trash)
+        os.rename(staged, target)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover_staging(repo_dir: Path, log: Callable[[str], None]) -> None:
+    """After a build that died between publish's two renames, put the old variant back; drop half-built ones."""
+    staging = staging_dir(repo_dir)
+    if not staging.is_dir():
+        return
+    for leftover in sorted(staging.iterdir()):
+        target = Path(repo_dir) / leftover.name.removesuffix(".old")
+        if leftover.name.endswith(".old") and not target.exists():
+            os.rename(leftover, target)
+            log(f"{target.name}: restored the previous build (the last build stopped while replacing it)")
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextmanager
+def repository_lock(repo_dir: Path) -> Iterator[None]:
+    """One build at a time per repository: a second is refused at once, with one line."""
+    path = Path(repo_dir) / LOCK_FILE
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{repo_dir}: another trtrepo build is writing to this repository ({path} is locked); "
+                            "wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_variant(variant: Variant, inputs: BuildInputs, repo_dir: Path, native: bool, key: dict) -> Path:
     """Write one variant's folder: 1/<artifact> (+ model.py for the Python backend), config.pbtxt, manifest.json.
 
-    The version folder is kept, so engine caches in it (TensorRT timing and calibration) survive rebuilds.
+    Built in the staging folder and published by rename, so the old variant stays whole until the new one is;
+    engine caches of the old version folder (TensorRT timing and calibration) are carried over.
     """
     engine = get_engine(variant.engine)
     model_dir = Path(repo_dir) / variant.name
-    version_dir = model_dir / VERSION
-    version_dir.mkdir(parents=True, exist_ok=True)
-    artifact = version_dir / engine.artifact
-    artifact.unlink(missing_ok=True)
-    engine.build(inputs, variant.precision, artifact)
-    python_model = version_dir / "model.py"
-    if native:
-        python_model.unlink(missing_ok=True)
-    else:
-        shutil.copyfile(Path(__file__).with_name("triton_model.py"), python_model)
-    write_config(model_config(variant.name, inputs.spec, engine, variant.precision, native, variant.options), model_dir)
-    manifest = {**key, "onnx_sha256": file_digest(inputs.onnx_path), "artifact_sha256": file_digest(artifact),
-                "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    staging = staging_dir(repo_dir)
+    staging.mkdir(exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f"{variant.name}.", dir=staging))
+    try:
+        version_dir = staged / VERSION
+        version_dir.mkdir()
+        for cache in (model_dir / VERSION).glob(KEPT_ACROSS_REBUILDS):
+            shutil.copy2(cache, version_dir / cache.name)
+        artifact = version_dir / engine.artifact
+        engine.build(inputs, variant.precision, artifact)
+        if not native:
+            shutil.copyfile(Path(__file__).with_name("triton_model.py"), version_dir / "model.py")
+        write_config(model_config(variant.name, inputs.spec, engine, variant.precision, native, variant.options), staged)
+        manifest = {**key, "onnx_sha256": file_digest(inputs.onnx_path), "artifact_sha256": file_digest(artifact),
+                    "files": folder_files(staged),
+                    "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        (staged / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        publish(staged, model_dir)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return model_dir
 
 
+def _failure(variant: str, exc: Exception, where: Path) -> BuildResult:
+    """A failed build as one line: the user's error as it is, anything else marked internal; low disk named."""
+    message = str(exc) if isinstance(exc, UserError) else f"internal error: {exc.__class__.__name__}: {exc}"
+    free = shutil.disk_usage(where).free
+    if free < LOW_DISK_BYTES:
+        message += f" (only {free >> 20} MB free on the disk of {where})"
+    return BuildResult(variant, "failed", " ".join(message.split())[:500])
+
+
 def build_repository(plan: RepoPlan, log: Callable[[str], None] = lambda _: None, force: bool = False) -> list[BuildResult]:
-    """Build every variant of the plan that can be built here and is not up to date; say why for the rest."""
+    """Build every variant of the plan that can be built here and is not up to date; say why for the rest.
+
+    A variant that fails is reported (status failed, with the reason) and the others are built."""
     plan.output.mkdir(parents=True, exist_ok=True)
+    with repository_lock(plan.output):
+        recover_staging(plan.output, log)
+        try:
+            return _build_locked(plan, log, force)
+        finally:
+            shutil.rmtree(staging_dir(plan.output), ignore_errors=True)
+
+
+def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> list[BuildResult]:
     results: list[BuildResult] = []
     calibration: CalibrationSet | None = None
     if any(v.precision == "int8" for v in plan.variants):
@@ -267,19 +458,26 @@ def build_repository(plan: RepoPlan, log: Callable[[str], None] = lambda _: None
             onnx_path = None
             for variant, native in todo:
                 key = build_key(variant, weights, digest, native, calibration)
-                manifest = read_manifest(plan.output / variant.name)
-                if not force and {k: manifest.get(k) for k in key} == key and (plan.output / variant.name / VERSION).is_dir():
+                model_dir = plan.output / variant.name
+                manifest = read_manifest(model_dir)
+                if not force and {k: manifest.get(k) for k in key} == key and files_intact(model_dir, manifest):
                     log(f"{variant.name}: up to date")
                     results.append(BuildResult(variant.name, "up to date"))
                     continue
-                if onnx_path is None:
-                    report = export_onnx(spec, network, Path(scratch) / f"{model}.onnx")
-                    onnx_path = report.path
-                    log(f"{model}: exported ONNX, parity with PyTorch max abs diff {report.max_abs_diff:.2e}")
                 log(f"{variant.name}: building")
-                inputs = BuildInputs(spec, network, onnx_path, variant.options.max_batch_size,
-                                     variant.options.preferred_batch_sizes, calibration, log)
-                build_variant(variant, inputs, plan.output, native, key)
+                try:
+                    if onnx_path is None:
+                        report = export_onnx(spec, network, Path(scratch) / f"{model}.onnx")
+                        onnx_path = report.path
+                        log(f"{model}: exported ONNX, parity with PyTorch max abs diff {report.max_abs_diff:.2e}")
+                    inputs = BuildInputs(spec, network, onnx_path, variant.options.max_batch_size,
+                                         variant.options.preferred_batch_sizes, calibration, log)
+                    build_variant(variant, inputs, plan.output, native, key)
+                except Exception as exc:  # recorded, and the other variants are built (Ctrl-C still stops the run)
+                    failed = _failure(variant.name, exc, plan.output)
+                    log(f"error: {variant.name} failed: {failed.detail}" + ("; the previous build is kept" if model_dir.exists() else ""))
+                    results.append(failed)
+                    continue
                 results.append(BuildResult(variant.name, "built"))
     for name, detector in plan.pipelines:
         results.append(build_pipeline(name, detector, plan.output, plan.backends, log))

@@ -16,12 +16,22 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+from trtrepo.access import LOOPBACK, ServerOptions, is_loopback, key_headers, write_key_files
 from trtrepo.errors import UserError
+from trtrepo.stubs import StubWatchdog, remove_shared_memory, stubs_of
 
 SYSTEM_BACKEND_DIR = Path("/opt/tritonserver/backends")
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 EXIT_TIMEOUT_S = 5
+#: How long stop() lets tritonserver unload its models before killing it and its stubs.
+STOP_TIMEOUT_S = 8
+LOG_FORMATS = ("default", "ISO8601")
+#: Error lines tritonserver logs on every machine without a usable GPU: never the reason it failed.
+GPU_ABSENT_NOTICES = ("CudaDriverHelper has not been initialized", "Failed to initialize NVML", "DCGM")
+#: Config parameter counting the reloads of a model whose stub died.
+RESTARTS_PARAMETER = "trtrepo_stub_restarts"
 # Per GPU. GPU tensors travel between the server and Python-backend stubs through this pool; Triton's default
 # (64 MB) is smaller than one batch of YOLOv3 outputs (32 x 10647 x 85 floats, 116 MB).
 CUDA_POOL_MB = 4096
@@ -51,7 +61,7 @@ def find_tritonserver() -> TritonInstallation:
     the stub can import this environment's packages.
     """
     python_path = _python_path()
-    on_path = shutil.which("tritonserver")
+    on_path = _tritonserver_on_path()
     if on_path:
         upstream = Path(os.environ.get("TRITON_BACKEND_DIR", SYSTEM_BACKEND_DIR))
         stub = upstream / "python" / "triton_python_backend_stub"
@@ -69,6 +79,41 @@ def find_tritonserver() -> TritonInstallation:
         raise UserError(f"nvidia-pytriton has no Python backend stub for Python {version}; use Python 3.8 to 3.13")
     env = {"LD_LIBRARY_PATH": _join_paths(str(libs), os.environ.get("LD_LIBRARY_PATH", "")), "TRTREPO_PYTHONPATH": python_path}
     return TritonInstallation(dist / "bin" / "tritonserver", _shim_backend_dir(dist / "backends", stub), "nvidia-pytriton wheel", env)
+
+
+def _tritonserver_on_path() -> str | None:
+    """The first tritonserver on PATH that is a real server, not trtrepo's own `tritonserver` entry point."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder or ".") / "tritonserver"
+        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+            continue
+        with candidate.open("rb") as file:
+            head = file.read(4096)
+        if not (head.startswith(b"#!") and b"trtrepo" in head):
+            return str(candidate)
+    return None
+
+
+def tritonserver_main() -> None:
+    """`tritonserver` in the virtual environment: the bundled server with its backend folder and library path.
+
+    Every flag passes through; two are added unless given: --backend-directory (trtrepo's, whose Python backend
+    can import this environment) and the loopback bind addresses (a Python-backend model load is code execution,
+    so nothing listens beyond this machine unless asked with --http-address and friends).
+    """
+    arguments = sys.argv[1:]
+    try:
+        installation = find_tritonserver()
+    except UserError as exc:
+        sys.exit(f"error: {exc}")
+    given = {argument.split("=", 1)[0] for argument in arguments if argument.startswith("--")}
+    added = [] if "--backend-directory" in given else [f"--backend-directory={installation.backend_dir}"]
+    for flag in ("--http-address", "--grpc-address", "--metrics-address"):
+        if flag not in given:
+            added.append(f"{flag}={LOOPBACK}")
+    os.environ.update(installation.env)
+    binary = str(installation.binary)
+    os.execv(binary, [binary, *added, *arguments])
 
 
 def _shim_backend_dir(upstream: Path, stub: Path) -> Path:
@@ -130,41 +175,72 @@ class Ports:
 
 
 class TritonServer:
-    """A running tritonserver process: start() waits until it is ready, stop() shuts it down cleanly."""
+    """A running tritonserver process: start() waits until it is ready, stop() shuts it down with its stubs.
+
+    ``options`` say where it listens and what it guards (loopback and a per-start key by default, see
+    trtrepo.access); ``log_file`` "-" sends the server log to this process's stdout (for a process manager);
+    ``watch_stubs`` reloads a Python-backend model whose stub died (explicit model-control mode only).
+    """
 
     def __init__(
         self,
         repository: Path,
         ports: Ports = Ports(),
-        log_file: Path | None = None,
+        log_file: Path | str | None = None,
         model_control: str = "none",
         installation: TritonInstallation | None = None,
         cuda_pool_mb: int = CUDA_POOL_MB,
+        options: ServerOptions = ServerOptions(),
+        log_format: str = "default",
+        watch_stubs: bool = True,
+        on_event: Callable[[str], None] = lambda _: None,
     ) -> None:
         if model_control not in MODEL_CONTROL_MODES:
             raise UserError(f"model control mode must be one of {', '.join(MODEL_CONTROL_MODES)}, got {model_control!r}")
+        if log_format not in LOG_FORMATS:
+            raise UserError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
             raise UserError(f"{self.repository}: model repository does not exist; run `trtrepo repo` first")
         self.ports = ports
         self.model_control = model_control
         self.installation = installation or find_tritonserver()
-        self.log_file = Path(log_file) if log_file else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.log_to_stdout = str(log_file) == "-"
+        if self.log_to_stdout:
+            self.log_file = None
+        else:
+            self.log_file = Path(log_file) if log_file else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.log_format = log_format
         self.process: subprocess.Popen | None = None
         self.cuda_pool_mb = cuda_pool_mb
         self.gpus = gpu_count()
+        self.options = options.keyed()
+        self.watch_stubs = watch_stubs and model_control == "explicit"
+        self.on_event = on_event
+        self.watchdog: StubWatchdog | None = None
+        self._key_files: list[Path] = []
+
+    @property
+    def api_key(self) -> str | None:
+        return self.options.api_key
+
+    @property
+    def connect_host(self) -> str:
+        """The address a client on this machine reaches the server at."""
+        host = self.options.host
+        return LOOPBACK if is_loopback(host) or host in ("0.0.0.0", "::", "[::]") else host
 
     @property
     def http_url(self) -> str:
-        return f"localhost:{self.ports.http}"
+        return f"{self.connect_host}:{self.ports.http}"
 
     @property
     def grpc_url(self) -> str:
-        return f"localhost:{self.ports.grpc}"
+        return f"{self.connect_host}:{self.ports.grpc}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://localhost:{self.ports.metrics}/metrics"
+        return f"http://{self.connect_host}:{self.ports.metrics}/metrics"
 
     def command(self) -> list[str]:
         command = [
@@ -177,6 +253,8 @@ class TritonServer:
             f"--model-control-mode={self.model_control}",
             # Clients that keep connections open would otherwise hold shutdown for 30 s.
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+            f"--log-format={self.log_format}",
+            *self.options.server_flags(),
         ]
         command += [f"--cuda-memory-pool-byte-size={gpu}:{self.cuda_pool_mb << 20}" for gpu in range(self.gpus)]
         if self.model_control == "explicit":
@@ -185,11 +263,19 @@ class TritonServer:
 
     def start(self, timeout_s: float = 180) -> "TritonServer":
         env = {**os.environ, **self.installation.env}
-        with self.log_file.open("wb") as log:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
+            if self.log_to_stdout:
+                self.process = subprocess.Popen(self.command(), env=env, start_new_session=True)
+            else:
+                with self.log_file.open("wb") as log:
+                    self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                    start_new_session=True)
+            if self.api_key:
+                self._key_files = write_key_files({self.ports.http, self.ports.grpc}, self.api_key)
             self._wait_ready(timeout_s)
-        except BaseException:  # not ready, or Ctrl-C while waiting: leave no server behind
+            if self.watch_stubs:
+                self.watchdog = StubWatchdog(self.process.pid, self.python_models, self.reload_model, self.on_event).start()
+        except BaseException:  # not ready, or a signal while waiting: leave no server behind
             self.stop()
             raise
         return self
@@ -198,29 +284,97 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise UserError(f"tritonserver exited with code {self.process.returncode}: {self.log_error()}")
-            if is_ready(self.ports.http):
+                raise UserError(f"tritonserver {self.exit_reason()}: {self.log_error()}")
+            if is_ready(self.ports.http, self.connect_host):
                 return
             time.sleep(0.5)
-        raise UserError(f"tritonserver not ready after {timeout_s:.0f}s: {self.log_error()} (log: {self.log_file})")
+        raise UserError(f"tritonserver not ready after {timeout_s:.0f}s: {self.log_error()}")
+
+    def exit_reason(self) -> str:
+        """'exited with code N' or 'was killed by SIGNAME'."""
+        code = self.process.returncode if self.process is not None else None
+        if code is not None and code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with code {code}"
 
     def log_error(self) -> str:
-        """The first model-load failure in the server log, else its first error line (prefix E), else its first line."""
+        """The first model-load failure in the server log, else its last error line (prefix E) that is not one of
+        the notices a machine without a GPU always logs, else its last line."""
+        if self.log_file is None:
+            return "see the server log above"
         lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("E")]
+        errors = [line for line in lines if line.startswith("E") and not any(n in line for n in GPU_ABSENT_NOTICES)]
         failures = [line for line in errors if "failed to load" in line]
-        return (failures or errors or lines or ["no log output"])[0][:400] + f" (log: {self.log_file})"
+        chosen = failures[:1] or errors[-1:] or [f"last log line: {lines[-1]}" if lines else "no log output"]
+        return chosen[0][:400] + f" (log: {self.log_file})"
 
-    def stop(self, timeout_s: float = 30) -> None:
-        """SIGINT lets Triton unload models and finish in-flight requests; SIGKILL if it hangs."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
+    def _api(self):
+        import tritonclient.http as http
+
+        return http.InferenceServerClient(self.http_url, connection_timeout=30, network_timeout=120)
+
+    def python_models(self) -> dict[str, tuple[int, str]]:
+        """Ready Python-backend models: name -> (stubs they should have, the config JSON they serve)."""
+        import json
+
+        api, headers = self._api(), key_headers(self.api_key, "http")
         try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
+            models = {}
+            for entry in api.get_model_repository_index(headers=headers):
+                if entry.get("state") != "READY":
+                    continue
+                config = api.get_model_config(entry["name"], headers=headers)
+                if config.get("backend") == "python":
+                    models[entry["name"]] = (sum(g.get("count", 1) for g in config.get("instance_group", [])) or 1,
+                                             json.dumps(config))
+            return models
+        finally:
+            api.close()
+
+    def reload_model(self, model: str, config_json: str) -> None:
+        """Load ``model`` anew with this config. Triton ignores a load whose config and files are unchanged, so a
+        parameter counts the restarts; the old instances serve (or fail) until the new ones are ready."""
+        import json
+
+        config = json.loads(config_json)
+        parameters = config.setdefault("parameters", {})
+        restarts = int(parameters.get(RESTARTS_PARAMETER, {}).get("string_value", "0")) + 1
+        parameters[RESTARTS_PARAMETER] = {"string_value": str(restarts)}
+        api = self._api()
+        try:
+            api.load_model(model, config=json.dumps(config), headers=key_headers(self.api_key, "http"))
+        finally:
+            api.close()
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGINT lets Triton unload models and finish in-flight requests; after ``timeout_s``, or at a second
+        signal meanwhile, the server and its stubs are killed. Either way no stub outlives the call."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        for path in self._key_files:
+            path.unlink(missing_ok=True)
+        if self.process is None:
+            return
+        stubs = stubs_of(self.process.pid) if self.process.poll() is None else []
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+                try:
+                    self.process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:  # also when a second signal interrupts the wait
+            self._kill_group()
+            if stubs:
+                remove_shared_memory([stub.shm_region for stub in stubs])
+
+    def _kill_group(self) -> None:
+        """SIGKILL to whatever is left of the server's process group (it and its stubs, started in their own session)."""
+        try:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
 
     def __enter__(self) -> "TritonServer":
         return self.start()
@@ -240,7 +394,7 @@ def gpu_count() -> int:
     return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
 
 
-def is_ready(http_port: int, host: str = "localhost") -> bool:
+def is_ready(http_port: int, host: str = LOOPBACK) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}:{http_port}/v2/health/ready", timeout=2) as response:
             return response.status == 200

@@ -1,4 +1,7 @@
-"""Check a model repository the way Triton will load it, reporting every problem as one line with its path."""
+"""Check a model repository the way Triton will load it, reporting every problem as one line with its path.
+
+Beyond the schema: the model files parse (ONNX) and their inputs agree with the config, warm-up samples agree
+with the inputs, and a variant built by trtrepo still holds every file its manifest lists, at the size built."""
 
 from __future__ import annotations
 
@@ -6,7 +9,9 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from trtrepo.config import CONFIG_FILE, PYTHON_MODEL_FILE, read_config
+import json
+
+from trtrepo.config import CONFIG_FILE, MANIFEST_FILE, PYTHON_MODEL_FILE, read_config
 from trtrepo.errors import UserError
 
 # Default model file name per platform or backend (Triton's conventions).
@@ -50,7 +55,94 @@ def validate_model(model_dir: Path) -> list[str]:
         if config.backend == "python" and "artifact" in config.parameters:
             expected.append(config.parameters["artifact"].string_value)
         for version in versions:
-            problems += [f"{version / name}: missing" for name in expected if name and not (version / name).exists()]
+            for name in expected:
+                path = version / name
+                if not name:
+                    continue
+                if not path.exists():
+                    problems.append(f"{path}: missing")
+                elif path.is_file() and path.stat().st_size == 0:
+                    problems.append(f"{path}: empty")
+                elif name.endswith(".onnx"):
+                    problems += [f"{path}: {message}" for message in _onnx_problems(path, config)]
+    problems += [f"{config_path}: {message}" for message in _warmup_problems(config)]
+    reported = {problem.split(": ", 1)[0] for problem in problems}  # a file, or the folder, already found wanting
+    problems += [p for p in _manifest_problems(model_dir) if p.split(": ", 1)[0] not in reported | {str(model_dir)}
+                 and str(model_dir) not in reported]
+    return problems
+
+
+def _onnx_problems(path: Path, config: pb.ModelConfig) -> list[str]:
+    """The ONNX file parses, and each config input is a graph input of that element type and shape."""
+    import onnx
+    from onnx import helper
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError, truncated files: onnx raises several types
+        return [f"not a readable ONNX model ({exc.__class__.__name__}; truncated or corrupt?)"]
+    initializers = {i.name for i in model.graph.initializer}
+    graph_inputs = {i.name: i for i in model.graph.input if i.name not in initializers}
+    problems = []
+    for tensor in config.input:
+        if tensor.name not in graph_inputs:
+            problems.append(f"has no input {tensor.name!r} (its inputs: {', '.join(graph_inputs) or 'none'})")
+            continue
+        kind = graph_inputs[tensor.name].type.tensor_type
+        expected = pb.DataType.Name(tensor.data_type).removeprefix("TYPE_")
+        actual = helper.tensor_dtype_to_np_dtype(kind.elem_type).name if kind.elem_type else "unknown"
+        if _TRITON_OF_NUMPY.get(actual) != expected:
+            problems.append(f"input {tensor.name!r} is {actual}, the config says {expected}")
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in kind.shape.dim]
+        sample = dims[1:] if config.max_batch_size > 0 else dims
+        declared = list(tensor.dims)
+        if len(sample) != len(declared) or any(a != -1 and b != -1 and a != b for a, b in zip(sample, declared)):
+            problems.append(f"input {tensor.name!r} has dims {sample} per sample, the config says {declared}")
+    return problems
+
+
+_TRITON_OF_NUMPY = {"float32": "FP32", "float16": "FP16", "int8": "INT8", "uint8": "UINT8", "int32": "INT32",
+                    "int64": "INT64", "bool": "BOOL", "float64": "FP64"}
+
+
+def _warmup_problems(config: pb.ModelConfig) -> list[str]:
+    """Each warm-up sample names config inputs, with their data type and fixed dims (Triton refuses the model)."""
+    inputs = {tensor.name: tensor for tensor in config.input}
+    problems = []
+    for warmup in config.model_warmup:
+        for name, sample in warmup.inputs.items():
+            if name not in inputs:
+                problems.append(f"warm-up {warmup.name!r} feeds {name!r}, which is not an input")
+                continue
+            declared = list(inputs[name].dims)
+            if sample.data_type != inputs[name].data_type or len(sample.dims) != len(declared) or any(
+                    d != -1 and d != s for d, s in zip(declared, sample.dims)):
+                problems.append(f"warm-up {warmup.name!r} feeds {name!r} as {pb.DataType.Name(sample.data_type)} "
+                                f"{list(sample.dims)}, the input is {pb.DataType.Name(inputs[name].data_type)} {declared}")
+        if config.max_batch_size and warmup.batch_size > config.max_batch_size:
+            problems.append(f"warm-up {warmup.name!r} has batch {warmup.batch_size} above max_batch_size {config.max_batch_size}")
+    return problems
+
+
+def _manifest_problems(model_dir: Path) -> list[str]:
+    """A trtrepo-built variant (one with a manifest): the manifest parses and every file it lists is there at
+    its size (``trtrepo repo`` checks hashes too, and rebuilds what differs)."""
+    path = model_dir / MANIFEST_FILE
+    if not path.exists():
+        return []
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return [f"{path}: unreadable or empty; rebuild the variant with `trtrepo repo`"]
+    if not isinstance(manifest, dict):
+        return [f"{path}: not a manifest; rebuild the variant with `trtrepo repo`"]
+    problems = []
+    for name, entry in (manifest.get("files") or {}).items():
+        file = model_dir / name
+        if not file.is_file():
+            problems.append(f"{file}: listed in the manifest but missing; rebuild with `trtrepo repo`")
+        elif isinstance(entry, dict) and file.stat().st_size != entry.get("bytes"):
+            problems.append(f"{file}: {file.stat().st_size} bytes, built as {entry.get('bytes')}; rebuild with `trtrepo repo`")
     return problems
 
 

@@ -36,15 +36,31 @@ def download_state_dict(url: str, model: str) -> dict[str, torch.Tensor]:
         ) from exc
 
 
+#: How a torch.save file starts: a zip archive (PyTorch 1.6 and later) or a pickle (older releases).
+CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x04")
+
+
 def read_state_dict(path: Path, model: str) -> dict[str, torch.Tensor]:
-    """A state dict saved with torch.save, also when wrapped as {'state_dict': ...} or {'model': ...}."""
+    """A state dict saved with torch.save, also when wrapped as {'state_dict': ...} or {'model': ...}.
+
+    Tensors only (weights_only): a checkpoint holding code is refused, never run."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{model}: weights {path} is a folder; give the weights file inside it")
     if not path.is_file():
         raise UserError(f"{model}: weights file {path} does not exist (use random, a pretrained name, or a path)")
+    with path.open("rb") as file:
+        head = file.read(4)
+    if not head:
+        raise UserError(f"{model}: weights file {path} is empty")
+    if not head.startswith(CHECKPOINT_MAGIC):
+        raise UserError(f"{model}: {path} is not a PyTorch checkpoint (a torch.save file of the state dict)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise UserError(f"{model}: cannot read weights file {path}: {exc.__class__.__name__}: {exc}".splitlines()[0]) from exc
+        reason = "holds objects other than tensors" if "weights_only" in str(exc) else "is truncated or corrupt"
+        first = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:160]
+        raise UserError(f"{model}: weights file {path} {reason} ({first})") from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

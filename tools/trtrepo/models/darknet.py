@@ -174,11 +174,16 @@ class DarknetNetwork(nn.Module):
 def load_darknet_weights(network: DarknetNetwork, path: Path) -> None:
     """Read a Darknet .weights file: a header (major, minor, revision, images seen), then per convolution
     either batch-norm beta, gamma, mean, variance or the conv bias, followed by the conv weights."""
+    if Path(path).is_dir():
+        raise UserError(f"{path}: is a folder, not a Darknet .weights file")
     data = Path(path).read_bytes()
     if len(data) < 20:
         raise UserError(f"{path}: too short for a Darknet weights file")
     major, minor, _ = np.frombuffer(data[:12], dtype=np.int32)
     offset = 12 + (8 if major * 10 + minor >= 2 and major < 1000 else 4)
+    if (len(data) - offset) % 4:
+        raise UserError(f"{path}: not a Darknet weights file (after its header, {len(data) - offset} bytes are not "
+                        "whole float32 values)")
     values = np.frombuffer(data, dtype=np.float32, offset=offset)
     position = 0
 

@@ -1,0 +1,366 @@
+"""Safe to put on a network: `trtrepo serve` as a user starts it (a subprocess), attacked, signalled and broken.
+
+Every server here is the real tritonserver on free loopback ports, with one small variant so that it starts fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, trtrepo, yolo_client
+from trtrepo.client import InferenceClient
+from trtrepo.errors import UserError
+from trtrepo.server import Ports, TritonServer, is_ready
+from trtrepo.stubs import stubs_of
+
+pytestmark = pytest.mark.integration
+VARIANT = "efficientnet_lite0_onnxruntime_fp32"
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(small_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import shutil
+
+    repo = tmp_path_factory.mktemp("tiny") / "model_repository"
+    shutil.copytree(small_repo / VARIANT, repo / VARIANT)
+    return repo
+
+
+@pytest.fixture
+def key_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TRTREPO_KEY_DIR", str(tmp_path / "keys"))
+    monkeypatch.delenv("TRTREPO_API_KEY", raising=False)
+    return tmp_path / "keys"
+
+
+class Served:
+    """`trtrepo serve` in a subprocess, as a user (or systemd) runs it."""
+
+    def __init__(self, repo: Path, *extra: str) -> None:
+        self.ports = Ports.free()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trtrepo.cli", "serve", "--model-repository", str(repo), "--http-port", str(self.ports.http),
+             "--grpc-port", str(self.ports.grpc), "--metrics-port", str(self.ports.metrics), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        deadline = time.monotonic() + 180
+        while not is_ready(self.ports.http):
+            assert self.process.poll() is None, self.process.communicate()
+            assert time.monotonic() < deadline, "trtrepo serve not ready in 180 s"
+            time.sleep(0.3)
+        self.server_pid = next(pid for pid in _children(self.process.pid))
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str, str]:
+        self.process.send_signal(signum)
+        out, err = self.process.communicate(timeout=60)
+        return self.process.returncode, out, err
+
+
+def _children(pid: int) -> list[int]:
+    from trtrepo.stubs import children
+
+    return children(pid)
+
+
+def _listening(port: int) -> list[str]:
+    """The local addresses a TCP socket listens on at ``port`` (from /proc/net/tcp and tcp6, as ss reads them)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.append(address)
+    return found
+
+
+LOOPBACK_HEX = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, and as IPv4-mapped IPv6
+UPLOADED_MODEL = """import pathlib
+class TritonPythonModel:
+    def initialize(self, args):
+        pathlib.Path({marker!r}).write_text("code ran")
+    def execute(self, requests):
+        return []
+"""
+
+
+def upload_request(http_port: int, marker: Path, headers: dict[str, str] | None = None) -> int:
+    """The attack: load an uploaded Python model (code execution) through the model-repository API."""
+    config = {"name": "uploaded", "backend": "python",
+              "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}],
+              "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]}
+    body = {"parameters": {"config": json.dumps(config),
+                           "file:1/model.py": base64.b64encode(UPLOADED_MODEL.format(marker=str(marker)).encode()).decode()}}
+    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/v2/repository/models/uploaded/load",
+                                     data=json.dumps(body).encode(), method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_default_serve_is_loopback_only_refuses_the_upload_and_lets_perf_in_with_the_key(tiny_repo, key_dir, tmp_path,
+                                                                                          monkeypatch):
+    served = Served(tiny_repo)
+    try:
+        for port in served.ports.http, served.ports.grpc, served.ports.metrics:
+            assert _listening(port) and set(_listening(port)) <= LOOPBACK_HEX, (port, _listening(port))
+        marker = tmp_path / "pwned"
+        assert upload_request(served.ports.http, marker) == 403
+        time.sleep(1)
+        assert not marker.exists(), "the uploaded model's code ran"
+        key_files = sorted(key_dir.iterdir())
+        assert [p.name for p in key_files] == sorted(f"{p}.key" for p in (served.ports.http, served.ports.grpc))
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in key_files)
+        # trtrepo's own tools reload models through the restricted API with the key they find.
+        result = trtrepo("perf", "--url", f"localhost:{served.ports.grpc}", "--models", VARIANT, "--instances", "2",
+                         "--concurrency", "1", "--measurement-ms", "300", "--output", str(tmp_path / "perf"))
+        assert result.returncode == 0, result.stderr
+        assert InferenceClient(VARIANT, url=f"localhost:{served.ports.http}").api_key == key_files[0].read_text().strip()
+        # A client without the key (another user, another host) still infers: configs come from the open metadata.
+        monkeypatch.setenv("TRTREPO_KEY_DIR", str(tmp_path / "no-keys"))
+        bare = InferenceClient(VARIANT, url=f"localhost:{served.ports.http}")
+        assert bare.api_key is None and [o.name for o in bare.config.output] == ["logits"]
+        assert bare.infer({"input": np.zeros((1, 3, 224, 224), np.float32)})["logits"].shape == (1, 1000)
+        monkeypatch.setenv("TRTREPO_KEY_DIR", str(key_dir))
+    finally:
+        code, out, err = served.stop()
+    assert code == 128 + signal.SIGTERM and err.strip().endswith("error: stopped by SIGTERM"), err
+    assert "API key (shown once" in out
+    assert not list(key_dir.iterdir()), "key files outlived the server"
+
+
+def test_the_key_opens_the_model_repository_api(tiny_repo, key_dir, tmp_path):
+    served = Served(tiny_repo, "--api-key", "s3cret-key")
+    try:
+        marker = tmp_path / "ran"
+        assert upload_request(served.ports.http, marker, {"trtrepo-key": "wrong"}) == 403
+        assert upload_request(served.ports.http, marker, {"trtrepo-key": "s3cret-key"}) == 200
+        assert marker.read_text() == "code ran"  # which is why the API is restricted
+    finally:
+        served.stop()
+
+
+@pytest.mark.parametrize("signals, exit_code", [
+    ([signal.SIGTERM], 143), ([signal.SIGINT], 130), ([signal.SIGHUP], 129),
+    ([signal.SIGTERM, signal.SIGTERM], 143),  # a second signal forces
+])
+def test_a_signal_stops_the_server_and_every_stub_within_10_s(tiny_repo, key_dir, signals, exit_code):
+    served = Served(tiny_repo)
+    server_pid = served.server_pid
+    stubs = [stub.pid for stub in stubs_of(server_pid)]
+    assert stubs, "the Python backend should run a stub per instance"
+    started = time.monotonic()
+    for signum in signals:
+        served.process.send_signal(signum)
+        time.sleep(0.2)
+    served.process.wait(timeout=10)
+    assert time.monotonic() - started < 10
+    assert served.process.returncode == exit_code
+    for pid in [server_pid, *stubs]:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], pid
+    with pytest.raises(OSError):  # the ports are free again
+        urllib.request.urlopen(f"http://127.0.0.1:{served.ports.http}/v2/health/live", timeout=2)
+
+
+def test_exposed_or_unrestricted_serving_is_announced(tiny_repo, key_dir):
+    served = Served(tiny_repo, "--host", "0.0.0.0", "--unrestricted")
+    code, out, err = served.stop()
+    assert "warning: listening on 0.0.0.0: every API, model loading (code execution) included, is open" in " ".join(err.split())
+    assert "API key" not in out
+
+
+def test_a_killed_stub_is_reloaded_while_clients_keep_sending(tiny_repo, key_dir):
+    """Kill -9 one Python stub under load: Triton alone would fail its requests forever; the watchdog reloads it."""
+    events: list[str] = []
+    with TritonServer(tiny_repo, Ports.free(), model_control="explicit", on_event=events.append) as server:
+        client = InferenceClient(VARIANT, url=server.grpc_url, protocol="grpc")
+        batch = {"input": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
+        outcomes: list[tuple[float, bool]] = []
+        stop = threading.Event()
+
+        def send() -> None:  # each outcome is stamped with when its request was sent
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    client.infer(batch)
+                    outcomes.append((sent, True))
+                except UserError as exc:
+                    assert "is not healthy" in str(exc) or "unavailable" in str(exc).lower(), exc
+                    outcomes.append((sent, False))
+                    time.sleep(0.05)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(2)
+        (stub,) = stubs_of(server.process.pid)
+        killed_at = time.monotonic()
+        os.kill(stub.pid, signal.SIGKILL)
+        deadline = killed_at + 120
+        while not server.watchdog.recoveries and time.monotonic() < deadline:
+            time.sleep(0.2)
+        recovered_at = time.monotonic()
+        time.sleep(3)
+        stop.set()
+        sender.join()
+    assert server.watchdog.recoveries, events
+    after = [ok for t, ok in outcomes if t > recovered_at]
+    failed = sum(1 for _, ok in outcomes if not ok)
+    figures = {"sent": len(outcomes), "failed": failed, "answered_after_recovery": sum(after),
+               "seconds_to_recovery": round(recovered_at - killed_at, 1)}
+    print(f"stub killed under load: {figures}")
+    assert after and all(after), figures  # every request after the reload is answered
+    assert sum(ok for t, ok in outcomes if t < killed_at) > 0
+    assert figures["seconds_to_recovery"] < 60, figures
+
+
+def test_a_client_keeps_the_results_it_had_when_the_server_dies(small_repo, darknet_photos, key_dir, tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(small_repo / "yolov3_tiny_onnxruntime_fp32", repo / "yolov3_tiny_onnxruntime_fp32")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(160):  # three waves of 64 images: the server dies during a later one
+        (photos / f"{index:03d}.jpg").symlink_to(darknet_photos / "dog.jpg")
+    with TritonServer(repo, Ports.free()) as server:
+        process = subprocess.Popen([sys.executable, str(ROOT / "clients" / "yolo_client.py"), "--url", server.http_url,
+                                    str(photos)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while _inference_count(server) < 70 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(server.process.pid, signal.SIGKILL)  # the server dies mid-run, after the first wave
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "images, whose detections are above" in lines[0], err
+    printed = [line for line in out.splitlines() if line.endswith("detections")]
+    assert 64 <= len(printed) < 160
+
+
+def _inference_count(server: TritonServer) -> int:
+    try:
+        with urllib.request.urlopen(server.metrics_url, timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("nv_inference_count{")))
+
+
+def test_tritonserver_and_perf_analyzer_run_by_hand_from_the_virtual_environment(tiny_repo, tmp_path):
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "tritonserver").is_file():
+        pytest.skip("trtrepo is not installed in this environment (make install puts tritonserver in .venv/bin)")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "PYTHONPATH")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    ports = Ports.free()
+    server = subprocess.Popen(["tritonserver", "--model-repository", str(tiny_repo), f"--http-port={ports.http}",
+                               f"--grpc-port={ports.grpc}", f"--metrics-port={ports.metrics}"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not is_ready(ports.http):
+            assert server.poll() is None and time.monotonic() < deadline, "bundled tritonserver did not start"
+            time.sleep(0.3)
+        assert set(_listening(ports.http)) <= LOOPBACK_HEX
+        result = subprocess.run(["perf_analyzer", "-m", VARIANT, "-u", f"localhost:{ports.grpc}", "-i", "grpc",
+                                 "--measurement-interval", "300"], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-500:] + result.stderr[-500:]
+        assert "throughput" in result.stdout
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def test_soak_reports_requests_failures_latency_and_memory(server, tmp_path):
+    result = trtrepo("soak", "--url", server.grpc_url, "--models", "resnet50_onnxruntime_fp32", "--seconds", "9",
+                     "--window-s", "3", "--concurrency", "2", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "| resnet50_onnxruntime_fp32 |" in result.stdout and "| 0 |" in result.stdout
+    assert {p.name for p in tmp_path.iterdir()} == {"soak.csv", "soak.md", "soak.png"}
+
+
+PLAN = """[repository]
+output = "{output}"
+weights = "efficientnet_lite0=pretrained"
+backends = "python"
+calib_images = 8
+
+[defaults]
+max_batch_size = 4
+preferred_batch_sizes = [2, 4]
+warmup = false
+
+[[variant]]
+model = "efficientnet_lite0"
+engine = "onnxruntime"
+precision = "fp32"
+
+[[variant]]
+model = "efficientnet_lite0"
+engine = "onnxruntime"
+precision = "int8"
+"""
+
+
+def _interrupt_build(plan: Path, after_line: str, signum: int, delay_s: float) -> subprocess.CompletedProcess:
+    """`trtrepo repo --force`, signalled ``delay_s`` after it prints ``after_line``."""
+    process = subprocess.Popen([sys.executable, "-m", "trtrepo.cli", "repo", "--plan", str(plan), "--force"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if after_line in line:
+            time.sleep(delay_s)
+            process.send_signal(signum)
+            break
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, "".join(seen) + err)
+
+
+def test_an_interrupted_rebuild_leaves_the_old_variants_serving(tmp_path, key_dir):
+    from trtrepo.calibration import shipped_photos
+    from trtrepo.clients.resnet_client import classify
+    from trtrepo.repository import files_intact, read_manifest
+
+    output = tmp_path / "model_repository"
+    plan = tmp_path / "repo.toml"
+    plan.write_text(PLAN.format(output=output))
+    first = trtrepo("repo", "--plan", str(plan))
+    assert first.returncode == 0, first.stderr
+    built = {d.name: read_manifest(d)["built_at"] for d in output.iterdir() if d.is_dir()}
+    for after_line, signum, delay_s in [
+        ("efficientnet_lite0: exported ONNX", signal.SIGINT, 0.0),  # as the FP32 build starts
+        ("efficientnet_lite0_onnxruntime_int8: building", signal.SIGTERM, 1.0),  # mid-calibration
+    ]:
+        result = _interrupt_build(plan, after_line, signum, delay_s)
+        assert result.returncode == 128 + signum, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1] == f"error: {'interrupted' if signum == signal.SIGINT else 'stopped by SIGTERM'}"
+        for model_dir in output.iterdir():
+            if model_dir.is_dir():
+                assert files_intact(model_dir, read_manifest(model_dir)), model_dir
+        assert trtrepo("validate", str(output)).returncode == 0
+    assert not (tmp_path / ".model_repository.trtrepo-staging").exists()
+    photo = [p for p in shipped_photos() if p.name == "coffee.png"] or shipped_photos()[:1]
+    with TritonServer(output, Ports.free()) as server:
+        for variant in built:
+            (top,) = classify(photo, variant, server.http_url, "http", 1, 1)
+            assert top[0][1] > 0
+    after = {d.name: read_manifest(d)["built_at"] for d in output.iterdir() if d.is_dir()}
+    assert set(after) == set(built)
+    again = trtrepo("repo", "--plan", str(plan))
+    assert again.returncode == 0 and "up to date: efficientnet_lite0_onnxruntime_fp32, efficientnet_lite0_onnxruntime_int8" in again.stdout
