@@ -141,3 +141,19 @@ def test_pipelined_model_answers_streams_in_order(server, pipelined):
         InferenceClient(pipelined, url=server.http_url, protocol="http")
     point = sweep(server.grpc_url, [pipelined], [1], [2], batch_size=2, measurement_ms=500)[0]
     assert point.throughput > 0 and point.p99_ms >= point.p50_ms > 0
+
+
+def test_perf_resume_measures_only_the_missing_points(server, tmp_path):
+    """sweep.csv is written point by point; --resume skips what is there (a sweep whose server died goes on)."""
+    from trtrepo.perf.sweep import read_csv
+
+    first = trtrepo("perf", "--url", server.grpc_url, "--models", VARIANTS[0], "--instances", "1", "--concurrency", "1",
+                    "--measurement-ms", "300", "--output", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    measured = read_csv(tmp_path / "sweep.csv")[0]
+    resumed = trtrepo("perf", "--url", server.grpc_url, "--models", VARIANTS[0], "--instances", "1", "--concurrency", "1,2",
+                      "--measurement-ms", "300", "--output", str(tmp_path), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming: 1 points" in resumed.stderr and f"{VARIANTS[0]} x1 c1:" not in resumed.stderr
+    points = {(p.instances, p.concurrency): p for p in read_csv(tmp_path / "sweep.csv")}
+    assert set(points) == {(1, 1), (1, 2)} and points[(1, 1)] == measured

@@ -59,6 +59,11 @@ class ModelControl(str, Enum):
     explicit = "explicit"
 
 
+def say(message: str) -> None:
+    """A line on stderr as it is (no rich markup: server messages hold brackets)."""
+    console.print(message, markup=False, highlight=False)
+
+
 def int_list(text: str, what: str) -> list[int]:
     """'1,2,4' -> [1, 2, 4], each at least 1; anything else is a one-line error."""
     try:
@@ -264,7 +269,7 @@ def serve(
 
     options = ServerOptions(host, () if unrestricted else RESTRICTED_APIS, api_key)
     server = TritonServer(model_repository, Ports(http_port, grpc_port, metrics_port), log_file, model_control_mode.value,
-                          options=options, log_format=log_format.value, on_event=console.print)
+                          options=options, log_format=log_format.value, on_event=say)
     if not options.loopback:
         console.print(f"[yellow]warning: listening on {host}: {server.options.exposure()}[/yellow]")
     if unrestricted:
@@ -316,7 +321,7 @@ def own_server(repository: Path) -> "TritonServer":
     from trtrepo.server import Ports, TritonServer
 
     return TritonServer(repository, Ports.free(), model_control="explicit",
-                        options=ServerOptions(api_key=os.environ.get(KEY_ENV) or None), on_event=console.print)
+                        options=ServerOptions(api_key=os.environ.get(KEY_ENV) or None), on_event=say)
 
 
 def repository_variants(repository: Path, models: str | None) -> list[str]:
