@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, trtrepo, yolo_client
+from conftest import ROOT, trtrepo
 from trtrepo.client import InferenceClient
 from trtrepo.errors import UserError
 from trtrepo.server import Ports, TritonServer, is_ready

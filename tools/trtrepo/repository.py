@@ -20,7 +20,7 @@ import signal
 import tempfile
 import tomllib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from itertools import groupby
 from pathlib import Path
 from typing import Callable, Iterator
