@@ -93,12 +93,14 @@ class InferenceClient:
             raise UserError(f"model {self.model!r} is not on the server at {self.url}; it has: {', '.join(sorted(index)) or 'none'}")
         raise UserError(f"model {self.model!r} is not ready on {self.url} (state {index[self.model] or 'unknown'})")
 
+    def _json(self, call, *args: object) -> dict:
+        """A tritonclient call's answer as JSON-like dicts: HTTP gives them, gRPC when asked (as_json)."""
+        return call(*args) if self.protocol == "http" else call(*args, as_json=True)
+
     def repository_index(self) -> dict[str, str]:
         """Model name -> state, for every model in the server's repository."""
-        if self.protocol == "http":
-            entries = self._client.get_model_repository_index()
-        else:
-            entries = self._client.get_model_repository_index(as_json=True).get("models", [])
+        entries = self._json(self._client.get_model_repository_index)
+        entries = entries if self.protocol == "http" else entries.get("models", [])
         return {entry["name"]: entry.get("state", "") for entry in entries}
 
     def model_config(self, model: str):
@@ -107,27 +109,18 @@ class InferenceClient:
         import json
 
         try:
-            if self.protocol == "http":
-                raw = self._client.get_model_config(model)
-            else:
-                raw = self._client.get_model_config(model, as_json=True)["config"]
+            raw = self._json(self._client.get_model_config, model)
+            raw = raw if self.protocol == "http" else raw["config"]
         except Exception as exc:
             if "restricted" not in _short(exc):
                 raise UserError(f"cannot read the config of {model!r} from {self.url}: {_short(exc)}") from exc
-            if self.protocol == "http":
-                metadata = self._client.get_model_metadata(model)
-            else:
-                metadata = self._client.get_model_metadata(model, as_json=True)
-            return config_from_metadata(metadata)
+            return config_from_metadata(self._json(self._client.get_model_metadata, model))
         return config_from_json(json.dumps(raw))
 
     def request_counts(self) -> tuple[int, int]:
         """(successful, failed) requests the server has counted for this model since it was loaded."""
         try:
-            if self.protocol == "http":
-                stats = self._client.get_inference_statistics(self.model)
-            else:
-                stats = self._client.get_inference_statistics(self.model, as_json=True)
+            stats = self._json(self._client.get_inference_statistics, self.model)
         except Exception as exc:
             raise UserError(f"cannot read the statistics of {self.model!r}: {_short(exc)}") from exc
         counts = stats["model_stats"][0]["inference_stats"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from trtrepo.access import LOOPBACK, ServerOptions, is_loopback, key_headers, write_key_files
+from trtrepo.access import LOOPBACK, ServerOptions, is_loopback, write_key_files
 from trtrepo.errors import UserError
 from trtrepo.stubs import StubWatchdog, remove_shared_memory, stubs_of
 
@@ -205,9 +205,8 @@ class TritonServer:
         self.ports = ports
         self.model_control = model_control
         self.installation = installation or find_tritonserver()
-        self.log_to_stdout = str(log_file) == "-"
-        if self.log_to_stdout:
-            self.log_file = None
+        if str(log_file) == "-":
+            self.log_file = None  # the server log goes to this process's stdout
         else:
             self.log_file = Path(log_file) if log_file else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
         self.log_format = log_format
@@ -264,7 +263,7 @@ class TritonServer:
     def start(self, timeout_s: float = 180) -> "TritonServer":
         env = {**os.environ, **self.installation.env}
         try:
-            if self.log_to_stdout:
+            if self.log_file is None:
                 self.process = subprocess.Popen(self.command(), env=env, start_new_session=True)
             else:
                 with self.log_file.open("wb") as log:
@@ -309,21 +308,21 @@ class TritonServer:
         return chosen[0][:400] + f" (log: {self.log_file})"
 
     def _api(self):
-        import tritonclient.http as http
+        from trtrepo.client import triton_client  # sends this server's key with every call
 
-        return http.InferenceServerClient(self.http_url, connection_timeout=30, network_timeout=120)
+        return triton_client(self.http_url, "http", self.api_key, connection_timeout=30, network_timeout=120)
 
     def python_models(self) -> dict[str, tuple[int, str]]:
         """Ready Python-backend models: name -> (stubs they should have, the config JSON they serve)."""
         import json
 
-        api, headers = self._api(), key_headers(self.api_key, "http")
+        api = self._api()
         try:
             models = {}
-            for entry in api.get_model_repository_index(headers=headers):
+            for entry in api.get_model_repository_index():
                 if entry.get("state") != "READY":
                     continue
-                config = api.get_model_config(entry["name"], headers=headers)
+                config = api.get_model_config(entry["name"])
                 if config.get("backend") == "python":
                     models[entry["name"]] = (sum(g.get("count", 1) for g in config.get("instance_group", [])) or 1,
                                              json.dumps(config))
@@ -342,7 +341,7 @@ class TritonServer:
         parameters[RESTARTS_PARAMETER] = {"string_value": str(restarts)}
         api = self._api()
         try:
-            api.load_model(model, config=json.dumps(config), headers=key_headers(self.api_key, "http"))
+            api.load_model(model, config=json.dumps(config))
         finally:
             api.close()
 
