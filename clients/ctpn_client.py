@@ -19,6 +19,7 @@ from trtrepo.client import InferenceClient, collect_images
 from trtrepo.errors import run_app
 from trtrepo.models import get_model
 from trtrepo.models.ctpn import CTPN, TextLine
+from trtrepo.specs import load_image
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 WAVE = 16  # images prepared and in flight at once
@@ -33,7 +34,7 @@ def find_text(
     client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
     results: list[list[TextLine]] = []
     for start in range(0, len(images), WAVE):
-        prepared = [spec.resize(path) for path in images[start : start + WAVE]]
+        prepared = [spec.resize(load_image(path)) for path in images[start : start + WAVE]]
         outputs = client.infer_many([{"input": array[None]} for array, _ in prepared], lambda: on_done(1))
         results += [spec.postprocess(out, scale=scale, line_min_score=line_score)[0] for out, (_, scale) in zip(outputs, prepared)]
     return results

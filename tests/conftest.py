@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trtrepo.calibration import shipped_photos
+from trtrepo.imagesets import shipped_photos
 from trtrepo.config import ServingOptions, Variant
 from trtrepo.repository import RepoPlan, build_repository
 from trtrepo.server import Ports, TritonServer

@@ -12,6 +12,7 @@ from trtrepo.errors import UserError
 from trtrepo.evaluate import match_boxes, precision_recall_f, read_icdar
 from trtrepo.models import get_model
 from trtrepo.models.ctpn import ANCHOR_HEIGHTS, K, connect, proposals
+from trtrepo.specs import load_image
 
 
 def column_boxes(columns, top, bottom, slope=0.0):
@@ -62,7 +63,7 @@ def test_preprocessing_scales_short_side_to_600_and_caps_long_side(tmp_path):
     spec = get_model("ctpn")
     for size, expected_scale, shape in [((400, 300), 2.0, (3, 608, 800)), ((2000, 500), 0.5, (3, 256, 1008))]:
         Image.new("RGB", size, (120, 110, 100)).save(tmp_path / "page.png")
-        array, scale = spec.resize(tmp_path / "page.png")
+        array, scale = spec.resize(load_image(tmp_path / "page.png"))
         assert scale == expected_scale and array.shape == shape
 
 
@@ -88,7 +89,7 @@ def test_whole_model_and_split_ensemble_agree_on_different_image_sizes(ctpn_serv
     rng = np.random.default_rng(3)
     for size in ((320, 240), (200, 500)):
         Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(tmp_path / f"{size[0]}.png")
-        array, _ = spec.resize(tmp_path / f"{size[0]}.png")
+        array, _ = spec.resize(load_image(tmp_path / f"{size[0]}.png"))
         outputs = {name: InferenceClient(name, url=ctpn_server.grpc_url, protocol="grpc").infer({"input": array[None]})
                    for name in ("ctpn_pytorch_fp32", "ctpn_onnxruntime_fp32", "ctpn_split")}
         reference = outputs["ctpn_pytorch_fp32"]

@@ -165,7 +165,7 @@ def test_letterbox_and_its_inverse(tmp_path):
     path = tmp_path / "wide.png"
     Image.new("RGB", (800, 400), (255, 0, 0)).save(path)
     array, box = get_model("yolov3").letterbox(path)
-    assert array.shape == (3, INPUT_SIZE, INPUT_SIZE) and box == Letterbox(0.52, 0, 104, 800, 400)
+    assert array.shape == (3, INPUT_SIZE, INPUT_SIZE) and box == Letterbox(0.52, 0.52, 0, 104, 800, 400)
     assert array[:, 103, 0].tolist() == [0.5, 0.5, 0.5] and array[:, 104, 0].tolist() == [1.0, 0.0, 0.0]
     from trtrepo.models.yolov3 import Detection
 

@@ -333,7 +333,7 @@ def _interrupt_build(plan: Path, after_line: str, signum: int, delay_s: float) -
 
 
 def test_an_interrupted_rebuild_leaves_the_old_variants_serving(tmp_path, key_dir):
-    from trtrepo.calibration import shipped_photos
+    from trtrepo.imagesets import shipped_photos
     from trtrepo.clients.resnet_client import classify
     from trtrepo.repository import files_intact, read_manifest
 

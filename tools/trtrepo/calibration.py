@@ -9,7 +9,8 @@ from typing import Iterator
 import numpy as np
 
 from trtrepo.errors import UserError
-from trtrepo.specs import IMAGE_SUFFIXES, ModelSpec
+from trtrepo.imagesets import ImageSample, calibration_photos, images_in, with_crops
+from trtrepo.specs import ModelSpec
 
 DEFAULT_CALIBRATION_IMAGES = 64
 CALIBRATION_BATCH = 8
@@ -19,7 +20,7 @@ CALIBRATION_BATCH = 8
 class CalibrationSet:
     """The images an INT8 build calibrates on, and whether they stand for real deployment data."""
 
-    images: tuple[Path, ...]
+    images: tuple[ImageSample, ...]
     representative: bool
     source: str
 
@@ -28,52 +29,26 @@ class CalibrationSet:
         name = spec.inputs[0].name
         for start in range(0, len(self.images), batch_size):
             chunk = self.images[start : start + batch_size]
-            yield {name: np.stack([spec.preprocess(path) for path in chunk])}
+            yield {name: np.stack([spec.preprocess_image(sample.load()) for sample in chunk])}
+
+    @property
+    def files(self) -> frozenset[Path]:
+        return frozenset(sample.path for sample in self.images)
 
     def describe(self) -> dict:
-        return {"source": self.source, "images": len(self.images), "representative": self.representative}
+        return {"source": self.source, "images": len(self.images), "files": len(self.files),
+                "representative": self.representative}
 
 
 def calibration_set(calib_dir: Path | None, count: int = DEFAULT_CALIBRATION_IMAGES) -> CalibrationSet:
     """``count`` images from ``calib_dir`` (searched recursively; a .txt file lists one path per line),
-    else the photos that installed packages ship, marked as not representative."""
+    else the shipped photos kept for calibration, marked as not representative. Fewer files than ``count``
+    are stretched with crops and mirror images of them (INT8 scales fitted to a handful of samples are noisy)."""
     if count < 1:
         raise UserError(f"--calib-images must be at least 1, got {count}")
     if calib_dir is None:
-        images = shipped_photos()
+        images = calibration_photos()
         if not images:
             raise UserError("no calibration images: pass --calib-dir DIR (a folder of images or a file list)")
-        return CalibrationSet(tuple(images[:count]), False, "photos shipped with installed packages")
-    calib_dir = Path(calib_dir)
-    if calib_dir.is_file():
-        images = [Path(line.strip()) for line in calib_dir.read_text().splitlines() if line.strip()]
-        missing = [p for p in images if not p.is_file()]
-        if missing:
-            raise UserError(f"{calib_dir}: lists {len(missing)} missing images, first {missing[0]}")
-    elif calib_dir.is_dir():
-        images = sorted(p for p in calib_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        raise UserError(f"{calib_dir}: no such calibration folder or file list")
-    if not images:
-        raise UserError(f"{calib_dir}: no images found for calibration")
-    return CalibrationSet(tuple(images[:count]), True, str(calib_dir))
-
-
-def shipped_photos() -> list[Path]:
-    """Real photos that ship inside installed packages: matplotlib's and scikit-image's sample data,
-    and Debian's darknet package images where trtrepo's install unpacked them. Never downloaded."""
-    import importlib.util
-    import sys
-
-    found: list[Path] = []
-    for package, folder, names in (
-        ("matplotlib", "mpl-data/sample_data", ("grace_hopper.jpg",)),
-        ("skimage", "data", ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg")),
-    ):
-        spec = importlib.util.find_spec(package)
-        if spec is not None and spec.origin:
-            found += [p for p in (Path(spec.origin).parent / folder / n for n in names) if p.is_file()]
-    darknet = Path(sys.prefix) / "share" / "darknet" / "data"
-    if darknet.is_dir():
-        found += sorted(darknet.glob("*.jpg"))
-    return found
+        return CalibrationSet(with_crops(images, count), False, "photos shipped with installed packages")
+    return CalibrationSet(with_crops(images_in(calib_dir, "calibration"), count), True, str(calib_dir))

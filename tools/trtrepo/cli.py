@@ -544,7 +544,7 @@ def demo(
     concurrency: Annotated[str, typer.Option(help="Concurrencies for the short sweep.")] = "2",
 ) -> None:
     """The whole path on this machine: build the CPU repository, serve it, classify sample photos, sweep, report."""
-    from trtrepo.calibration import shipped_photos
+    from trtrepo.imagesets import shipped_photos
     from trtrepo.clients.resnet_client import classify
     from trtrepo.clients.yolo_client import annotate, detect
     from trtrepo.config import Variant

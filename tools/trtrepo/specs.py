@@ -50,9 +50,13 @@ class ModelSpec(ABC):
     def build_network(self, weights: str) -> "torch.nn.Module":
         """The PyTorch network in eval mode, with weights ``random``, a named pretrained set or a file path."""
 
-    @abstractmethod
     def preprocess(self, image_path: Path) -> np.ndarray:
         """One image file -> one input sample (no batch axis), as the network expects it."""
+        return self.preprocess_image(load_image(image_path))
+
+    @abstractmethod
+    def preprocess_image(self, image: Any) -> np.ndarray:
+        """One decoded RGB image (PIL) -> one input sample: files, crops and request bytes take the same path."""
 
     @abstractmethod
     def postprocess(self, outputs: dict[str, np.ndarray], top_k: int = 5) -> list[Any]:

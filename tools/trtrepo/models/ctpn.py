@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.models import vgg16
 
 from trtrepo.errors import UserError
-from trtrepo.specs import TEXT, ModelSpec, TensorSpec, load_image
+from trtrepo.specs import TEXT, ModelSpec, TensorSpec
 from trtrepo.weights import apply_state_dict, read_state_dict
 
 ANCHOR_HEIGHTS = (11, 16, 23, 33, 48, 68, 97, 139, 198, 273)  # 11 to 273 px, each about 1/0.7 of the last
@@ -127,9 +128,8 @@ class CTPN(ModelSpec):
     def build_network(self, weights: str) -> torch.nn.Module:
         return load_ctpn(weights, self.name)
 
-    def resize(self, image_path: Path) -> tuple[np.ndarray, float]:
+    def resize(self, image: Image.Image) -> tuple[np.ndarray, float]:
         """Short side to 600 (long side at most 1000), padded to a multiple of 16; mean-subtracted CHW and the scale."""
-        image = load_image(image_path)
         width, height = image.size
         scale = min(SHORT_SIDE / min(width, height), LONG_SIDE_MAX / max(width, height))
         new_w, new_h = max(16, round(width * scale)), max(16, round(height * scale))
@@ -138,8 +138,8 @@ class CTPN(ModelSpec):
         padded[:new_h, :new_w] = pixels
         return padded.transpose(2, 0, 1).copy(), scale
 
-    def preprocess(self, image_path: Path) -> np.ndarray:
-        return self.resize(image_path)[0]
+    def preprocess_image(self, image: Image.Image) -> np.ndarray:
+        return self.resize(image)[0]
 
     def postprocess(self, outputs: dict[str, np.ndarray], top_k: int = 100, scale: float = 1.0,
                     min_score: float | None = None, line_min_score: float | None = None) -> list[list[TextLine]]:
@@ -177,7 +177,7 @@ class CTPNHead(CTPN):
     def build_network(self, weights: str) -> torch.nn.Module:
         return load_ctpn(weights, self.name, "head")
 
-    def preprocess(self, image_path: Path) -> np.ndarray:
+    def preprocess_image(self, image: Image.Image) -> np.ndarray:
         raise UserError("ctpn_head takes backbone features, not images; use ctpn or the ctpn_split ensemble")
 
 

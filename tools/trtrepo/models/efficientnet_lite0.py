@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms import functional as F
 
 from trtrepo.errors import UserError
 from trtrepo.models.imagenet import ImageNetClassifier
-from trtrepo.specs import load_image
 from trtrepo.weights import apply_state_dict, read_state_dict
 
 # Lite models were trained on TF-style input: (pixel - 127) / 128, bicubic resize to 256, centre crop 224.
@@ -45,8 +45,7 @@ class EfficientNetLite0(ImageNetClassifier):
             apply_state_dict(network, read_state_dict(path, self.name), self.name, weights)
         return network.eval()
 
-    def preprocess(self, image_path: Path) -> np.ndarray:
-        image = load_image(image_path)
+    def preprocess_image(self, image: Image.Image) -> np.ndarray:
         image = F.center_crop(F.resize(image, RESIZE, interpolation=F.InterpolationMode.BICUBIC, antialias=True), CROP)
         pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)
         return (pixels - PIXEL_MEAN) / PIXEL_SCALE

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.models import ResNet50_Weights, resnet50
 from torchvision.transforms import functional as F
 
 from trtrepo.models.imagenet import ImageNetClassifier
-from trtrepo.specs import load_image
 from trtrepo.weights import apply_state_dict, download_state_dict, read_state_dict
 
 PRETRAINED = ResNet50_Weights.IMAGENET1K_V2
@@ -31,8 +31,7 @@ class ResNet50(ImageNetClassifier):
             apply_state_dict(network, read_state_dict(Path(weights), self.name), self.name, weights)
         return network.eval()
 
-    def preprocess(self, image_path: Path) -> np.ndarray:
-        image = load_image(image_path)
+    def preprocess_image(self, image: Image.Image) -> np.ndarray:
         image = F.center_crop(F.resize(image, RESIZE, antialias=True), CROP)
         tensor = F.normalize(F.to_tensor(image), MEAN, STD)
         return tensor.numpy().astype(np.float32)

@@ -31,11 +31,19 @@ PAD_VALUE = 0.5
 DEFAULT_CONF, DEFAULT_IOU = 0.25, 0.45
 
 
+#: How images are fitted into the square input. darknet (the default): Darknet's own letterbox_image, so boxes
+#: match the reference implementation's (the limiting side takes the input size, the other is scaled and rounded
+#: down; bilinear with corners aligned, no antialiasing). pil: PIL's antialiased bilinear, sizes rounded, which
+#: keeps small objects sharper when big photos are shrunk a lot.
+LETTERBOXES = ("darknet", "pil")
+
+
 @dataclass(frozen=True)
 class Letterbox:
-    """How an image was fitted into the square input: scale, then padding, so boxes can be mapped back."""
+    """How an image was fitted into the square input: scale (per axis), then padding, so boxes can be mapped back."""
 
-    scale: float
+    scale_x: float
+    scale_y: float
     pad_x: float
     pad_y: float
     width: int
@@ -44,8 +52,8 @@ class Letterbox:
     def to_image(self, boxes: np.ndarray) -> np.ndarray:
         """xyxy boxes in input pixels -> original image pixels, clipped to the image."""
         out = boxes.astype(np.float64).copy()
-        out[:, [0, 2]] = ((out[:, [0, 2]] - self.pad_x) / self.scale).clip(0, self.width)
-        out[:, [1, 3]] = ((out[:, [1, 3]] - self.pad_y) / self.scale).clip(0, self.height)
+        out[:, [0, 2]] = ((out[:, [0, 2]] - self.pad_x) / self.scale_x).clip(0, self.width)
+        out[:, [1, 3]] = ((out[:, [1, 3]] - self.pad_y) / self.scale_y).clip(0, self.height)
         return out
 
 
@@ -105,23 +113,34 @@ class YOLOv3(ModelSpec):
                                 f"put the file at {target}, or pass --weights PATH or --weights random") from exc
         return target
 
-    def letterbox(self, image_path: Path) -> tuple[np.ndarray, Letterbox]:
-        return self.letterbox_image(load_image(image_path))
+    def letterbox(self, image_path: Path, method: str = "darknet") -> tuple[np.ndarray, Letterbox]:
+        return self.letterbox_image(load_image(image_path), method)
 
     @staticmethod
-    def letterbox_image(image: "Image.Image") -> tuple[np.ndarray, Letterbox]:
+    def letterbox_image(image: "Image.Image", method: str = "darknet") -> tuple[np.ndarray, Letterbox]:
         """Resize to fit INPUT_SIZE keeping the aspect ratio, pad the rest with grey; CHW floats in 0..1."""
         width, height = image.size
-        scale = min(INPUT_SIZE / width, INPUT_SIZE / height)
-        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        resized = np.asarray(image.resize((new_w, new_h), resample=2), dtype=np.float32) / 255.0  # 2: bilinear
+        if method == "darknet":
+            if width > height:  # Darknet's letterbox_image: new sizes by integer division
+                new_w, new_h = INPUT_SIZE, max(1, height * INPUT_SIZE // width)
+            else:
+                new_w, new_h = max(1, width * INPUT_SIZE // height), INPUT_SIZE
+            pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+            resized = torch.nn.functional.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=True,
+                                                      antialias=False)[0].permute(1, 2, 0).numpy()
+        elif method == "pil":
+            scale = min(INPUT_SIZE / width, INPUT_SIZE / height)
+            new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+            resized = np.asarray(image.resize((new_w, new_h), resample=2), dtype=np.float32) / 255.0  # 2: bilinear
+        else:
+            raise UserError(f"letterbox {method!r}: choose one of {', '.join(LETTERBOXES)}")
         canvas = np.full((INPUT_SIZE, INPUT_SIZE, 3), PAD_VALUE, dtype=np.float32)
         pad_x, pad_y = (INPUT_SIZE - new_w) // 2, (INPUT_SIZE - new_h) // 2
         canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
-        return canvas.transpose(2, 0, 1).copy(), Letterbox(scale, pad_x, pad_y, width, height)
+        return canvas.transpose(2, 0, 1).copy(), Letterbox(new_w / width, new_h / height, pad_x, pad_y, width, height)
 
-    def preprocess(self, image_path: Path) -> np.ndarray:
-        return self.letterbox(image_path)[0]
+    def preprocess_image(self, image: "Image.Image") -> np.ndarray:
+        return self.letterbox_image(image)[0]
 
     def postprocess(
         self, outputs: dict[str, np.ndarray], top_k: int = 100, conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU
