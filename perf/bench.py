@@ -16,14 +16,13 @@ from typing import Callable
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from trtrepo.config import CONFIG_FILE, Variant, is_decoupled, read_config, runs_on_gpu
+from trtrepo.config import CONFIG_FILE, Variant, artifact_of, is_decoupled, read_config, runs_on_gpu
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import graph_batch_sizes
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import measure
 from trtrepo.records import gather, write_records
-from trtrepo.repository import VERSION
 
 
 REQUESTS_PER_INSTANCE = 2  # one running while the next waits, so no instance idles between requests
@@ -39,15 +38,6 @@ class BenchRow:
     @property
     def served_share(self) -> float:
         return self.served / self.in_process if self.in_process else 0.0
-
-
-def artifact_of(repo: Path, variant: str, config: pb.ModelConfig) -> Path:
-    """The engine file a variant's config points at (Python-backend parameter or native default file name)."""
-    name = config.parameters["artifact"].string_value if "artifact" in config.parameters else config.default_model_filename
-    path = Path(repo) / variant / VERSION / name
-    if not name or not path.is_file():
-        raise UserError(f"{variant}: engine file {path} not found; rebuild with `trtrepo repo`")
-    return path
 
 
 def engine_call(

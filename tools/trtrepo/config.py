@@ -16,6 +16,8 @@ from trtrepo.specs import ModelSpec
 CONFIG_FILE = "config.pbtxt"
 #: What a variant was built from and the files it holds (written by trtrepo.repository, read by validate).
 MANIFEST_FILE = "manifest.json"
+#: The one version folder trtrepo writes per model.
+VERSION = "1"
 PYTHON_MODEL_FILE = "model.py"
 # Python-backend parameter: "no" hands inputs to the model where they lie (GPU memory for CUDA shared memory clients).
 GPU_INPUTS_PARAMETER = "FORCE_CPU_ONLY_INPUT_TENSORS"
@@ -288,3 +290,12 @@ def config_from_metadata(metadata: dict) -> pb.ModelConfig:
             target.add(name=entry["name"], data_type=pb.DataType.Value(f"TYPE_{datatype}"),
                        dims=[int(d) for d in entry.get("shape", [])])
     return config
+
+
+def artifact_of(repo: Path, variant: str, config: pb.ModelConfig) -> Path:
+    """The engine file a variant's config points at (Python-backend parameter or native default file name)."""
+    name = config.parameters["artifact"].string_value if "artifact" in config.parameters else config.default_model_filename
+    path = Path(repo) / variant / VERSION / name
+    if not name or not path.is_file():
+        raise UserError(f"{variant}: engine file {path} not found; rebuild with `trtrepo repo`")
+    return path

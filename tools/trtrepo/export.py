@@ -70,11 +70,10 @@ def parity(spec: ModelSpec, network: torch.nn.Module, onnx_file: Path, batch: di
     """Largest absolute difference between PyTorch's and ONNX Runtime's outputs on ``batch``, and the output
     scale it is judged against (at least 1; box coordinates in pixels reach hundreds)."""
     from trtrepo.engines import get_engine
+    from trtrepo.engines.pytorch import network_runner
 
     ort_out = get_engine("onnxruntime").load(spec, onnx_file, "fp32", "cpu", threads=0)(batch)
-    with torch.no_grad():
-        torch_out = network(*(torch.from_numpy(batch[t.name]) for t in spec.inputs))
-    torch_out = torch_out if isinstance(torch_out, (tuple, list)) else (torch_out,)
-    pairs = [(ort_out[t.name], r.numpy()) for t, r in zip(spec.outputs, torch_out)]
+    torch_out = network_runner(spec, network)(batch)
+    pairs = [(ort_out[t.name], torch_out[t.name]) for t in spec.outputs]
     diff = max(float(np.abs(a - b).max()) for a, b in pairs)
     return diff, max(1.0, *(float(np.abs(b).max()) for _, b in pairs))

@@ -44,18 +44,7 @@ class PyTorchEngine(Engine):
         torch.set_num_threads(threads)
         target = torch.device("cuda" if device == "gpu" and torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if precision == "fp16" else torch.float32
-        network = spec.build_network(str(artifact)).to(target, dtype)
-        input_names = [t.name for t in spec.inputs]
-        output_names = [t.name for t in spec.outputs]
-
-        def run(batch: dict) -> dict:
-            with torch.inference_mode():
-                args = [torch.from_numpy(np.ascontiguousarray(batch[n])).to(target, dtype) for n in input_names]
-                result = network(*args)
-            result = result if isinstance(result, (tuple, list)) else (result,)
-            return {n: r.float().cpu().numpy() for n, r in zip(output_names, result)}
-
-        return run
+        return network_runner(spec, spec.build_network(str(artifact)).to(target, dtype))
 
     def load_on_gpu(
         self, spec: "ModelSpec", artifact: Path, precision: str, device_id: int, graph_batch_sizes: tuple[int, ...]
@@ -137,3 +126,21 @@ class CudaGraphs:
             static_outputs = self.forward(static_inputs)
         self.pool = self.pool or graph.pool()
         return graph, static_inputs, static_outputs
+
+
+def network_runner(spec: "ModelSpec", network: "torch.nn.Module") -> Runner:
+    """A PyTorch network as a runner: numpy in, float32 numpy out, on the network's device and in its dtype."""
+    import torch
+
+    parameter = next(network.parameters())
+    input_names = [t.name for t in spec.inputs]
+    output_names = [t.name for t in spec.outputs]
+
+    def run(batch: dict) -> dict:
+        with torch.inference_mode():
+            args = [torch.from_numpy(np.ascontiguousarray(batch[n])).to(parameter.device, parameter.dtype) for n in input_names]
+            result = network(*args)
+        result = result if isinstance(result, (tuple, list)) else (result,)
+        return {n: r.float().cpu().numpy() for n, r in zip(output_names, result)}
+
+    return run
