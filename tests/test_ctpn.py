@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from trtrepo.errors import UserError
-from trtrepo.evaluate import match_boxes, precision_recall_f, read_icdar
+from trtrepo.evaluate import read_icdar
+from trtrepo.metrics import match_boxes, precision_recall_f
 from trtrepo.models import get_model
 from trtrepo.models.ctpn import ANCHOR_HEIGHTS, K, connect, proposals
 from trtrepo.specs import load_image

@@ -1,13 +1,16 @@
-"""Accuracy per variant through Triton, beside its time per batch: the study's Table 3 shape.
+"""Accuracy per variant through Triton, beside its time per batch: the study's Table 3 shape, with each variant
+held to its accuracy gate against the reference on the same images (PASS / FAIL).
 
 Classifiers: top-1, top-5 and top-1 agreement with the FP32 reference on an ImageNet-style folder.
-Detectors: COCO mAP@[.5:.95] and mAP@.5 (pycocotools) on images with a COCO instances file.
+Detectors: COCO mAP@[.5:.95] and mAP@.5 (pycocotools) on images with a COCO instances file, and the share of the
+reference's boxes found and mAP@.5 against them. CTPN: text-line precision, recall, F, and F against the reference.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -15,16 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from trtrepo.client import InferenceClient
-from trtrepo.config import Variant
+from trtrepo.config import MANIFEST_FILE, Variant
 from trtrepo.errors import UserError
 from trtrepo.plots import pyplot, save
 from trtrepo.records import write_records
-from trtrepo.specs import IMAGE_SUFFIXES, ModelSpec
+from trtrepo.gate import GateThresholds, task_measures
+from trtrepo.metrics import DETECTION_CONF, match_boxes, precision_recall_f
+from trtrepo.specs import IMAGE_SUFFIXES, TEXT, ModelSpec
 
 # Darknet's coco.names spells six classes differently from the COCO annotation files.
 COCO_ALIASES = {"motorbike": "motorcycle", "aeroplane": "airplane", "sofa": "couch", "pottedplant": "potted plant",
                 "diningtable": "dining table", "tvmonitor": "tv"}
-DETECTION_CONF = 0.001  # the COCO convention: keep low-score boxes, the precision-recall curve ranks them
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class EvalRow:
     top1: float
     top5: float
     agreement: float  # share of images whose top-1 equals the reference's
+    gate: str = ""  # PASS or FAIL against the variant's accuracy gate, on these images
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ class DetectionRow:
     speedup: float
     map_50_95: float
     map_50: float
+    box_recall: float  # share of the reference's boxes found (same class, IoU >= 0.5, client threshold)
+    map50_vs_reference: float  # mAP@.5 against the reference's boxes
+    gate: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,8 @@ class TextRow:
     precision: float
     recall: float
     f_measure: float
+    f_vs_reference: float  # F-measure of the variant's lines against the reference's
+    gate: str = ""
 
 
 def read_icdar(path: Path) -> list[tuple[float, float, float, float]]:
@@ -90,29 +100,6 @@ def read_icdar(path: Path) -> list[tuple[float, float, float, float]]:
         xs, ys = coordinates[0::2], coordinates[1::2]
         boxes.append((min(xs), min(ys), max(xs), max(ys)))
     return boxes
-
-
-def match_boxes(found: list, truth: list, threshold: float = 0.5) -> int:
-    """How many found boxes match a distinct true box at IoU >= threshold (greedy, best IoU first)."""
-    pairs = []
-    for i, a in enumerate(found):
-        for j, b in enumerate(truth):
-            inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-            if union > 0 and inter / union >= threshold:
-                pairs.append((inter / union, i, j))
-    used_found, used_truth = set(), set()
-    for _, i, j in sorted(pairs, reverse=True):
-        if i not in used_found and j not in used_truth:
-            used_found.add(i)
-            used_truth.add(j)
-    return len(used_found)
-
-
-def precision_recall_f(matched: int, found: int, truth: int) -> tuple[float, float, float]:
-    precision = matched / found if found else 0.0
-    recall = matched / truth if truth else 0.0
-    return precision, recall, (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
 
 
 def text_ground_truth(data: Path, gt_dir: Path) -> list[tuple[Path, list]]:
@@ -187,8 +174,24 @@ def reference_of(variants: list[str]) -> str:
     return next((v for v in variants if v.endswith("_fp32")), variants[0])
 
 
+def thresholds_of(repo: Path, variant: str, task: str) -> dict[str, float]:
+    """The gate a variant was built against (its manifest's), else the default gate of its task."""
+    try:
+        recorded = json.loads((Path(repo) / variant / MANIFEST_FILE).read_text())["gate_result"]["thresholds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return GateThresholds().for_task(task)
+    return {str(k): float(v) for k, v in recorded.items()}
+
+
+def verdict(variant: str, reference: str, measures: dict[str, float], thresholds: dict[str, float]) -> str:
+    if variant == reference:
+        return "reference"
+    return "PASS" if all(measures[name] >= least for name, least in thresholds.items()) else "FAIL"
+
+
 def evaluate(
-    spec: ModelSpec, url: str, protocol: str, variants: list[str], images: list[Path], labels: np.ndarray, batch_size: int
+    spec: ModelSpec, url: str, protocol: str, variants: list[str], images: list[Path], labels: np.ndarray, batch_size: int,
+    gates: dict[str, dict[str, float]] | None = None,
 ) -> tuple[list[EvalRow], str]:
     """Every classifier variant on the same preprocessed images; returns the rows and the reference's name."""
     samples = np.stack([spec.preprocess(path) for path in images])
@@ -200,18 +203,20 @@ def evaluate(
         predictions[variant] = (np.argsort(-logits, axis=1)[:, :5], seconds)
     reference = reference_of(variants)
     ref_top1, ref_time = predictions[reference][0][:, 0], predictions[reference][1]
-    rows = [
-        EvalRow(variant, len(images), batch_size, seconds, ref_time / seconds if seconds else 0.0,
-                top1=float(np.mean(top5[:, 0] == labels)),
-                top5=float(np.mean((top5 == labels[:, None]).any(axis=1))),
-                agreement=float(np.mean(top5[:, 0] == ref_top1)))
-        for variant, (top5, seconds) in predictions.items()
-    ]
+    rows = []
+    for variant, (top5, seconds) in predictions.items():
+        agreement = float(np.mean(top5[:, 0] == ref_top1))
+        gate = (gates or {}).get(variant) or GateThresholds().for_task(spec.task)
+        rows.append(EvalRow(variant, len(images), batch_size, seconds, ref_time / seconds if seconds else 0.0,
+                            top1=float(np.mean(top5[:, 0] == labels)),
+                            top5=float(np.mean((top5 == labels[:, None]).any(axis=1))),
+                            agreement=agreement, gate=verdict(variant, reference, {"top1_agreement": agreement}, gate)))
     return rows, reference
 
 
 def evaluate_detection(
-    spec: ModelSpec, url: str, protocol: str, variants: list[str], data: Path, annotations: Path, batch_size: int
+    spec: ModelSpec, url: str, protocol: str, variants: list[str], data: Path, annotations: Path, batch_size: int,
+    gates: dict[str, dict[str, float]] | None = None,
 ) -> tuple[list[DetectionRow], str]:
     """COCO mAP of every detector variant on the images the annotations file lists (found under ``data``)."""
     from pycocotools.coco import COCO
@@ -231,10 +236,11 @@ def evaluate_detection(
         raise UserError(f"{annotations}: lists no images")
     prepared = [spec.letterbox(Path(data) / record["file_name"]) for record in records]
     samples = np.stack([array for array, _ in prepared])
-    scores, times = {}, {}
+    scores, times, raw = {}, {}, {}
     for variant in variants:
         client = InferenceClient(variant, url=url, protocol=protocol)
         outputs, times[variant] = timed_batches(client, samples, spec.inputs[0].name, batch_size)
+        raw[variant] = outputs
         found = [d for o in outputs for d in spec.postprocess(o, conf=DETECTION_CONF)]
         results = [
             {"image_id": record["id"], "category_id": category_of[d.class_id], "score": d.score,
@@ -252,49 +258,66 @@ def evaluate_detection(
                 evaluation.summarize()
             scores[variant] = (max(0.0, float(evaluation.stats[0])), max(0.0, float(evaluation.stats[1])))
     reference = reference_of(variants)
-    rows = [
-        DetectionRow(variant, len(records), batch_size, times[variant],
-                     times[reference] / times[variant] if times[variant] else 0.0, *scores[variant])
-        for variant in variants
-    ]
+    rows = []
+    for variant in variants:
+        measures = task_measures(spec, raw[reference], raw[variant])
+        gate = (gates or {}).get(variant) or GateThresholds().for_task(spec.task)
+        rows.append(DetectionRow(variant, len(records), batch_size, times[variant],
+                                 times[reference] / times[variant] if times[variant] else 0.0, *scores[variant],
+                                 box_recall=measures["box_recall"], map50_vs_reference=measures["map50"],
+                                 gate=verdict(variant, reference, measures, gate)))
     return rows, reference
 
 
 def evaluate_text(
-    url: str, protocol: str, variants: list[str], data: Path, gt_dir: Path, line_score: float
+    url: str, protocol: str, variants: list[str], data: Path, gt_dir: Path, line_score: float,
+    gates: dict[str, dict[str, float]] | None = None,
 ) -> tuple[list[TextRow], str]:
     """Text-line precision, recall and F-measure at IoU 0.5 of the whole model and the split ensemble."""
     from trtrepo.clients.ctpn_client import find_text
 
     pairs = text_ground_truth(data, gt_dir)
-    rows, times = [], {}
+    rows, times, lines_of = [], {}, {}
     for variant in variants:
         began = time.perf_counter()
         found = find_text([image for image, _ in pairs], variant, url, protocol, line_score, workers=1)
         times[variant] = (time.perf_counter() - began) / len(pairs)
-        matched = sum(match_boxes([line.bounds() for line in lines], truth) for lines, (_, truth) in zip(found, pairs))
+        lines_of[variant] = [[line.bounds() for line in lines] for lines in found]
+        matched = sum(match_boxes(lines, truth) for lines, (_, truth) in zip(lines_of[variant], pairs))
         scores = precision_recall_f(matched, sum(map(len, found)), sum(len(truth) for _, truth in pairs))
         rows.append((variant, scores))
     reference = reference_of(variants)
-    return [TextRow(v, len(pairs), 1, times[v], times[reference] / times[v] if times[v] else 0.0, *scores)
-            for v, scores in rows], reference
+    result = []
+    for variant, scores in rows:
+        expected = lines_of[reference]
+        matched = sum(match_boxes(lines, truth) for lines, truth in zip(lines_of[variant], expected))
+        against = precision_recall_f(matched, sum(map(len, lines_of[variant])), sum(map(len, expected)))[2]
+        if not sum(map(len, expected)) and not sum(map(len, lines_of[variant])):
+            against = 1.0
+        gate = (gates or {}).get(variant) or GateThresholds().for_task(TEXT)
+        result.append(TextRow(variant, len(pairs), 1, times[variant], times[reference] / times[variant] if times[variant] else 0.0,
+                              *scores, f_vs_reference=against, gate=verdict(variant, reference, {"text_f": against}, gate)))
+    return result, reference
 
 
 def _metric_fields(row: object) -> list[str]:
-    names = [f.name for f in fields(row)]
+    """The shares in 0..1 after ``speedup`` (the gate's verdict is not one)."""
+    names = [f.name for f in fields(row) if f.name != "gate"]
     return names[names.index("speedup") + 1 :]
 
 
 def markdown(rows: list, reference: str) -> str:
     metrics = _metric_fields(rows[0])
-    header = ["variant", "time per batch (s)", "speedup", *metrics]
+    header = ["variant", "time per batch (s)", "speedup", *metrics, "gate"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         values = [f"{getattr(row, m):.4f}" for m in metrics]
-        lines.append(f"| {row.variant} | {row.seconds_per_batch:.4f} | {row.speedup:.2f}x | " + " | ".join(values) + " |")
+        lines.append(f"| {row.variant} | {row.seconds_per_batch:.4f} | {row.speedup:.2f}x | " + " | ".join(values)
+                     + f" | {row.gate} |")
     first = rows[0]
     return "\n".join(lines) + (f"\n\n{first.images} images, batches of {first.batch_size}, through Triton; "
-                               f"speedup (and agreement) relative to {reference}.\n")
+                               f"speedup, agreement and the measures against the reference relative to {reference}; "
+                               "gate: each variant's accuracy gate (from its manifest) on these images.\n")
 
 
 def write_report(rows: list, reference: str, out_dir: Path) -> dict[str, Path]:
@@ -320,3 +343,29 @@ def write_report(rows: list, reference: str, out_dir: Path) -> dict[str, Path]:
         axes.grid(axis="x", alpha=0.3)
     save(figure, out_dir / "eval.png", dpi=110)
     return {"csv": out_dir / "eval.csv", "markdown": out_dir / "eval.md", "plot": out_dir / "eval.png"}
+
+
+def gate_table(points: list, repo: Path) -> str:
+    """The study's Table 3 from a sweep and the repository's manifests: per variant its best served throughput,
+    its speed over the model's PyTorch FP32 baseline, what it scored against FP32 at build time, and its gate."""
+    best: dict[str, float] = {}
+    for point in points:
+        best[point.variant] = max(best.get(point.variant, 0.0), point.throughput)
+    lines = ["| variant | best samples/s | over PyTorch FP32 | against FP32 (build-time gate) | gate |", "|---|---|---|---|---|"]
+    for variant in sorted(best):
+        baseline = Variant.parse(variant).baseline
+        speedup = f"{best[variant] / best[baseline]:.2f}x" if best.get(baseline) else "-"
+        try:
+            manifest = json.loads((Path(repo) / variant / MANIFEST_FILE).read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        result = manifest.get("gate_result")
+        if result:
+            measures = ", ".join(f"{name} {result['measures'][name]:.3f}" for name in result["thresholds"])
+            floats = f"; {len(result['kept_in_float'])} nodes in float" if result.get("kept_in_float") else ""
+            verdict_text = "PASS" if result["passed"] else "FAIL (published below its gate)"
+            lines.append(f"| {variant} | {best[variant]:.1f} | {speedup} | {measures}{floats} | {verdict_text} |")
+        else:
+            why = "reference" if variant == baseline else "not judged (random weights)"
+            lines.append(f"| {variant} | {best[variant]:.1f} | {speedup} | {why} | - |")
+    return "\n".join(lines) + "\n"
