@@ -32,13 +32,8 @@ def spec():
     return spec
 
 
-# INT8 accuracy is issue 13's (an accuracy gate and mixed precision): with the onnxruntime 1.31/1.32 and torch 2.14 that
-# `make install` brings now, the INT8 build misses the cars of dog.jpg (FP32: car 0.70 and 0.64), keeping 18 of the 22
-# boxes FP32 finds on Darknet's photos. Not strict: the test passes again once INT8 keeps the cars.
-INT8_MISSES_CARS = pytest.mark.xfail(reason="yolov3_tiny INT8 drops dog.jpg's cars (issue 13)", strict=False)
-
-
-@pytest.mark.parametrize("variant", [v if not v.endswith("int8") else pytest.param(v, marks=INT8_MISSES_CARS) for v in VARIANTS])
+# INT8 included: ONNX Runtime's precise U8S8 mode and the accuracy gate's mixed precision keep dog.jpg's cars.
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_every_engine_finds_the_expected_objects_through_triton(server, darknet_photos, spec, variant):
     from trtrepo.clients.yolo_client import detect
 

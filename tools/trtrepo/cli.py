@@ -106,6 +106,12 @@ CalibDirOption = Annotated[
     Optional[Path], typer.Option(help="Images for INT8 calibration: a folder (searched recursively) or a file listing paths.")
 ]
 CalibImagesOption = Annotated[Optional[int], typer.Option(min=1, help="How many calibration images to use (default 64).")]
+EvalDirOption = Annotated[Optional[Path], typer.Option(
+    help="Images the accuracy gate judges reduced-precision variants on against FP32 (a folder or a file list; "
+         "calibration images are left out). Default: the plan's, else photos shipped with installed packages.")]
+AllowBelowGateOption = Annotated[bool, typer.Option(
+    help="Publish a variant that scores below its accuracy gate anyway; its config says so and `trtrepo validate` "
+         "warns. Without it such a variant is set aside in <repository>.rejected/ with its report.")]
 
 
 @app.command()
@@ -118,8 +124,11 @@ def build(
     backends: Annotated[Optional[str], typer.Option(help="Backends of the target server: auto, or e.g. python,onnxruntime.")] = None,
     calib_dir: CalibDirOption = None,
     calib_images: CalibImagesOption = None,
+    eval_dir: EvalDirOption = None,
+    allow_below_gate: AllowBelowGateOption = False,
 ) -> None:
-    """Build one variant <model>_<engine>_<precision> into the repository (serving defaults from repo.toml)."""
+    """Build one variant <model>_<engine>_<precision> into the repository (serving defaults from repo.toml),
+    judged by the accuracy gate before it is published."""
     from dataclasses import replace
 
     from trtrepo.config import Variant
@@ -131,14 +140,15 @@ def build(
     reason = chosen.unavailable(precision.value)
     if reason:
         raise UserError(f"cannot build {model}_{engine.value}_{precision.value}: {reason}")
-    plan = load_plan(models=[model], weights=weights, output=output, backends=backends, calib_dir=calib_dir, calib_images=calib_images)
+    plan = load_plan(models=[model], weights=weights, output=output, backends=backends, calib_dir=calib_dir,
+                     calib_images=calib_images, eval_dir=eval_dir, allow_below_gate=allow_below_gate)
     planned = {(v.engine, v.precision): v.options for v in plan.variants}
     options = planned.get((engine.value, precision.value), plan.variants[0].options)
     variant = Variant(model, engine.value, precision.value, options)
     (result,) = build_repository(replace(plan, variants=(variant,), pipelines=(), ensembles=()), console.print, force=True)
-    if result.status == "failed":
+    if result.status in ("failed", "rejected"):
         raise UserError(f"{variant.name}: {result.detail}")
-    print(f"built {plan.output / variant.name}")
+    print(f"built {plan.output / variant.name} ({result.detail})")
 
 
 @app.command()
@@ -150,13 +160,17 @@ def repo(
     backends: Annotated[Optional[str], typer.Option(help="auto (ask the local tritonserver) or e.g. python,onnxruntime,tensorrt.")] = None,
     calib_dir: CalibDirOption = None,
     calib_images: CalibImagesOption = None,
+    eval_dir: EvalDirOption = None,
+    allow_below_gate: AllowBelowGateOption = False,
     force: Annotated[bool, typer.Option(help="Rebuild variants whose manifest says they are up to date.")] = False,
 ) -> None:
-    """Build every variant of the plan that this machine can build and that changed; validate the result."""
+    """Build every variant of the plan that this machine can build and that changed; judge each reduced-precision
+    variant against FP32 (the accuracy gate) before publishing it; validate the result."""
     from trtrepo.repository import build_repository, load_plan
     from trtrepo.validate import validate_repository
 
-    repo_plan = load_plan(plan, name_list(models), weights, output, backends, calib_dir=calib_dir, calib_images=calib_images)
+    repo_plan = load_plan(plan, name_list(models), weights, output, backends, calib_dir=calib_dir, calib_images=calib_images,
+                          eval_dir=eval_dir, allow_below_gate=allow_below_gate)
     console.print(f"building {len(repo_plan.variants)} variants into {repo_plan.output} "
                   f"(weights {repo_plan.weights}; server backends: {', '.join(sorted(repo_plan.backends)) or 'none'})")
     with progress() as bar:
@@ -168,14 +182,19 @@ def repo(
                 bar.advance(task)
 
         results = build_repository(repo_plan, step, force)
-    for status in ("built", "up to date", "skipped", "failed"):
+    for status in ("built", "up to date", "skipped", "rejected", "failed"):
         names = [r.variant for r in results if r.status == status]
         if names:
             print(f"{status}: {', '.join(names)}")
-    failed = [r for r in results if r.status == "failed"]
+    judged = [r for r in results if r.detail.startswith("gate ")]
+    if judged:
+        print("\naccuracy gate (against the FP32 network):")
+        for result in judged:
+            print(f"  {result.variant}: {result.detail.removeprefix('gate ')}")
+    failed = [r for r in results if r.status in ("failed", "rejected")]
     if failed:
-        raise UserError(f"{len(failed)} of {len(results)} variants failed (previous builds kept): "
-                        + "; ".join(f"{r.variant}: {r.detail}" for r in failed))
+        raise UserError(f"{len(failed)} of {len(results)} variants failed or fell below their accuracy gate "
+                        "(previous builds kept): " + "; ".join(f"{r.variant}: {r.detail}" for r in failed))
     problems = validate_repository(repo_plan.output)
     if problems:
         raise UserError(f"built repository fails validation: {problems[0]}")
@@ -219,11 +238,13 @@ def config(
 @app.command()
 def validate(repository: Annotated[Path, typer.Argument(help="Model repository folder.")] = REPOSITORY) -> None:
     """Parse every config.pbtxt against Triton's schema and check version folders and model files."""
-    from trtrepo.validate import validate_repository
+    from trtrepo.validate import repository_warnings, validate_repository
 
     import sys
 
     problems = validate_repository(repository)
+    for warning in repository_warnings(repository):
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
@@ -506,7 +527,7 @@ def evaluate_command(
     """Accuracy and time per batch of every variant of MODEL through Triton: top-1/top-5 and agreement with
     the FP32 reference for classifiers, COCO mAP for detectors, text-line precision/recall/F for CTPN."""
     from trtrepo.config import Variant
-    from trtrepo.evaluate import evaluate, evaluate_detection, evaluate_text, labelled_images, markdown, write_report
+    from trtrepo.evaluate import evaluate, evaluate_detection, evaluate_text, labelled_images, markdown, thresholds_of, write_report
     from trtrepo.models import get_model
     from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT
 
@@ -523,17 +544,42 @@ def evaluate_command(
                            if (p / "config.pbtxt").is_file() and not Variant.is_variant(p.name))
     if not variants:
         raise UserError(f"{model_repository}: no variants of {model}; build them with `trtrepo repo --models {model}`")
+    gates = {variant: thresholds_of(model_repository, variant, spec.task) for variant in variants}
     with grpc_endpoint(url, model_repository, api_key) as (grpc_url, _, _):
         console.print(f"evaluating {', '.join(variants)} ...")
         if spec.task == DETECTION:
-            rows, reference = evaluate_detection(spec, grpc_url, "grpc", variants, data, annotations, batch_size)
+            rows, reference = evaluate_detection(spec, grpc_url, "grpc", variants, data, annotations, batch_size, gates)
         elif spec.task == TEXT:
-            rows, reference = evaluate_text(grpc_url, "grpc", variants, data, gt, spec.line_min_score)
+            rows, reference = evaluate_text(grpc_url, "grpc", variants, data, gt, spec.line_min_score, gates)
         else:
-            rows, reference = evaluate(spec, grpc_url, "grpc", variants, images, truth, batch_size)
+            rows, reference = evaluate(spec, grpc_url, "grpc", variants, images, truth, batch_size, gates)
     files = write_report(rows, reference, output)
     print(markdown(rows, reference))
     print(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="The reference variant, e.g. efficientnet_lite0_onnxruntime_fp32.")],
+    b: Annotated[str, typer.Argument(help="The variant to hold against it, e.g. efficientnet_lite0_onnxruntime_int8.")],
+    model_repository: RepoOption = REPOSITORY,
+    images: Annotated[Optional[Path], typer.Option(
+        help="Images to run (a folder or a file list). Default: the accuracy gate's evaluation photos.")] = None,
+    count: Annotated[int, typer.Option(min=1, help="Samples (crops and mirror images when there are fewer images).")] = 112,
+    output: Annotated[Path, typer.Option(help="Folder for compare.md, compare_*.csv and compare.png.")] = Path("perf/results/compare"),
+) -> None:
+    """Where two variants of one model part: per output (max/mean abs and relative error, cosine, the task's
+    measures) and, for two ONNX artifacts, per intermediate tensor with the error each node adds, plotted by depth."""
+    from trtrepo.compare import compare_variants, markdown, write_report
+    from trtrepo.imagesets import evaluation_photos, images_in, with_crops
+
+    files = images_in(images, "comparison") if images else evaluation_photos()
+    if not files:
+        raise UserError("no images to compare on: pass --images DIR")
+    result = compare_variants(model_repository, a, b, list(with_crops(files, count)))
+    written = write_report(result, output)
+    print(markdown(result), end="")
+    print(f"wrote {', '.join(str(p) for p in written.values())}")
 
 
 @app.command()
@@ -548,10 +594,12 @@ def demo(
     from trtrepo.clients.resnet_client import classify
     from trtrepo.clients.yolo_client import annotate, detect
     from trtrepo.config import Variant
+    from trtrepo.evaluate import gate_table
     from trtrepo.models import get_model
     from trtrepo.specs import DETECTION
 
-    repo(plan=None, models=DEMO_MODELS, weights=weights, output=output, backends=None, calib_dir=None, calib_images=16, force=False)
+    repo(plan=None, models=DEMO_MODELS, weights=weights, output=output, backends=None, calib_dir=None, calib_images=None,
+         eval_dir=None, allow_below_gate=False, force=False)
     if "random" in weights:
         console.print(f"[yellow]weights {weights}: labels from random weights are meaningless; the path is what they show[/yellow]")
     photos = shipped_photos()
@@ -575,6 +623,8 @@ def demo(
                     print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
         points = sweep_with_progress(server.grpc_url, variants, counts, concurrencies, 1, 1500, server.metrics_url)
     report_sweep(points, Path("perf/results"))
+    print("\nSpeed and accuracy per variant (the study's Table 3, with the accuracy gate):\n")
+    print(gate_table(points, output))
     print(f"annotated detections in {annotated}/; server stopped")
 
 

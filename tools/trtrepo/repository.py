@@ -33,6 +33,7 @@ from trtrepo.config import (
     CONFIG_FILE,
     MANIFEST_FILE,
     SERVING_OPTION_TYPES,
+    VERSION,
     ServingOptions,
     Variant,
     ensemble_config,
@@ -42,14 +43,25 @@ from trtrepo.config import (
     write_config,
 )
 from trtrepo.engines import ENGINES, BuildInputs, get_engine
+from trtrepo.engines.pytorch import network_runner
 from trtrepo.errors import UserError
 from trtrepo.export import export_onnx
+from trtrepo.gate import (
+    BELOW_GATE_PARAMETER,
+    GATE_KEYS,
+    EvaluationSet,
+    Gate,
+    GatePlan,
+    GateReport,
+    build_within_gate,
+    evaluation_set,
+    skip_reason,
+)
 from trtrepo.models import MODELS, get_model
 from trtrepo.server import find_tritonserver
 from trtrepo.specs import ModelSpec
 
 DEFAULT_PLAN = Path("repo.toml")
-VERSION = "1"
 RANDOM_SEED = 0
 LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt", "polygraphy")
 #: Changes when what a build writes changes, so that older builds are rebuilt once (2: zero-data warm-up; the
@@ -74,7 +86,7 @@ class RepoPlan:
     calib_images: int = DEFAULT_CALIBRATION_IMAGES
     pipelines: tuple[tuple[str, str], ...] = ()  # (pipeline model name, detector variant it calls)
     ensembles: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (ensemble name, the variants it chains)
-
+    gate: GatePlan = GatePlan()
 
     def weights_for(self, model: str) -> str:
         """The weights choice for ``model``: its own entry in a per-model list, else the single choice."""
@@ -89,8 +101,16 @@ class RepoPlan:
 @dataclass(frozen=True)
 class BuildResult:
     variant: str
-    status: str  # built | up to date | skipped | failed
+    status: str  # built | up to date | skipped | rejected (below its accuracy gate) | failed
     detail: str = ""
+
+
+class BelowGate(Exception):
+    """A variant that scored below its accuracy gate; it was set aside in the rejected folder."""
+
+    def __init__(self, report: GateReport, where: Path) -> None:
+        super().__init__(f"below its accuracy gate ({report.line()}); set aside in {where} with its report")
+        self.report = report
 
 
 #: The plan file's tables and the keys each takes (with their types); [[variant]] also takes the serving options.
@@ -100,6 +120,7 @@ PLAN_TABLES = {
     "variant": {"model": str, "engine": str, "precision": str},
     "pipeline": {"name": str, "detector": str},
     "ensemble": {"name": str, "steps": list},
+    "gate": {"eval_dir": str, "eval_images": int, **{key: float for key in GATE_KEYS}},
 }
 
 
@@ -112,6 +133,8 @@ def load_plan(
     options: ServingOptions | None = None,
     calib_dir: Path | None = None,
     calib_images: int | None = None,
+    eval_dir: Path | None = None,
+    allow_below_gate: bool = False,
 ) -> RepoPlan:
     """Read repo.toml (or the built-in plan: every model through every engine at fp32) and apply overrides.
 
@@ -156,7 +179,25 @@ def load_plan(
         calib_images=calib_images or repository.get("calib_images", DEFAULT_CALIBRATION_IMAGES),
         pipelines=tuple(pipelines),
         ensembles=tuple(ensembles),
+        gate=_gate_plan(data.get("gate", {}), plan_file, eval_dir, allow_below_gate),
     )
+
+
+def _gate_plan(table: dict, plan_file: Path, eval_dir: Path | None, allow_below: bool) -> GatePlan:
+    """[gate]: default thresholds and evaluation images; [gate.<model>]: that model's thresholds."""
+    base = GatePlan()
+    defaults = base.defaults.updated({k: v for k, v in table.items() if k in GATE_KEYS}, f"{plan_file} [gate]")
+    per_model = []
+    for model, own in table.items():
+        if isinstance(own, dict):
+            get_model(model)
+            unknown = set(own) - set(GATE_KEYS)
+            if unknown:
+                raise UserError(f"{plan_file} [gate.{model}]: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(GATE_KEYS)}")
+            per_model.append((model, defaults.updated(own, f"{plan_file} [gate.{model}]")))
+    plan_eval = table.get("eval_dir")
+    return GatePlan(defaults, tuple(per_model), eval_dir or (Path(plan_eval) if plan_eval else None),
+                    table.get("eval_images", base.eval_images), allow_below)
 
 
 def _with_split_parts(models: set[str], ensembles: list[tuple[str, tuple[str, ...]]]) -> set[str]:
@@ -171,7 +212,7 @@ def _with_split_parts(models: set[str], ensembles: list[tuple[str, tuple[str, ..
 
 
 def _type_name(kind: type) -> str:
-    return {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}.get(kind, kind.__name__)
+    return {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "a list"}.get(kind, kind.__name__)
 
 
 def _check_plan(data: dict, plan_file: Path) -> None:
@@ -195,18 +236,22 @@ def _check_plan(data: dict, plan_file: Path) -> None:
             else:
                 allowed = keys
             extra = set(entry) - set(allowed)
+            if table == "gate":  # [gate.<model>] subtables are checked with the thresholds
+                extra = {key for key in extra if not isinstance(entry[key], dict)}
             if extra:
                 raise UserError(f"{where}: unknown keys {', '.join(sorted(extra))}; known: {', '.join(sorted(allowed))}")
-            missing = [key for key in keys if table != "repository" and key not in entry]
+            missing = [key for key in keys if table not in ("repository", "gate") and key not in entry]
             if missing:
                 raise UserError(f"{where}: lacks the key {missing[0]}")
             for key, kind in keys.items():
-                if key in entry and (not isinstance(entry[key], kind) or isinstance(entry[key], bool) and kind is not bool):
+                kinds = (int, float) if kind is float else kind
+                if key in entry and (not isinstance(entry[key], kinds) or isinstance(entry[key], bool) and kind is not bool):
                     raise UserError(f"{where}: {key} must be {_type_name(kind)}, got {entry[key]!r}")
             if table == "ensemble" and not (entry["steps"] and all(isinstance(step, str) for step in entry["steps"])):
                 raise UserError(f"{where}: steps must be a list of variant names, got {entry['steps']!r}")
-            if table == "repository" and "calib_images" in entry and entry["calib_images"] < 1:
-                raise UserError(f"{where}: calib_images must be at least 1, got {entry['calib_images']}")
+            for count in ("calib_images", "eval_images"):
+                if table in ("repository", "gate") and count in entry and entry[count] < 1:
+                    raise UserError(f"{where}: {count} must be at least 1, got {entry[count]}")
 
 
 def _serving_options(table: dict, base: ServingOptions, where: str) -> ServingOptions:
@@ -271,9 +316,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def build_key(variant: Variant, weights: str, digest: str, native: bool, calibration: CalibrationSet | None) -> dict:
+def build_key(variant: Variant, weights: str, digest: str, native: bool, calibration: CalibrationSet | None,
+              gate: dict | None = None) -> dict:
     """Everything a variant's files depend on; equal keys mean an identical rebuild (JSON-normalized)."""
     return json.loads(json.dumps({
+        "gate": gate,
         "layout": BUILD_LAYOUT,
         "variant": variant.name,
         "engine": variant.engine,
@@ -372,11 +419,21 @@ def repository_lock(repo_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_variant(variant: Variant, inputs: BuildInputs, repo_dir: Path, native: bool, key: dict) -> Path:
+def rejected_dir(repo_dir: Path) -> Path:
+    """Where variants below their accuracy gate are set aside with their reports: beside the repository, so no
+    server loads them."""
+    repo_dir = Path(repo_dir).resolve()
+    return repo_dir.parent / f"{repo_dir.name}.rejected"
+
+
+def build_variant(variant: Variant, inputs: BuildInputs, repo_dir: Path, native: bool, key: dict,
+                  gate: Gate | None = None, allow_below_gate: bool = False) -> GateReport | None:
     """Write one variant's folder: 1/<artifact> (+ model.py for the Python backend), config.pbtxt, manifest.json.
 
     Built in the staging folder and published by rename, so the old variant stays whole until the new one is;
-    engine caches of the old version folder (TensorRT timing and calibration) are carried over.
+    engine caches of the old version folder (TensorRT timing and calibration) are carried over. With a gate, the
+    artifact is judged before it is published (mixed precision where it falls short and the engine can); below
+    the gate it goes to the rejected folder instead (BelowGate), unless ``allow_below_gate`` publishes it marked.
     """
     engine = get_engine(variant.engine)
     model_dir = Path(repo_dir) / variant.name
@@ -389,18 +446,38 @@ def build_variant(variant: Variant, inputs: BuildInputs, repo_dir: Path, native:
         for cache in (model_dir / VERSION).glob(KEPT_ACROSS_REBUILDS):
             shutil.copy2(cache, version_dir / cache.name)
         artifact = version_dir / engine.artifact
-        engine.build(inputs, variant.precision, artifact)
+        report = None
+        if gate is None:
+            engine.build(inputs, variant.precision, artifact)
+        else:
+            device = "gpu" if variant.options.kind == "gpu" else "cpu"
+            batch = min(variant.options.max_batch_size, 8)
+
+            def judge(built: Path) -> GateReport:
+                return gate.judge(engine.load(inputs.spec, built, variant.precision, device, os.cpu_count() or 1), batch)
+
+            report = build_within_gate(engine, inputs, variant.precision, artifact, judge, inputs.log, variant.name)
         if not native:
             shutil.copyfile(Path(__file__).with_name("triton_model.py"), version_dir / "model.py")
-        write_config(model_config(variant.name, inputs.spec, engine, variant.precision, native, variant.options), staged)
+        config = model_config(variant.name, inputs.spec, engine, variant.precision, native, variant.options)
+        if report is not None and not report.passed:
+            config.parameters[BELOW_GATE_PARAMETER].string_value = report.line()
+        write_config(config, staged)
         manifest = {**key, "onnx_sha256": file_digest(inputs.onnx_path), "artifact_sha256": file_digest(artifact),
                     "files": folder_files(staged),
+                    "gate_result": report.as_dict() if report else None,
                     "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         (staged / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if report is not None and not report.passed and not allow_below_gate:
+            aside = rejected_dir(repo_dir) / variant.name
+            aside.parent.mkdir(exist_ok=True)
+            (staged / "gate.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+            publish(staged, aside)
+            raise BelowGate(report, aside)
         publish(staged, model_dir)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    return model_dir
+    return report
 
 
 def _failure(variant: str, exc: Exception, where: Path) -> BuildResult:
@@ -431,8 +508,9 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
     if any(v.precision == "int8" for v in plan.variants):
         calibration = calibration_set(plan.calib_dir, plan.calib_images)
         if not calibration.representative:
-            log(f"warning: INT8 calibration on {len(calibration.images)} {calibration.source}: not representative "
-                "of your data; pass --calib-dir for a meaningful INT8 accuracy")
+            log(f"warning: INT8 calibration on {len(calibration.images)} samples of {calibration.source}: not "
+                "representative of your data; pass --calib-dir for a meaningful INT8 accuracy")
+    evaluation: EvaluationSet | None = None
     with tempfile.TemporaryDirectory(prefix="trtrepo-export-") as scratch:
         for model, group in groupby(sorted(plan.variants, key=lambda v: v.model), key=lambda v: v.model):
             spec = get_model(model)
@@ -455,9 +533,18 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
             log(f"{model}: loading weights ({weights})")
             network = load_network(spec, weights)
             digest = weights_digest(network)
-            onnx_path = None
+            thresholds = plan.gate.thresholds_for(model)
+            onnx_path, gate = None, None
             for variant, native in todo:
-                key = build_key(variant, weights, digest, native, calibration)
+                unjudged = skip_reason(spec, variant.engine, variant.precision, weights)
+                if not unjudged and evaluation is None:
+                    evaluation = evaluation_set(plan.gate.eval_dir, calibration, plan.gate.eval_images)
+                    log(f"accuracy gate: judging variants against FP32 on {len(evaluation.samples)} samples of "
+                        f"{evaluation.describe()['files']} images ({evaluation.source})")
+                gate_key = None if unjudged else {
+                    "thresholds": thresholds.for_task(spec.task), "evaluation": evaluation.describe(),
+                    "samples": [str(sample) for sample in evaluation.samples], "allow_below": plan.gate.allow_below}
+                key = build_key(variant, weights, digest, native, calibration, gate_key)
                 model_dir = plan.output / variant.name
                 manifest = read_manifest(model_dir)
                 if not force and {k: manifest.get(k) for k in key} == key and files_intact(model_dir, manifest):
@@ -470,20 +557,37 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                         report = export_onnx(spec, network, Path(scratch) / f"{model}.onnx")
                         onnx_path = report.path
                         log(f"{model}: exported ONNX, parity with PyTorch max abs diff {report.max_abs_diff:.2e}")
+                    if gate is None and not unjudged:
+                        gate = Gate(spec, network_runner(spec, network), evaluation, thresholds)
                     inputs = BuildInputs(spec, network, onnx_path, variant.options.max_batch_size,
                                          variant.options.preferred_batch_sizes, calibration, log)
-                    build_variant(variant, inputs, plan.output, native, key)
+                    judged = build_variant(variant, inputs, plan.output, native, key, None if unjudged else gate,
+                                           plan.gate.allow_below)
+                except BelowGate as exc:
+                    log(f"error: {variant.name} rejected: {exc}" + ("; the previous build is kept" if model_dir.exists() else ""))
+                    results.append(BuildResult(variant.name, "rejected", str(exc)))
+                    continue
                 except Exception as exc:  # recorded, and the other variants are built (Ctrl-C still stops the run)
                     failed = _failure(variant.name, exc, plan.output)
                     log(f"error: {variant.name} failed: {failed.detail}" + ("; the previous build is kept" if model_dir.exists() else ""))
                     results.append(failed)
                     continue
-                results.append(BuildResult(variant.name, "built"))
+                results.append(BuildResult(variant.name, "built", _gate_summary(judged, unjudged)))
+                if judged is not None and not judged.passed:
+                    log(f"warning: {variant.name} published below its accuracy gate ({judged.line()}), as --allow-below-gate asks")
     for name, detector in plan.pipelines:
         results.append(build_pipeline(name, detector, plan.output, plan.backends, log))
     for name, steps in plan.ensembles:
         results.append(build_ensemble(name, steps, plan.output, log))
     return results
+
+
+def _gate_summary(report: GateReport | None, unjudged: str | None) -> str:
+    """The build table's gate column: the measures against their thresholds, and nodes kept in float."""
+    if report is None:
+        return f"gate skipped: {unjudged}"
+    floats = f"; {len(report.kept_in_float)} nodes kept in float" if report.kept_in_float else ""
+    return f"gate {'PASS' if report.passed else 'BELOW'}: {report.line()}{floats}"
 
 
 def build_ensemble(name: str, steps: tuple[str, ...], repo_dir: Path, log: Callable[[str], None]) -> BuildResult:

@@ -45,6 +45,8 @@ class ModelSpec(ABC):
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     weight_choices: str = "random|PATH"
+    #: For a part of a model served split (an ensemble step): the whole model, whose accuracy gate stands for it.
+    judged_whole_as: str | None = None
 
     @abstractmethod
     def build_network(self, weights: str) -> "torch.nn.Module":

@@ -37,6 +37,22 @@ def validate_repository(repo: Path) -> list[str]:
     return [problem for model_dir in model_dirs for problem in validate_model(model_dir)]
 
 
+def repository_warnings(repo: Path) -> list[str]:
+    """What Triton loads but a user should know: variants published below their accuracy gate."""
+    from trtrepo.gate import BELOW_GATE_PARAMETER
+
+    warnings = []
+    for config_path in sorted(Path(repo).glob(f"*/{CONFIG_FILE}")):
+        try:
+            config = read_config(config_path)
+        except UserError:
+            continue  # validate_repository reports it
+        if BELOW_GATE_PARAMETER in config.parameters:
+            warnings.append(f"{config_path.parent.name}: published below its accuracy gate "
+                            f"({config.parameters[BELOW_GATE_PARAMETER].string_value})")
+    return warnings
+
+
 def validate_model(model_dir: Path) -> list[str]:
     config_path = model_dir / CONFIG_FILE
     if not config_path.is_file():

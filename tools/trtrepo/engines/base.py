@@ -33,6 +33,8 @@ class BuildInputs:
     preferred_batch_sizes: tuple[int, ...]
     calibration: "CalibrationSet | None"
     log: Callable[[str], None]
+    #: Nodes to leave in float in a reduced-precision build (mixed precision, chosen by the accuracy gate).
+    keep_float: tuple[str, ...] = ()
 
 
 class Engine(ABC):
@@ -56,6 +58,11 @@ class Engine(ABC):
     @abstractmethod
     def build(self, inputs: BuildInputs, precision: str, out_file: Path) -> None:
         """Write the deployable artifact for ``precision`` to ``out_file`` (its folder may hold caches)."""
+
+    def float_candidates(self, inputs: BuildInputs, precision: str, artifact: Path) -> list[str]:
+        """Nodes of the built ``artifact`` that a rebuild could keep in float, those that cost most accuracy
+        first; empty where the engine cannot mix precisions (the accuracy gate's mixed-precision search)."""
+        return []
 
     @abstractmethod
     def load(self, spec: "ModelSpec", artifact: Path, precision: str, device: str, threads: int) -> Runner:

@@ -159,6 +159,7 @@ class CTPNBackbone(CTPN):
 
     name = "ctpn_backbone"
     outputs = (FEATURES,)
+    judged_whole_as = "ctpn"
 
     def build_network(self, weights: str) -> torch.nn.Module:
         return load_ctpn(weights, self.name, "backbone")
@@ -172,6 +173,7 @@ class CTPNHead(CTPN):
 
     name = "ctpn_head"
     inputs = (FEATURES,)
+    judged_whole_as = "ctpn"
     dynamic_shapes = {"features": ((512, 4, 4), (512, 38, 50), (512, 63, 63))}
 
     def build_network(self, weights: str) -> torch.nn.Module:

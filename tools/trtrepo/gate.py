@@ -1,0 +1,224 @@
+"""The accuracy gate: every variant that is not the FP32 reference is run beside the model's PyTorch FP32 network
+on images it was not calibrated on, and judged by the task's own measure before it is published.
+
+Classifiers: top-1 agreement with FP32 (and FP32's top-1 among the variant's top 5, reported). Detectors: the
+share of FP32's boxes (client threshold) the variant finds with the same class at IoU >= 0.5, and COCO mAP of
+the variant's boxes (evaluation threshold) against FP32's. Text: F-measure of the variant's lines against FP32's.
+A variant below its gate may keep fewer nodes in reduced precision (mixed precision, where its engine can):
+the fewest of the nodes that cost most are kept in float until it passes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from trtrepo.errors import UserError
+from trtrepo.imagesets import ImageSample, evaluation_photos, images_in, with_crops
+from trtrepo.metrics import DETECTION_CONF, classifier_agreement, coco_map, match_by_class, precision_recall_f, match_boxes
+from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT, ModelSpec
+
+if TYPE_CHECKING:
+    from trtrepo.calibration import CalibrationSet
+    from trtrepo.engines.base import BuildInputs, Engine, Runner
+
+#: Whole images first, then crops of them: 8 photos give 112 samples, so one disagreement still passes 99%.
+DEFAULT_EVALUATION_IMAGES = 112
+EVALUATION_BATCH = 8
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """The least a variant must score against FP32; only the measures of the model's task apply."""
+
+    top1_agreement: float = 0.99
+    box_recall: float = 0.95
+    map50: float = 0.95
+    text_f: float = 0.95
+
+    def for_task(self, task: str) -> dict[str, float]:
+        return {name: getattr(self, name) for name in GATED_MEASURES[task]}
+
+    def updated(self, values: dict[str, float], where: str) -> "GateThresholds":
+        for name, value in values.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise UserError(f"{where}: {name} must be a share between 0 and 1, got {value!r}")
+        return replace(self, **{name: float(value) for name, value in values.items()})
+
+
+GATE_KEYS = tuple(f.name for f in fields(GateThresholds))
+GATED_MEASURES = {CLASSIFICATION: ("top1_agreement",), DETECTION: ("box_recall", "map50"), TEXT: ("text_f",)}
+#: The config parameter a variant published below its gate (--allow-below-gate) carries; validate warns on it.
+BELOW_GATE_PARAMETER = "trtrepo_below_gate"
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """The plan's [gate] table: thresholds (defaults, and per model), the evaluation images, and whether a
+    variant below its gate is published anyway (marked) instead of set aside."""
+
+    defaults: GateThresholds = GateThresholds()
+    per_model: tuple[tuple[str, GateThresholds], ...] = ()
+    eval_dir: Path | None = None
+    eval_images: int = DEFAULT_EVALUATION_IMAGES
+    allow_below: bool = False
+
+    def thresholds_for(self, model: str) -> GateThresholds:
+        return dict(self.per_model).get(model, self.defaults)
+
+
+def skip_reason(spec: ModelSpec, engine: str, precision: str, weights: str) -> str | None:
+    """Why a variant is not judged: it is the reference itself, its weights are random, or it is a part of a
+    model served split, judged whole."""
+    if engine == "pytorch" and precision == "fp32":
+        return "the FP32 reference itself"
+    if weights == "random":
+        return "random weights: agreement with FP32 would mean nothing"
+    return spec.judged_whole_as and f"a part of a split model: judged whole, as {spec.judged_whole_as}"
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    samples: tuple[ImageSample, ...]
+    source: str
+
+    def describe(self) -> dict:
+        return {"source": self.source, "samples": len(self.samples), "files": len({s.path for s in self.samples})}
+
+
+def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", count: int) -> EvaluationSet:
+    """``count`` samples from ``eval_dir`` (else the shipped evaluation photos), none of them a calibration
+    image; crops and mirror images when there are fewer files."""
+    files = images_in(eval_dir, "evaluation") if eval_dir else evaluation_photos()
+    source = str(eval_dir) if eval_dir else "photos shipped with installed packages, kept out of calibration"
+    calibrated = calibration.files if calibration else frozenset()
+    unseen = [path for path in files if path not in calibrated]
+    if not unseen:
+        where = eval_dir or "the shipped evaluation photos"
+        raise UserError(f"{where}: no image that calibration did not use; pass --eval-dir with other images")
+    return EvaluationSet(with_crops(unseen, count), source)
+
+
+@dataclass
+class GateReport:
+    """What a variant scored against FP32, the thresholds applied, and whether it passed."""
+
+    measures: dict[str, float]
+    thresholds: dict[str, float]
+    evaluation: dict
+    kept_in_float: list[str] = field(default_factory=list)
+    trials: int = 1
+
+    @property
+    def passed(self) -> bool:
+        return all(self.measures[name] >= least for name, least in self.thresholds.items())
+
+    def shortfall(self) -> float:
+        """How far the worst gated measure falls below its threshold (0 when it passes)."""
+        return max(0.0, *(least - self.measures[name] for name, least in self.thresholds.items()))
+
+    def line(self) -> str:
+        """``top1_agreement 0.991 >= 0.99`` for each gated measure."""
+        return ", ".join(f"{name} {self.measures[name]:.3f} {'>=' if self.measures[name] >= least else '<'} {least:g}"
+                         for name, least in self.thresholds.items())
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed, **asdict(self)}
+
+
+def run_batches(spec: ModelSpec, runner: "Runner", samples: list[np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """The runner's outputs for every sample, one batch at a time (one sample at a time where sizes vary)."""
+    name = spec.inputs[0].name
+    if len({sample.shape for sample in samples}) > 1:
+        batch_size = 1
+    return [runner({name: np.stack(samples[start : start + batch_size])}) for start in range(0, len(samples), batch_size)]
+
+
+def task_measures(spec: ModelSpec, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """The task's measures of ``candidate`` outputs against ``reference`` outputs of the same batches."""
+    if spec.task == CLASSIFICATION:
+        name = spec.outputs[0].name
+        return classifier_agreement(np.concatenate([o[name] for o in reference]), np.concatenate([o[name] for o in candidate]))
+    if spec.task == DETECTION:
+        truth = [[(d.class_id, d.box) for d in found] for o in reference for found in spec.postprocess(o)]
+        kept = [[(d.class_id, d.box) for d in found] for o in candidate for found in spec.postprocess(o)]
+        ranked = [[(d.class_id, d.box, d.score) for d in found] for o in candidate
+                  for found in spec.postprocess(o, conf=DETECTION_CONF)]
+        total = sum(map(len, truth))
+        recall = sum(match_by_class(k, t) for k, t in zip(kept, truth)) / total if total else 1.0
+        map50_95, map50 = coco_map(truth, ranked)
+        return {"box_recall": recall, "map50": map50, "map50_95": map50_95, "reference_boxes": float(total)}
+    truth = [[line.bounds() for line in lines] for o in reference for lines in spec.postprocess(o)]
+    found = [[line.bounds() for line in lines] for o in candidate for lines in spec.postprocess(o)]
+    matched = sum(match_boxes(f, t) for f, t in zip(found, truth))
+    if not sum(map(len, truth)) and not sum(map(len, found)):
+        return {"text_f": 1.0, "reference_lines": 0.0}
+    return {"text_f": precision_recall_f(matched, sum(map(len, found)), sum(map(len, truth)))[2],
+            "reference_lines": float(sum(map(len, truth)))}
+
+
+class Gate:
+    """One model's gate: its evaluation samples, preprocessed once, and the FP32 network's outputs on them."""
+
+    def __init__(self, spec: ModelSpec, reference: "Runner", evaluation: EvaluationSet, thresholds: GateThresholds) -> None:
+        self.spec = spec
+        self.evaluation = evaluation
+        self.thresholds = thresholds.for_task(spec.task)
+        self.samples = [spec.preprocess_image(sample.load()) for sample in evaluation.samples]
+        self.reference = run_batches(spec, reference, self.samples, EVALUATION_BATCH)
+
+    def judge(self, candidate: "Runner", batch_size: int = EVALUATION_BATCH) -> GateReport:
+        measures = task_measures(self.spec, self.reference, run_batches(self.spec, candidate, self.samples, batch_size))
+        return GateReport(measures, dict(self.thresholds), self.evaluation.describe())
+
+
+def build_within_gate(
+    engine: "Engine", inputs: "BuildInputs", precision: str, artifact: Path, judge: Callable[[Path], GateReport],
+    log: Callable[[str], None], name: str,
+) -> GateReport:
+    """Build the artifact and judge it; below the gate, where the engine can mix precisions, keep the fewest of
+    its costliest nodes in float that pass (1, 2, 4 ... nodes until one passes, then halving the gap). Leaves in
+    ``artifact`` the build that passed with the fewest nodes in float, else the one that came closest, and
+    returns its report."""
+    engine.build(inputs, precision, artifact)
+    report = judge(artifact)
+    if report.passed:
+        return report
+    ranked = engine.float_candidates(inputs, precision, artifact)
+    if not ranked:
+        return report
+    log(f"{name}: below its gate ({report.line()}); searching the fewest of {len(ranked)} nodes to keep in float")
+    kept = artifact.with_name(artifact.name + ".kept")
+    shutil.copyfile(artifact, kept)
+    best, trials = report, 1
+
+    def trial(count: int) -> bool:
+        nonlocal best, trials
+        trials += 1
+        engine.build(replace(inputs, keep_float=tuple(ranked[:count])), precision, artifact)
+        result = judge(artifact)
+        result.kept_in_float = list(ranked[:count])
+        log(f"{name}: {count} nodes in float: {result.line()}")
+        if result.passed or (not best.passed and result.shortfall() < best.shortfall()):
+            best = result
+            shutil.copyfile(artifact, kept)
+        return result.passed
+
+    failing, count = 0, 1
+    while not trial(count) and count < len(ranked):
+        failing, count = count, min(count * 2, len(ranked))
+    if best.passed:
+        passing = count
+        while passing - failing > 1:
+            middle = (passing + failing) // 2
+            if trial(middle):
+                passing = middle
+            else:
+                failing = middle
+    kept.replace(artifact)
+    best.trials = trials
+    return best
