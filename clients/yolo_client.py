@@ -10,6 +10,7 @@ runs NMS here. With --server-side it sends the encoded image bytes to the reposi
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,7 @@ from trtrepo.client import InferenceClient, collect_images
 from trtrepo.config import Variant
 from trtrepo.errors import UserError, run_app
 from trtrepo.models import get_model
-from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, YOLOv3, Detection, to_image_coords
+from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, LETTERBOXES, YOLOv3, Detection, to_image_coords
 from trtrepo.specs import DETECTION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
@@ -38,13 +39,16 @@ def spec_of(model: str) -> YOLOv3:
 
 
 WAVE = 64  # images prepared and in flight at once: bounds memory on large folders
+Letterboxing = Enum("Letterboxing", {name: name for name in LETTERBOXES}, type=str)
 
 
 def detect(
     images: list[Path], model: str, url: str | None, protocol: str, batch_size: int, conf: float, iou: float,
     workers: int = 4, on_done=lambda count: None, results: list[list[Detection]] | None = None,
+    letterbox: str = "darknet",
 ) -> list[list[Detection]]:
-    """Letterbox here, send batches concurrently through Triton, NMS here; boxes in image pixels.
+    """Letterbox here (Darknet's own resize by default), send batches concurrently through Triton, NMS here;
+    boxes in image pixels.
 
     Results are appended to ``results`` as each wave of images is answered, so a caller keeps what came back
     before a failure."""
@@ -53,7 +57,7 @@ def detect(
     step = client.batch_step(batch_size)
     results = [] if results is None else results
     for start in range(0, len(images), WAVE):
-        prepared = [spec.letterbox(path) for path in images[start : start + WAVE]]
+        prepared = [spec.letterbox(path, letterbox) for path in images[start : start + WAVE]]
         requests = [{spec.inputs[0].name: np.stack([a for a, _ in prepared[i : i + step]])} for i in range(0, len(prepared), step)]
         raw = client.infer_many(requests, lambda: on_done(step))
         found = [d for output in raw for d in spec.postprocess(output, conf=conf, iou=iou)]
@@ -113,6 +117,9 @@ def main(
     conf: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score threshold (objectness x class probability).")] = DEFAULT_CONF,
     iou: Annotated[float, typer.Option(min=0.0, max=1.0, help="NMS overlap threshold.")] = DEFAULT_IOU,
     server_side: Annotated[bool, typer.Option("--server-side", help="Send encoded images to the pipeline model.")] = False,
+    letterbox: Annotated[Letterboxing, typer.Option(
+        help="darknet: Darknet's own letterbox (bilinear, corners aligned, sizes rounded down), the boxes Darknet "
+             "and OpenCV's Darknet importer find; pil: PIL's antialiased resize.")] = Letterboxing.darknet,
     workers: WorkersOption = 4,
     out: OutOption = None,
     as_json: JsonOption = False,
@@ -133,7 +140,8 @@ def main(
             if server_side:
                 detect_server_side(paths, model, url, protocol.value, conf, iou, workers, advance, results)
             else:
-                detect(paths, model, url, protocol.value, batch_size, conf, iou, workers, advance, results)
+                detect(paths, model, url, protocol.value, batch_size, conf, iou, workers, advance, results,
+                       letterbox.value)
     except UserError as exc:
         if not results:
             raise

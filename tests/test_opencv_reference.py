@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trtrepo.metrics import match_boxes
+from trtrepo.metrics import match_by_class
 from trtrepo.models import get_model
 from trtrepo.models.yolov3 import CFG_DIR, DEFAULT_CONF, DEFAULT_IOU, INPUT_SIZE, to_image_coords
 from trtrepo.specs import load_image
@@ -72,16 +72,17 @@ def test_yolov3_tiny_finds_what_opencvs_darknet_importer_finds(darknet_photos):
     spec = get_model("yolov3_tiny")
     net = cv2.dnn.readNetFromDarknet(str(CFG_DIR / spec.cfg), str(spec.pretrained_file()))
     network = spec.build_network("pretrained")
-    matched = total = 0
+    matched = {"darknet": 0, "pil": 0}
+    total = 0
     for path in sorted(darknet_photos.glob("*.jpg")):
         reference = opencv_detections(net, path)
-        array, box = spec.letterbox(path)
-        with torch.inference_mode():
-            raw = network(torch.from_numpy(array[None])).numpy()
-        ours = to_image_coords(spec.postprocess({"detections": raw})[0], box)
-        for class_id in {c for c, _ in reference}:
-            matched += match_boxes([d.box for d in ours if d.class_id == class_id],
-                                   [b for c, b in reference if c == class_id])
         total += len(reference)
+        for method in matched:
+            array, box = spec.letterbox(path, method)
+            with torch.inference_mode():
+                raw = network(torch.from_numpy(array[None])).numpy()
+            ours = to_image_coords(spec.postprocess({"detections": raw})[0], box)
+            matched[method] += match_by_class([(d.class_id, d.box) for d in ours], reference)
     assert total >= 15, f"OpenCV found only {total} boxes on Darknet's photos"
-    assert matched / total >= 0.95, f"{matched} of OpenCV's {total} boxes matched (same class, IoU >= 0.5)"
+    assert matched["darknet"] / total >= 0.95, f"{matched['darknet']} of OpenCV's {total} boxes matched (same class, IoU >= 0.5)"
+    assert matched["pil"] <= matched["darknet"]  # why Darknet's letterbox is the default (measured: 19 and 22 of 22)

@@ -134,8 +134,8 @@ def _plot(result: Comparison, path: Path) -> None:
     errors = [max(row.relative, 1e-9) for row in result.layers]
     axes.plot(depths, errors, marker=".", linewidth=1, color="tab:blue", label="relative error of the tensor")
     for row in sorted(result.layers, key=lambda r: -r.growth)[:5]:
-        axes.annotate(row.origin.strip("/").split("/")[-2] if row.origin.count("/") > 1 else row.origin,
-                      (row.depth, max(row.relative, 1e-9)), fontsize=7, rotation=30, color="tab:red")
+        label = row.origin.strip("/").rsplit("/", 1)[0] if "/" in row.origin.strip("/") else row.origin
+        axes.annotate(label, (row.depth, max(row.relative, 1e-9)), fontsize=7, rotation=30, color="tab:red")
         axes.plot([row.depth], [max(row.relative, 1e-9)], "o", color="tab:red")
     axes.axhline(NOTICEABLE_ERROR, color="grey", linestyle=":", linewidth=1)
     axes.set(yscale="log", xlabel=f"depth in {result.a} (node index)", ylabel="||B - A|| / ||A||",
