@@ -19,7 +19,6 @@ from tritonclient.grpc import model_config_pb2 as pb
 from trtrepo.config import CONFIG_FILE, Variant, artifact_of, is_decoupled, read_config, runs_on_gpu
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import graph_batch_sizes
-from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import measure
 from trtrepo.records import gather, write_records

@@ -151,10 +151,11 @@ def test_evaluation_never_uses_a_calibration_image(images, tmp_path):
     with pytest.raises(UserError, match="no image that calibration did not use"):
         evaluation_set(images, calibration, 10)
     extra = tmp_path / "eval"
-    shutil.copytree(images, extra)
-    (extra / "new.png").symlink_to(images / "gradient.png")  # another path: a file calibration did not list
+    shutil.copytree(images, extra)  # copies: files calibration did not read
+    (extra / "same.png").symlink_to(images / "gray.png")  # the very file calibration read: left out, and said so
     chosen = evaluation_set(extra, calibration, 10)
-    assert len(chosen.samples) == 10 and not {s.path for s in chosen.samples} & calibration.files
+    assert len(chosen.samples) == 10 and {s.path.name for s in chosen.samples} == {"noise.jpg", "gradient.png", "gray.png"}
+    assert chosen.source.endswith("(1 left out: calibration used them)")
 
 
 def test_what_the_gate_does_not_judge():

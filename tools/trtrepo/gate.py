@@ -95,11 +95,13 @@ def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", 
     image; crops and mirror images when there are fewer files."""
     files = images_in(eval_dir, "evaluation") if eval_dir else evaluation_photos()
     source = str(eval_dir) if eval_dir else "photos shipped with installed packages, kept out of calibration"
-    calibrated = calibration.files if calibration else frozenset()
-    unseen = [path for path in files if path not in calibrated]
+    calibrated = {path.resolve() for path in calibration.files} if calibration else set()
+    unseen = [path for path in files if path.resolve() not in calibrated]
     if not unseen:
         where = eval_dir or "the shipped evaluation photos"
         raise UserError(f"{where}: no image that calibration did not use; pass --eval-dir with other images")
+    if len(unseen) < len(files):
+        source += f" ({len(files) - len(unseen)} left out: calibration used them)"
     return EvaluationSet(with_crops(unseen, count), source)
 
 
