@@ -211,3 +211,20 @@ def test_a_variant_published_below_its_gate_is_marked_and_validate_warns(small_r
 def test_gate_plan_allows_below_only_when_asked():
     assert not GatePlan().allow_below
     assert load_plan(None, backends="python", allow_below_gate=True).gate.allow_below
+
+
+def test_text_measure_is_f_against_fp32s_lines():
+    """CTPN's gate: lines the variant finds against the lines FP32 finds (IoU >= 0.5 of their bounding boxes)."""
+    from trtrepo.models.ctpn import CTPN, TextLine
+
+    class Lines(CTPN):  # the post-processing replaced by lines given as they are
+        def postprocess(self, outputs, top_k=100, **_):
+            return [[TextLine(((x1, y1), (x2, y1), (x2, y2), (x1, y2)), 0.95) for x1, y1, x2, y2 in image]
+                    for image in outputs["lines"]]
+
+    spec = Lines()
+    fp32 = [{"lines": [[(0, 0, 100, 20), (0, 40, 100, 60)]]}]
+    one_moved = [{"lines": [[(0, 0, 100, 20), (0, 70, 100, 90)]]}]
+    assert task_measures(spec, fp32, fp32)["text_f"] == 1.0
+    assert task_measures(spec, fp32, one_moved) == {"text_f": 0.5, "reference_lines": 2.0}
+    assert task_measures(spec, [{"lines": [[]]}], [{"lines": [[]]}])["text_f"] == 1.0
