@@ -148,7 +148,7 @@ def build(
     (result,) = build_repository(replace(plan, variants=(variant,), pipelines=(), ensembles=()), console.print, force=True)
     if result.status in ("failed", "rejected"):
         raise UserError(f"{variant.name}: {result.detail}")
-    print(f"built {plan.output / variant.name} ({result.detail})")
+    print(f"built {plan.output / variant.name} (gate {result.gate})")
 
 
 @app.command()
@@ -186,11 +186,11 @@ def repo(
         names = [r.variant for r in results if r.status == status]
         if names:
             print(f"{status}: {', '.join(names)}")
-    judged = [r for r in results if r.detail.startswith("gate ")]
+    judged = [r for r in results if r.gate]
     if judged:
         print("\naccuracy gate (against the FP32 network):")
         for result in judged:
-            print(f"  {result.variant}: {result.detail.removeprefix('gate ')}")
+            print(f"  {result.variant}: {result.gate}")
     failed = [r for r in results if r.status in ("failed", "rejected")]
     if failed:
         raise UserError(f"{len(failed)} of {len(results)} variants failed or fell below their accuracy gate "

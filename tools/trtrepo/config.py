@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -299,3 +300,12 @@ def artifact_of(repo: Path, variant: str, config: pb.ModelConfig) -> Path:
     if not name or not path.is_file():
         raise UserError(f"{variant}: engine file {path} not found; rebuild with `trtrepo repo`")
     return path
+
+
+def read_manifest(model_dir: Path) -> dict:
+    """A variant's manifest.json, or {} where it is missing or unreadable (a variant trtrepo did not build)."""
+    try:
+        manifest = json.loads((Path(model_dir) / MANIFEST_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}

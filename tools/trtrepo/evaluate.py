@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from trtrepo.client import InferenceClient
-from trtrepo.config import MANIFEST_FILE, Variant
+from trtrepo.config import Variant, read_manifest
 from trtrepo.errors import UserError
 from trtrepo.plots import pyplot, save
 from trtrepo.records import write_records
@@ -176,11 +175,10 @@ def reference_of(variants: list[str]) -> str:
 
 def thresholds_of(repo: Path, variant: str, task: str) -> dict[str, float]:
     """The gate a variant was built against (its manifest's), else the default gate of its task."""
-    try:
-        recorded = json.loads((Path(repo) / variant / MANIFEST_FILE).read_text())["gate_result"]["thresholds"]
-    except (OSError, ValueError, KeyError, TypeError):
+    result = read_manifest(Path(repo) / variant).get("gate_result")
+    if not isinstance(result, dict) or not isinstance(result.get("thresholds"), dict):
         return GateThresholds().for_task(task)
-    return {str(k): float(v) for k, v in recorded.items()}
+    return {str(k): float(v) for k, v in result["thresholds"].items()}
 
 
 def verdict(variant: str, reference: str, measures: dict[str, float], thresholds: dict[str, float]) -> str:
@@ -355,11 +353,7 @@ def gate_table(points: list, repo: Path) -> str:
     for variant in sorted(best):
         baseline = Variant.parse(variant).baseline
         speedup = f"{best[variant] / best[baseline]:.2f}x" if best.get(baseline) else "-"
-        try:
-            manifest = json.loads((Path(repo) / variant / MANIFEST_FILE).read_text())
-        except (OSError, ValueError):
-            manifest = {}
-        result = manifest.get("gate_result")
+        result = read_manifest(Path(repo) / variant).get("gate_result")
         if result:
             measures = ", ".join(f"{name} {result['measures'][name]:.3f}" for name in result["thresholds"])
             floats = f"; {len(result['kept_in_float'])} nodes in float" if result.get("kept_in_float") else ""

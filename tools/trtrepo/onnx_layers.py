@@ -12,6 +12,7 @@ inputs'); `trtrepo compare` reports the rows.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -107,33 +108,31 @@ def tensor_errors(model_a: Path, model_b: Path, feeds: Iterable[dict[str, np.nda
     writer = {output: (depth, node) for depth, node in enumerate(nodes) for output in node.output}
     relative = {name: s.relative() for name, s in sums.items() if s.count}
 
-    def error_at(tensor: str, seen: frozenset = frozenset()) -> float:
+    @functools.cache
+    def error_at(tensor: str) -> float:
         """The tensor's error, or where it was not compared, the largest among what it was computed from."""
         if tensor in relative:
             return relative[tensor]
-        if tensor not in writer or tensor in seen:
+        if tensor not in writer:
             return 0.0  # a graph input or a weight
-        return max((error_at(source, seen | {tensor}) for source in writer[tensor][1].input), default=0.0)
+        return max((error_at(source) for source in writer[tensor][1].input), default=0.0)
 
-    def origin(node) -> str:
+    def origin(node):
         """The node itself, or up a chain of uncompared single-input activations, the product that feeds it."""
         while node.op_type not in PRODUCTS:
             sources = [source for source in node.input if source in writer]
             if len(sources) != 1 or sources[0] in relative:
                 break
             node = writer[sources[0]][1]
-        return node.name
+        return node
 
     rows = []
     for name, s in sums.items():
         if not s.count or name not in writer:
             continue
         depth, node = writer[name]
-        before = max((error_at(source) for source in node.input), default=0.0)
-        if node.op_type not in PRODUCTS:
-            chain = origin(node)
-            start = next(n for _, n in writer.values() if n.name == chain) if chain != node.name else node
-            before = max((error_at(source) for source in start.input), default=0.0)
+        start = origin(node)
+        before = max((error_at(source) for source in start.input), default=0.0)
         rows.append(TensorError(name, node.name, node.op_type, depth, s.max_abs, s.abs_sum / s.count,
-                                relative[name], s.cosine(), relative[name] - before, origin(node)))
+                                relative[name], s.cosine(), relative[name] - before, start.name))
     return sorted(rows, key=lambda row: row.depth)

@@ -40,6 +40,7 @@ from trtrepo.config import (
     model_config,
     pipeline_config,
     read_config,
+    read_manifest,
     write_config,
 )
 from trtrepo.engines import ENGINES, BuildInputs, get_engine
@@ -103,6 +104,7 @@ class BuildResult:
     variant: str
     status: str  # built | up to date | skipped | rejected (below its accuracy gate) | failed
     detail: str = ""
+    gate: str = ""  # the accuracy gate's verdict for a variant built now: PASS/BELOW with the measures, or why skipped
 
 
 class BelowGate(Exception):
@@ -110,7 +112,6 @@ class BelowGate(Exception):
 
     def __init__(self, report: GateReport, where: Path) -> None:
         super().__init__(f"below its accuracy gate ({report.line()}); set aside in {where} with its report")
-        self.report = report
 
 
 #: The plan file's tables and the keys each takes (with their types); [[variant]] also takes the serving options.
@@ -332,14 +333,6 @@ def build_key(variant: Variant, weights: str, digest: str, native: bool, calibra
         "calibration_images": [str(p) for p in calibration.images] if calibration and variant.precision == "int8" else None,
         "versions": library_versions(),
     }))
-
-
-def read_manifest(model_dir: Path) -> dict:
-    try:
-        manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
 
 
 def folder_files(model_dir: Path) -> dict[str, dict]:
@@ -572,7 +565,7 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                     log(f"error: {variant.name} failed: {failed.detail}" + ("; the previous build is kept" if model_dir.exists() else ""))
                     results.append(failed)
                     continue
-                results.append(BuildResult(variant.name, "built", _gate_summary(judged, unjudged)))
+                results.append(BuildResult(variant.name, "built", gate=_gate_summary(judged, unjudged)))
                 if judged is not None and not judged.passed:
                     log(f"warning: {variant.name} published below its accuracy gate ({judged.line()}), as --allow-below-gate asks")
     for name, detector in plan.pipelines:
@@ -585,9 +578,9 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
 def _gate_summary(report: GateReport | None, unjudged: str | None) -> str:
     """The build table's gate column: the measures against their thresholds, and nodes kept in float."""
     if report is None:
-        return f"gate skipped: {unjudged}"
+        return f"skipped: {unjudged}"
     floats = f"; {len(report.kept_in_float)} nodes kept in float" if report.kept_in_float else ""
-    return f"gate {'PASS' if report.passed else 'BELOW'}: {report.line()}{floats}"
+    return f"{'PASS' if report.passed else 'BELOW'}: {report.line()}{floats}"
 
 
 def build_ensemble(name: str, steps: tuple[str, ...], repo_dir: Path, log: Callable[[str], None]) -> BuildResult:
