@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +24,8 @@ class CalibrationSet:
     images: tuple[ImageSample, ...]
     representative: bool
     source: str
+    #: Where calibrated ranges are kept while a build runs (see ranges_file); None: not kept.
+    ranges_dir: Path | None = None
 
     def batches(self, spec: ModelSpec, batch_size: int = CALIBRATION_BATCH) -> Iterator[dict[str, np.ndarray]]:
         """Feed dicts {input name: batch} in the layout the exported network takes."""
@@ -30,6 +33,20 @@ class CalibrationSet:
         for start in range(0, len(self.images), batch_size):
             chunk = self.images[start : start + batch_size]
             yield {name: np.stack([spec.preprocess_image(sample.load()) for sample in chunk])}
+
+    def ranges_file(self, network: Path) -> Path | None:
+        """The file that holds ``network``'s calibrated ranges on these images for the rest of the build, named by
+        a digest of both: every INT8 variant of one network (either engine, every accuracy-gate trial) shares
+        one calibration, and changed weights or images can never meet old ranges."""
+        if self.ranges_dir is None:
+            return None
+        digest = hashlib.sha256(Path(network).read_bytes())
+        digest.update("\n".join(map(str, self.images)).encode())
+        return self.ranges_dir / f"ranges-{digest.hexdigest()[:32]}.json"
+
+    def kept_in(self, folder: Path) -> "CalibrationSet":
+        """The same set, its calibrated ranges kept in ``folder`` (a folder that lives as long as the build)."""
+        return replace(self, ranges_dir=Path(folder))
 
     @property
     def files(self) -> frozenset[Path]:

@@ -505,6 +505,8 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                 "representative of your data; pass --calib-dir for a meaningful INT8 accuracy")
     evaluation: EvaluationSet | None = None
     with tempfile.TemporaryDirectory(prefix="trtrepo-export-") as scratch:
+        if calibration is not None:
+            calibration = calibration.kept_in(Path(scratch))
         for model, group in groupby(sorted(plan.variants, key=lambda v: v.model), key=lambda v: v.model):
             spec = get_model(model)
             todo = []

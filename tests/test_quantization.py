@@ -1,0 +1,74 @@
+"""Explicit INT8: one calibration per network serves ONNX Runtime's and TensorRT's Q/DQ encodings."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from trtrepo import quantization
+from trtrepo.calibration import CalibrationSet, calibration_set
+from trtrepo.engines import BuildInputs
+from trtrepo.export import export_onnx
+from trtrepo.models import get_model
+
+
+@pytest.fixture(scope="module")
+def lite0(tmp_path_factory):
+    spec = get_model("efficientnet_lite0")
+    network = spec.build_network("imagenet")
+    return spec, network, export_onnx(spec, network, tmp_path_factory.mktemp("lite0") / "lite0.onnx").path
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How many calibration batches were read (a calibration that runs reads all of them)."""
+    reads = []
+    original = CalibrationSet.batches
+
+    def batches(self, spec, batch_size=8):
+        for batch in original(self, spec, batch_size):
+            reads.append(len(next(iter(batch.values()))))
+            yield batch
+
+    monkeypatch.setattr(CalibrationSet, "batches", batches)
+    return reads
+
+
+def zero_points(path) -> dict[str, np.ndarray]:
+    """Each QuantizeLinear/DequantizeLinear's zero point, by node name."""
+    model = onnx.load(str(path))
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    return {node.name: constants[node.input[2]] for node in model.graph.node
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2}
+
+
+def test_one_calibration_serves_both_encodings(lite0, counted, tmp_path):
+    spec, network, onnx_path = lite0
+    calibration = calibration_set(None, 8).kept_in(tmp_path / "ranges")
+    (tmp_path / "ranges").mkdir()
+    inputs = BuildInputs(spec, network, onnx_path, 8, (8,), calibration, lambda _: None)
+    quantization.quantize(inputs, quantization.ONNXRUNTIME_CPU, tmp_path / "ort.onnx")
+    assert sum(counted) == 8 and calibration.ranges_file(onnx_path).is_file()
+    quantization.quantize(inputs, quantization.TENSORRT, tmp_path / "trt.onnx")
+    assert sum(counted) == 8  # the second encoding read no image: the same ranges
+
+    onnxruntime, tensorrt = zero_points(tmp_path / "ort.onnx"), zero_points(tmp_path / "trt.onnx")
+    assert len(onnxruntime) > 100 and len(tensorrt) > 100
+    # TensorRT: every zero point int8 and 0, float biases (its parser refuses anything else). ONNX Runtime: uint8
+    # activations with zero points, int32 biases.
+    assert all(zp.dtype == np.int8 and not zp.any() for zp in tensorrt.values())
+    assert {zp.dtype for zp in onnxruntime.values()} == {np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.int32)}
+    assert any(zp.dtype == np.uint8 and zp.any() for zp in onnxruntime.values())
+
+
+def test_ranges_are_never_shared_across_networks_or_images(lite0, tmp_path):
+    _, _, onnx_path = lite0
+    eight, nine = calibration_set(None, 8).kept_in(tmp_path), calibration_set(None, 9).kept_in(tmp_path)
+    assert eight.ranges_file(onnx_path) == calibration_set(None, 8).kept_in(tmp_path).ranges_file(onnx_path)
+    assert eight.ranges_file(onnx_path) != nine.ranges_file(onnx_path)
+    other = tmp_path / "other.onnx"
+    other.write_bytes(onnx_path.read_bytes() + b"\0")
+    assert eight.ranges_file(onnx_path) != eight.ranges_file(other)
+    assert calibration_set(None, 8).ranges_file(onnx_path) is None  # outside a build: not kept
