@@ -159,7 +159,7 @@ class TritonPythonModel:
         return responses
 
     def _run_on_host(self, requests: list) -> LaunchedBatch:
-        per_input = {n: [pb_utils.get_input_tensor_by_name(r, n).as_numpy() for r in requests] for n in self.input_names}
+        per_input = {n: [_host_array(pb_utils.get_input_tensor_by_name(r, n)) for r in requests] for n in self.input_names}
         batch = {n: arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for n, arrays in per_input.items()}
         dtypes = {t.name: t.dtype for t in self.outputs}
 
@@ -191,6 +191,16 @@ class TritonPythonModel:
         sizes = [t.shape[0] for t in per_input[self.input_names[0]]]
         return LaunchedBatch(sizes, outputs, to_tensor, wait=done.synchronize, inputs=per_input,
                              gpu_seconds=lambda: started.elapsed_time(done) / 1000)
+
+
+def _host_array(tensor: Any) -> np.ndarray:
+    """An input in host memory. A GPU instance is handed its inputs where they lie (FORCE_CPU_ONLY_INPUT_TENSORS
+    "no"), so one whose engine runs from host memory (no GPU runner) may get GPU memory, which as_numpy cannot read."""
+    if tensor.is_cpu():
+        return tensor.as_numpy()
+    import torch
+
+    return torch.from_dlpack(tensor.to_dlpack()).cpu().numpy()
 
 
 def _host_tensor(name: str, tensor: Any) -> Any:
