@@ -94,6 +94,23 @@ def test_tensorrt_plan_matches_onnxruntime(lite0, tmp_path, precision):
     assert np.abs(plan - reference).max() < tolerance * np.abs(reference).max()
 
 
+@pytest.mark.skipif(TENSORRT_MISSING is not None, reason=f"{TENSORRT_MISSING}")
+def test_tensorrt_gpu_runner_with_graphs_matches_the_host_runner(lite0, tmp_path):
+    import torch
+
+    spec, _, _ = lite0
+    engine = get_engine("tensorrt")
+    engine.build(inputs_for(lite0), "fp16", tmp_path / "model.plan")
+    graphs = engine.load_on_gpu(spec, tmp_path / "model.plan", "fp16", 0, (4, 8))
+    host = engine.load(spec, tmp_path / "model.plan", "fp16", "gpu", 1)
+    for size in (3, 8):  # padded to the graph of 4, exact
+        batch = spec.example_batch(size, seed=size)
+        got = graphs({"input": torch.from_numpy(batch["input"]).cuda()})["logits"]
+        want = host(batch)["logits"]
+        assert got.is_cuda and got.shape == (size, 1000)
+        assert np.abs(got.cpu().numpy() - want).max() < 1e-2 * np.abs(want).max()
+
+
 @pytest.mark.skipif(cuda_available(), reason="a CUDA GPU is present")
 def test_pytorch_fp16_without_gpu_says_why(tmp_path):
     result = trtrepo("build", "resnet50", "--engine", "pytorch", "--precision", "fp16", "--weights", "random",

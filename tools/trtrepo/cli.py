@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from trtrepo.engines import ENGINES
+from trtrepo.engines.tensorrt import TARGET_TENSORRT, TARGET_TRITON, installed_tensorrt
 from trtrepo.errors import UserError, run_app
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def build(
     judged by the accuracy gate before it is published."""
     from dataclasses import replace
 
-    from trtrepo.config import Variant
+    from trtrepo.config import Variant, engine_options
     from trtrepo.engines import get_engine
     from trtrepo.repository import build_repository, load_plan
 
@@ -143,7 +144,7 @@ def build(
     plan = load_plan(models=[model], weights=weights, output=output, backends=backends, calib_dir=calib_dir,
                      calib_images=calib_images, eval_dir=eval_dir, allow_below_gate=allow_below_gate)
     planned = {(v.engine, v.precision): v.options for v in plan.variants}
-    options = planned.get((engine.value, precision.value), plan.variants[0].options)
+    options = planned.get((engine.value, precision.value)) or engine_options(chosen, plan.defaults, "", kind_set=False)
     variant = Variant(model, engine.value, precision.value, options)
     (result,) = build_repository(replace(plan, variants=(variant,), pipelines=(), ensembles=()), console.print, force=True)
     if result.status in ("failed", "rejected"):
@@ -195,7 +196,7 @@ def repo(
     if failed:
         raise UserError(f"{len(failed)} of {len(results)} variants failed or fell below their accuracy gate "
                         "(previous builds kept): " + "; ".join(f"{r.variant}: {r.detail}" for r in failed))
-    problems = validate_repository(repo_plan.output)
+    problems = validate_repository(repo_plan.output, installed_tensorrt() or TARGET_TENSORRT)
     if problems:
         raise UserError(f"built repository fails validation: {problems[0]}")
 
@@ -236,13 +237,19 @@ def config(
 
 
 @app.command()
-def validate(repository: Annotated[Path, typer.Argument(help="Model repository folder.")] = REPOSITORY) -> None:
-    """Parse every config.pbtxt against Triton's schema and check version folders and model files."""
+def validate(
+    repository: Annotated[Path, typer.Argument(help="Model repository folder.")] = REPOSITORY,
+    tensorrt_version: Annotated[str, typer.Option(
+        help="TensorRT of the server the repository is for: a TensorRT plan loads only on the TensorRT release that "
+             f"built it. Default: Triton {TARGET_TRITON}'s.")] = TARGET_TENSORRT,
+) -> None:
+    """Parse every config.pbtxt against Triton's schema and check version folders, model files, instance kinds
+    and the TensorRT version of each plan."""
     from trtrepo.validate import repository_warnings, validate_repository
 
     import sys
 
-    problems = validate_repository(repository)
+    problems = validate_repository(repository, tensorrt_version)
     for warning in repository_warnings(repository):
         print(f"warning: {warning}", file=sys.stderr)
     for problem in problems:
@@ -295,6 +302,11 @@ def serve(
         console.print(f"[yellow]warning: listening on {host}: {server.options.exposure()}[/yellow]")
     if unrestricted:
         console.print(f"[red]warning: --unrestricted: {server.options.exposure()}[/red]")
+    if installed_tensorrt():  # plans that the Python backend would load with this TensorRT
+        from trtrepo.validate import tensorrt_problems
+
+        for problem in tensorrt_problems(model_repository, installed_tensorrt()):
+            console.print(f"[yellow]warning: {problem}[/yellow]")
     console.print(f"starting tritonserver from {server.installation.source} on {server.repository} ...")
     with server:
         log = "stdout" if server.log_file is None else server.log_file

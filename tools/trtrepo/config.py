@@ -107,8 +107,45 @@ class Variant:
         return cls(*parts)
 
 
+def engine_options(engine: Engine, options: ServingOptions, where: str, kind_set: bool) -> ServingOptions:
+    """``options`` for a variant of ``engine``: an instance kind the engine cannot run on is an error where the
+    user chose it (``kind_set``), else it becomes the engine's own (TensorRT plans: gpu, whatever [defaults] say)."""
+    if options.kind in engine.instance_kinds:
+        return options
+    if kind_set:
+        raise UserError(f"{where}: {engine.name} variants run on {' or '.join(engine.instance_kinds)} instances, "
+                        f"not {options.kind}; set kind = \"{engine.instance_kinds[0]}\"")
+    return options.updated(kind=engine.instance_kinds[0])
+
+
+def engine_of(config: pb.ModelConfig) -> Engine | None:
+    """The engine a variant's config runs: its native platform's, or the Python backend's engine parameter."""
+    from trtrepo.engines import ENGINES
+
+    if config.backend == "python":
+        return ENGINES[config.parameters["engine"].string_value]() if config.parameters["engine"].string_value in ENGINES else None
+    return next((engine() for engine in ENGINES.values() if config.platform and engine.native_platform == config.platform), None)
+
+
+def instance_kind_problem(config: pb.ModelConfig) -> str | None:
+    """Why the config's instance groups cannot load (Triton's TensorRT backend: "TensorRT backend supports only
+    GPU device", for every kind but KIND_GPU), or None."""
+    engine = engine_of(config)
+    if engine is None:
+        return None
+    names = {value: name for name, value in KINDS.items()}
+    wrong = [names.get(group.kind, pb.ModelInstanceGroup.Kind.Name(group.kind)) for group in config.instance_group
+             if names.get(group.kind) not in engine.instance_kinds]
+    if not wrong:
+        return None
+    return (f"{engine.name} runs on {' or '.join(engine.instance_kinds)} instances only, the instance group asks for "
+            f"{', '.join(wrong)}")
+
+
 def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, native: bool, options: ServingOptions) -> pb.ModelConfig:
     """The config of one variant: native platform when the server has the engine's backend, else Python backend."""
+    if options.kind not in engine.instance_kinds:
+        raise UserError(f"{name}: {engine.name} runs on {' or '.join(engine.instance_kinds)} instances, not {options.kind}")
     config = pb.ModelConfig(name=name)
     if native:
         config.platform = engine.native_platform or ""
@@ -178,10 +215,17 @@ def apply_serving_options(config: pb.ModelConfig, options: ServingOptions, warmu
             config.model_transaction_policy.decoupled = True
         else:
             config.ClearField("model_transaction_policy")
+    problem = instance_kind_problem(config)
+    if problem:
+        raise UserError(f"{config.name}: {problem}")
     if options.cuda_graphs:
         config.optimization.cuda.graphs = True
-    elif config.HasField("optimization"):  # drop only the flag, and messages it leaves empty
+        config.optimization.cuda.ClearField("graph_spec")
+        if config.platform == "tensorrt_plan":
+            add_graph_specs(config, shapes)
+    elif config.HasField("optimization"):  # drop only the flag and its specs, and messages they leave empty
         config.optimization.cuda.ClearField("graphs")
+        config.optimization.cuda.ClearField("graph_spec")
         if not config.optimization.cuda.ListFields():
             config.optimization.ClearField("cuda")
         if not config.optimization.ListFields():
@@ -192,6 +236,25 @@ def apply_serving_options(config: pb.ModelConfig, options: ServingOptions, warmu
         # would otherwise stall the first requests of that size, in the middle of whatever is being measured.
         for size in graph_batch_sizes(json_format.MessageToDict(config, preserving_proto_field_name=True)) or (1,):
             add_warmup(config, size, shapes)
+
+
+def add_graph_specs(config: pb.ModelConfig, shapes: dict) -> None:
+    """Explicit CUDA graphs for a TensorRT plan: one per batch size the dynamic batcher aims at (graph_batch_sizes),
+    each also serving the smaller batches down to the graph below it (graph_lower_bound: the batch is padded up).
+
+    Without specs, Triton's TensorRT backend captures batch 1, the preferred sizes and the maximum, at the profile's
+    OPT shape, and uses a graph only for a batch of exactly its size (tensorrt_backend InitializeGraphSpecs). Every
+    spec names every input with its shape, as the lower bound does: the backend looks a lower bound's inputs up
+    without checking that they are there. Inputs whose shape varies (-1) get the backend's defaults."""
+    if any(d <= 0 for tensor in config.input for d in shapes[tensor.name]):
+        return
+    sizes = graph_batch_sizes(json_format.MessageToDict(config, preserving_proto_field_name=True))
+    for lower, size in zip((0, *sizes), sizes):
+        spec = config.optimization.cuda.graph_spec.add(batch_size=size)
+        spec.graph_lower_bound.batch_size = lower + 1
+        for tensor in config.input:
+            spec.input[tensor.name].dim.extend(shapes[tensor.name])
+            spec.graph_lower_bound.input[tensor.name].dim.extend(shapes[tensor.name])
 
 
 def add_warmup(config: pb.ModelConfig, batch_size: int, shapes: dict) -> None:

@@ -36,6 +36,7 @@ from trtrepo.config import (
     VERSION,
     ServingOptions,
     Variant,
+    engine_options,
     ensemble_config,
     model_config,
     pipeline_config,
@@ -69,8 +70,10 @@ LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt", "polygra
 #: version folder's files and hashes in the manifest).
 BUILD_LAYOUT = 2
 LOCK_FILE = ".trtrepo.lock"
-#: Files an engine keeps in the version folder across rebuilds (TensorRT's tactic timings and INT8 scales).
-KEPT_ACROSS_REBUILDS = "*.cache"
+#: Files an engine keeps in the version folder across rebuilds: TensorRT's tactic timings, which save build time
+#: and decide no scale or weight. INT8 scales are calibrated in every build (trtrepo.quantization), so changed
+#: weights or images can never meet old ones; a calibration.cache of older builds is left behind.
+KEPT_ACROSS_REBUILDS = "timing.cache"
 #: Below this much free disk a failed build says so.
 LOW_DISK_BYTES = 512 << 20
 
@@ -88,6 +91,8 @@ class RepoPlan:
     pipelines: tuple[tuple[str, str], ...] = ()  # (pipeline model name, detector variant it calls)
     ensembles: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (ensemble name, the variants it chains)
     gate: GatePlan = GatePlan()
+    #: [defaults]: the serving options of a variant the plan does not list.
+    defaults: ServingOptions = ServingOptions()
 
     def weights_for(self, model: str) -> str:
         """The weights choice for ``model``: its own entry in a per-model list, else the single choice."""
@@ -163,7 +168,9 @@ def load_plan(
         if wanted and model not in wanted:
             continue
         own = {k: v for k, v in entry.items() if k not in ("model", "engine", "precision")}
-        variants.append(Variant(model, engine, precision, _serving_options(own, defaults, f"{plan_file} {model}_{engine}_{precision}")))
+        where = f"{plan_file} {model}_{engine}_{precision}"
+        options = engine_options(get_engine(engine), _serving_options(own, defaults, where), where, kind_set="kind" in own)
+        variants.append(Variant(model, engine, precision, options))
     if not variants:
         raise UserError(f"the plan has no variant for models {', '.join(models or [])}")
     plan_calib = repository.get("calib_dir")
@@ -181,6 +188,7 @@ def load_plan(
         pipelines=tuple(pipelines),
         ensembles=tuple(ensembles),
         gate=_gate_plan(data.get("gate", {}), plan_file, eval_dir, allow_below_gate),
+        defaults=defaults,
     )
 
 
@@ -424,7 +432,7 @@ def build_variant(variant: Variant, inputs: BuildInputs, repo_dir: Path, native:
     """Write one variant's folder: 1/<artifact> (+ model.py for the Python backend), config.pbtxt, manifest.json.
 
     Built in the staging folder and published by rename, so the old variant stays whole until the new one is;
-    engine caches of the old version folder (TensorRT timing and calibration) are carried over. With a gate, the
+    TensorRT's timing cache in the old version folder is carried over. With a gate, the
     artifact is judged before it is published (mixed precision where it falls short and the engine can); below
     the gate it goes to the rejected folder instead (BelowGate), unless ``allow_below_gate`` publishes it marked.
     """

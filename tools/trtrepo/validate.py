@@ -11,7 +11,17 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 import json
 
-from trtrepo.config import CONFIG_FILE, MANIFEST_FILE, PYTHON_MODEL_FILE, read_config
+from trtrepo.config import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    PYTHON_MODEL_FILE,
+    VERSION,
+    engine_of,
+    instance_kind_problem,
+    read_config,
+    read_manifest,
+)
+from trtrepo.engines.tensorrt import TARGET_TENSORRT, plan_load_problem
 from trtrepo.errors import UserError
 
 # Default model file name per platform or backend (Triton's conventions).
@@ -26,15 +36,37 @@ MODEL_FILES = {
 }
 
 
-def validate_repository(repo: Path) -> list[str]:
-    """All problems found in ``repo``, each ``path: message``; an empty list means Triton should load it."""
+def validate_repository(repo: Path, tensorrt: str = TARGET_TENSORRT) -> list[str]:
+    """All problems found in ``repo``, each ``path: message``; an empty list means Triton should load it.
+    ``tensorrt``: the TensorRT version of the server it is for (plans load only there)."""
     repo = Path(repo)
     if not repo.is_dir():
         return [f"{repo}: not a directory"]
     model_dirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not model_dirs:
         return [f"{repo}: no model folders"]
-    return [problem for model_dir in model_dirs for problem in validate_model(model_dir)]
+    return [problem for model_dir in model_dirs for problem in validate_model(model_dir, tensorrt)]
+
+
+def tensorrt_problems(repo: Path, tensorrt: str) -> list[str]:
+    """The plans in ``repo`` that TensorRT ``tensorrt`` would refuse."""
+    problems = []
+    for config_path in sorted(Path(repo).glob(f"*/{CONFIG_FILE}")):
+        try:
+            problems += _plan_problems(config_path.parent, read_config(config_path), tensorrt)
+        except UserError:
+            continue  # validate_repository reports it
+    return problems
+
+
+def _plan_problems(model_dir: Path, config: pb.ModelConfig, tensorrt: str) -> list[str]:
+    """A TensorRT variant built by trtrepo whose plan the TensorRT ``tensorrt`` would refuse (another release)."""
+    engine = engine_of(config)
+    manifest = read_manifest(model_dir)
+    if engine is None or engine.name != "tensorrt" or not manifest:
+        return []
+    problem = plan_load_problem((manifest.get("versions") or {}).get("tensorrt"), tensorrt)
+    return [f"{Path(model_dir) / VERSION / engine.artifact}: {problem}"] if problem else []
 
 
 def repository_warnings(repo: Path) -> list[str]:
@@ -53,7 +85,7 @@ def repository_warnings(repo: Path) -> list[str]:
     return warnings
 
 
-def validate_model(model_dir: Path) -> list[str]:
+def validate_model(model_dir: Path, tensorrt: str = TARGET_TENSORRT) -> list[str]:
     config_path = model_dir / CONFIG_FILE
     if not config_path.is_file():
         return [f"{config_path}: missing"]
@@ -82,6 +114,7 @@ def validate_model(model_dir: Path) -> list[str]:
                 elif name.endswith(".onnx"):
                     problems += [f"{path}: {message}" for message in _onnx_problems(path, config)]
     problems += [f"{config_path}: {message}" for message in _warmup_problems(config)]
+    problems += _plan_problems(model_dir, config, tensorrt)
     reported = {problem.split(": ", 1)[0] for problem in problems}  # a file, or the folder, already found wanting
     problems += [p for p in _manifest_problems(model_dir) if p.split(": ", 1)[0] not in reported | {str(model_dir)}
                  and str(model_dir) not in reported]
@@ -191,4 +224,7 @@ def _config_problems(config: pb.ModelConfig, folder: str) -> list[str]:
             problems.append(f"instance_group count {group.count} is negative")
         if group.gpus and group.kind == pb.ModelInstanceGroup.KIND_CPU:
             problems.append("instance_group lists gpus for KIND_CPU")
+    kind_problem = instance_kind_problem(config)
+    if kind_problem:
+        problems.append(kind_problem)
     return problems

@@ -46,6 +46,8 @@ class Engine(ABC):
     #: Triton backend that serves the artifact natively, and the config's platform string for it.
     native_backend: ClassVar[str | None] = None
     native_platform: ClassVar[str | None] = None
+    #: Instance kinds the engine runs on, the first the one a variant gets when its plan does not say.
+    instance_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "auto")
 
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
