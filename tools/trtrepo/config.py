@@ -107,45 +107,47 @@ class Variant:
         return cls(*parts)
 
 
+def kind_problem(engine: Engine, kinds: list[str]) -> str | None:
+    """Why ``engine`` cannot run on instances of these kinds, or None (Triton's TensorRT backend refuses any kind
+    but KIND_GPU: "TensorRT backend supports only GPU device")."""
+    wrong = [kind for kind in kinds if kind not in engine.instance_kinds]
+    if not wrong:
+        return None
+    return f"{engine.name} runs on {' or '.join(engine.instance_kinds)} instances only, not {', '.join(wrong)}"
+
+
 def engine_options(engine: Engine, options: ServingOptions, where: str, kind_set: bool) -> ServingOptions:
     """``options`` for a variant of ``engine``: an instance kind the engine cannot run on is an error where the
     user chose it (``kind_set``), else it becomes the engine's own (TensorRT plans: gpu, whatever [defaults] say)."""
-    if options.kind in engine.instance_kinds:
+    problem = kind_problem(engine, [options.kind])
+    if problem is None:
         return options
     if kind_set:
-        raise UserError(f"{where}: {engine.name} variants run on {' or '.join(engine.instance_kinds)} instances, "
-                        f"not {options.kind}; set kind = \"{engine.instance_kinds[0]}\"")
+        raise UserError(f"{where}: {problem}; set kind = \"{engine.instance_kinds[0]}\"")
     return options.updated(kind=engine.instance_kinds[0])
 
 
 def engine_of(config: pb.ModelConfig) -> Engine | None:
-    """The engine a variant's config runs: its native platform's, or the Python backend's engine parameter."""
+    """The engine a variant's config runs: the Python backend's engine parameter, or its native platform's."""
     from trtrepo.engines import ENGINES
 
     if config.backend == "python":
-        return ENGINES[config.parameters["engine"].string_value]() if config.parameters["engine"].string_value in ENGINES else None
+        engine = ENGINES.get(config.parameters["engine"].string_value) if "engine" in config.parameters else None
+        return engine() if engine else None
     return next((engine() for engine in ENGINES.values() if config.platform and engine.native_platform == config.platform), None)
 
 
 def instance_kind_problem(config: pb.ModelConfig) -> str | None:
-    """Why the config's instance groups cannot load (Triton's TensorRT backend: "TensorRT backend supports only
-    GPU device", for every kind but KIND_GPU), or None."""
+    """Why the config's instance groups cannot load its engine, or None."""
     engine = engine_of(config)
-    if engine is None:
-        return None
     names = {value: name for name, value in KINDS.items()}
-    wrong = [names.get(group.kind, pb.ModelInstanceGroup.Kind.Name(group.kind)) for group in config.instance_group
-             if names.get(group.kind) not in engine.instance_kinds]
-    if not wrong:
-        return None
-    return (f"{engine.name} runs on {' or '.join(engine.instance_kinds)} instances only, the instance group asks for "
-            f"{', '.join(wrong)}")
+    kinds = [names.get(group.kind, pb.ModelInstanceGroup.Kind.Name(group.kind)) for group in config.instance_group]
+    return kind_problem(engine, kinds) if engine else None
 
 
 def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, native: bool, options: ServingOptions) -> pb.ModelConfig:
-    """The config of one variant: native platform when the server has the engine's backend, else Python backend."""
-    if options.kind not in engine.instance_kinds:
-        raise UserError(f"{name}: {engine.name} runs on {' or '.join(engine.instance_kinds)} instances, not {options.kind}")
+    """The config of one variant: native platform when the server has the engine's backend, else Python backend.
+    An instance kind the engine cannot run on is a UserError (apply_serving_options)."""
     config = pb.ModelConfig(name=name)
     if native:
         config.platform = engine.native_platform or ""
