@@ -46,6 +46,7 @@ from trtrepo.config import (
 )
 from trtrepo.engines import ENGINES, BuildInputs, get_engine
 from trtrepo.engines.pytorch import network_runner
+from trtrepo.engines.tensorrt import installed_tensorrt
 from trtrepo.errors import UserError
 from trtrepo.export import export_onnx
 from trtrepo.gate import (
@@ -65,7 +66,7 @@ from trtrepo.specs import ModelSpec
 
 DEFAULT_PLAN = Path("repo.toml")
 RANDOM_SEED = 0
-LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt", "polygraphy")
+LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "polygraphy")
 #: Changes when what a build writes changes, so that older builds are rebuilt once (2: zero-data warm-up; the
 #: version folder's files and hashes in the manifest).
 BUILD_LAYOUT = 2
@@ -316,12 +317,16 @@ def file_digest(path: Path) -> str:
 
 
 def library_versions() -> dict[str, str]:
+    """The versions of what builds depend on; TensorRT's as installed_tensorrt reads it (trtrepo validate compares
+    each plan's with its target's)."""
     versions = {"trtrepo": __version__}
     for name in LIBRARIES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
+    if installed_tensorrt():
+        versions["tensorrt"] = installed_tensorrt()
     return versions
 
 

@@ -13,6 +13,7 @@ container ships (TARGET_TRITON) and the manifest records the version that built 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,14 +69,21 @@ def release(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+@functools.cache
 def installed_tensorrt() -> str | None:
-    """The installed TensorRT's version, read from its package metadata (importing it may fail: PyPI's stubs)."""
+    """The installed TensorRT's version: its package metadata, else the module's own (TensorRT installed from
+    NVIDIA's Debian packages has no metadata); None where it is missing or cannot load (PyPI's stubs)."""
     import importlib.metadata
 
     try:
         return importlib.metadata.version("tensorrt")
     except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        import tensorrt
+    except (ImportError, OSError):
         return None
+    return str(tensorrt.__version__)
 
 
 def plan_load_problem(built_with: str | None, target: str) -> str | None:
