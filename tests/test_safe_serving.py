@@ -360,7 +360,12 @@ def test_an_interrupted_rebuild_leaves_the_old_variants_serving(tmp_path, key_di
         ("efficientnet_lite0_onnxruntime_int8: building", signal.SIGTERM, 1.0),  # mid-calibration
     ]:
         result = _interrupt_build(plan, after_line, signum, delay_s)
-        assert result.returncode == 128 + signum, result.stderr[-2000:]
+        # Ctrl-C: exit 130, or death by SIGINT after the same message, which a shell reports as 130 too. CPython kills
+        # itself with SIGINT at exit once a KeyboardInterrupt has passed through C code that ran Python source
+        # (run_eval_code_obj sets _Py_UnhandledKeyboardInterrupt even when the exception is caught later): seen once
+        # in a full test run, when the signal met the ONNX Runtime build.
+        accepted = (128 + signum, -signum) if signum == signal.SIGINT else (128 + signum,)
+        assert result.returncode in accepted, result.stderr[-2000:]
         assert result.stderr.strip().splitlines()[-1] == f"error: {'interrupted' if signum == signal.SIGINT else 'stopped by SIGTERM'}"
         for model_dir in output.iterdir():
             if model_dir.is_dir():
