@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from trtrepo.engines import ENGINES
 from trtrepo.engines.tensorrt import TARGET_TENSORRT, TARGET_TRITON, installed_tensorrt
 from trtrepo.errors import UserError, run_app
+from trtrepo.objectstore import is_remote
 
 if TYPE_CHECKING:
     from trtrepo.server import TritonServer
@@ -237,8 +238,31 @@ def config(
 
 
 @app.command()
+def push(
+    repository: Annotated[Path, typer.Argument(help="Local model repository folder.")],
+    destination: Annotated[str, typer.Argument(
+        help="s3://bucket/prefix, or s3://http://HOST:PORT/bucket/prefix for an S3-compatible store.")],
+    endpoint_url: Annotated[Optional[str], typer.Option(
+        help="Endpoint of an S3-compatible store (MinIO, Ceph, moto), e.g. http://127.0.0.1:9000.")] = None,
+) -> None:
+    """Upload a model repository to S3 or an S3-compatible store, for servers that read it from there: only files
+    whose SHA-256 changed since the last push; files the repository no longer holds are deleted. The repository
+    is validated first. Credentials and region come from the AWS_* environment variables, as Triton reads them."""
+    from trtrepo.objectstore import S3Location, push as push_repository
+    from trtrepo.validate import validate_repository
+
+    problems = validate_repository(repository, installed_tensorrt() or TARGET_TENSORRT)
+    if problems:
+        raise UserError(f"not pushed: {problems[0]}" + (f" (and {len(problems) - 1} more: trtrepo validate)" if problems[1:] else ""))
+    location = S3Location.parse(destination, endpoint_url)
+    report = push_repository(repository, location, lambda message: console.print(f"  {message}", markup=False))
+    print(f"{location.triton_url}: {report.line()}")
+    print(f"serve it: trtrepo serve --model-repository {location.triton_url}")
+
+
+@app.command()
 def validate(
-    repository: Annotated[Path, typer.Argument(help="Model repository folder.")] = REPOSITORY,
+    repository: Annotated[str, typer.Argument(help="Model repository: a folder, or s3://... (fetched to check).")] = str(REPOSITORY),
     tensorrt_version: Annotated[str, typer.Option(
         help="TensorRT of the server the repository is for: a TensorRT plan loads only on the TensorRT release that "
              f"built it. Default: Triton {TARGET_TRITON}'s.")] = TARGET_TENSORRT,
@@ -249,9 +273,10 @@ def validate(
 
     import sys
 
-    problems = validate_repository(repository, tensorrt_version)
-    for warning in repository_warnings(repository):
-        print(f"warning: {warning}", file=sys.stderr)
+    with local_copy(repository) as (folder, shown):
+        problems = [shown(p) for p in validate_repository(folder, tensorrt_version)]
+        for warning in repository_warnings(folder):
+            print(f"warning: {shown(warning)}", file=sys.stderr)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
@@ -259,14 +284,40 @@ def validate(
     print(f"{repository}: ok")
 
 
+@contextmanager
+def local_copy(repository: str) -> Iterator[tuple[Path, Callable[[str], str]]]:
+    """The repository as a folder: itself, or an S3 repository fetched into a temporary one; and a function that
+    names the fetched files by their URL in messages."""
+    import tempfile
+
+    from trtrepo.objectstore import S3Location, fetch
+
+    if not is_remote(repository):
+        yield Path(repository), lambda message: message
+        return
+    if not repository.startswith("s3://"):
+        raise UserError(f"{repository}: trtrepo reads s3:// repositories only (Triton itself also serves gs:// and as://)")
+    location = S3Location.parse(repository)
+    with tempfile.TemporaryDirectory(prefix="trtrepo-fetched-") as scratch:
+        folder = fetch(location, Path(scratch))
+        yield folder, lambda message: message.replace(str(folder), location.triton_url)
+
+
 class LogFormat(str, Enum):
     default = "default"
     ISO8601 = "ISO8601"
 
 
+StoreRepoOption = Annotated[str, typer.Option(
+    "--model-repository", "--repo",
+    help="Model repository: a folder, or object storage that Triton reads itself (s3://bucket/prefix, "
+         "s3://http://HOST:PORT/bucket/prefix for an S3-compatible store, gs://, as://; credentials from the "
+         "environment, e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION).")]
+
+
 @app.command()
 def serve(
-    model_repository: RepoOption = REPOSITORY,
+    model_repository: StoreRepoOption = str(REPOSITORY),
     host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback exposes the server beyond "
                                            "this machine (a warning says what).")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP/REST port.")] = 8000,
@@ -302,7 +353,7 @@ def serve(
         console.print(f"[yellow]warning: listening on {host}: {server.options.exposure()}[/yellow]")
     if unrestricted:
         console.print(f"[red]warning: --unrestricted: {server.options.exposure()}[/red]")
-    if installed_tensorrt():  # plans that the Python backend would load with this TensorRT
+    if installed_tensorrt() and not is_remote(model_repository):  # plans the Python backend would load with it
         from trtrepo.validate import tensorrt_problems
 
         for problem in tensorrt_problems(model_repository, installed_tensorrt()):

@@ -367,6 +367,17 @@ def artifact_of(repo: Path, variant: str, config: pb.ModelConfig) -> Path:
     return path
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in blocks: the hash manifests list for each file a variant holds."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_manifest(model_dir: Path) -> dict:
     """A variant's manifest.json, or {} where it is missing or unreadable (a variant trtrepo did not build)."""
     try:

@@ -38,6 +38,7 @@ from trtrepo.config import (
     Variant,
     engine_options,
     ensemble_config,
+    file_digest,
     model_config,
     pipeline_config,
     read_config,
@@ -305,14 +306,6 @@ def weights_digest(network: torch.nn.Module) -> str:
     for name, tensor in network.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 from trtrepo.access import LOOPBACK, ServerOptions, is_loopback, write_key_files
 from trtrepo.errors import UserError
+from trtrepo.objectstore import is_remote
 from trtrepo.stubs import StubWatchdog, remove_shared_memory, stubs_of
 
 SYSTEM_BACKEND_DIR = Path("/opt/tritonserver/backends")
@@ -184,7 +185,7 @@ class TritonServer:
 
     def __init__(
         self,
-        repository: Path,
+        repository: Path | str,
         ports: Ports = Ports(),
         log_file: Path | str | None = None,
         model_control: str = "none",
@@ -199,8 +200,9 @@ class TritonServer:
             raise UserError(f"model control mode must be one of {', '.join(MODEL_CONTROL_MODES)}, got {model_control!r}")
         if log_format not in LOG_FORMATS:
             raise UserError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
-        self.repository = Path(repository).resolve()
-        if not self.repository.is_dir():
+        # Object storage (s3://, gs://, as://) goes to Triton as it is: it reads those itself.
+        self.repository: Path | str = str(repository) if is_remote(repository) else Path(repository).resolve()
+        if isinstance(self.repository, Path) and not self.repository.is_dir():
             raise UserError(f"{self.repository}: model repository does not exist; run `trtrepo repo` first")
         self.ports = ports
         self.model_control = model_control
