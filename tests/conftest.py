@@ -14,7 +14,7 @@ from PIL import Image
 from trtrepo.imagesets import shipped_photos
 from trtrepo.config import ServingOptions, Variant
 from trtrepo.repository import RepoPlan, build_repository, load_plan
-from trtrepo.server import Ports, TritonServer
+from trtrepo.server import Ports, TritonServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ServingOptions(max_batch_size=4, preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup=True)
@@ -122,3 +122,22 @@ def ctpn_server(tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
     build_repository(plan)
     with TritonServer(output, Ports.free(), model_control="explicit") as running:
         yield running
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """moto's S3-compatible server on a free loopback port, with a bucket; the credentials in the environment,
+    where boto3 and tritonserver both read them."""
+    moto_server = pytest.importorskip("moto.server", reason="moto is a test dependency: run make install")
+    import boto3
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "trtrepo", "AWS_SECRET_ACCESS_KEY": "trtrepo-secret",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="models")
+    yield endpoint
+    server.stop()

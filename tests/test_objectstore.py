@@ -30,25 +30,6 @@ def test_locations_parse_both_of_tritons_forms():
     assert is_remote("s3://b/p") and is_remote("gs://b/p") and not is_remote("model_repository")
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """moto's S3-compatible server on a free loopback port, with a bucket; the credentials in the environment,
-    where boto3 and tritonserver both read them."""
-    moto_server = pytest.importorskip("moto.server", reason="moto is a test dependency: run make install")
-    import boto3
-
-    for name, value in {"AWS_ACCESS_KEY_ID": "trtrepo", "AWS_SECRET_ACCESS_KEY": "trtrepo-secret",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="models")
-    yield endpoint
-    server.stop()
-
-
 @pytest.mark.integration
 def test_push_uploads_what_changed_and_triton_serves_it_from_s3(s3, small_repo, tmp_path):
     repo = tmp_path / "repo"

@@ -260,6 +260,66 @@ def push(
     print(f"serve it: trtrepo serve --model-repository {location.triton_url}")
 
 
+deploy_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                         help="Deployment manifests for servers that read a model repository from object storage.")
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("k8s")
+def deploy_k8s(
+    repository: Annotated[str, typer.Option(
+        help="Where the pods read the repository: s3://bucket/prefix (or gs://, as://), as `trtrepo push` printed it.")],
+    replicas: Annotated[int, typer.Option(min=1, help="Servers to start with (the autoscaler's minimum).")] = 2,
+    max_replicas: Annotated[Optional[int], typer.Option(min=1, help="The autoscaler's maximum (default 4x replicas).")] = None,
+    gpus_per_replica: Annotated[Optional[int], typer.Option(
+        min=0, help="nvidia.com/gpu per pod. Default: 1 where any model's instances are GPU ones (read from the "
+                    "repository's configs), else 0.")] = None,
+    queue_target_us: Annotated[int, typer.Option(
+        min=1, help="Average queue time per pod the autoscaler holds (Triton's metric, through a Prometheus adapter).")] = 50_000,
+    name: Annotated[str, typer.Option(help="Name of the Deployment, Service, autoscaler and InferenceService.")] = "triton",
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "default",
+    image: Annotated[str, typer.Option(help="Triton image (the release the plans were built for).")] = "nvcr.io/nvidia/tritonserver:24.10-py3",
+    output: Annotated[Path, typer.Option(help="Folder for kubernetes.yaml and kserve.yaml.")] = Path("deploy/k8s"),
+) -> None:
+    """Write Kubernetes manifests for Triton replicas serving one repository from object storage: a Deployment
+    (readiness, liveness and startup probes on Triton's health endpoints, the restricted APIs behind a key from a
+    Secret, Prometheus scrape annotations, GPU requests for GPU models), a Service and a HorizontalPodAutoscaler on
+    queue time; and a KServe InferenceService as the alternative. Prints the kubectl commands that apply them."""
+    import re
+
+    from trtrepo.deploy import Deployment, write
+
+    if not is_remote(repository):
+        raise UserError(f"{repository}: pods read the repository from object storage (s3://, gs://, as://); "
+                        "push it there first: trtrepo push DIR s3://bucket/prefix")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?", name):
+        raise UserError(f"--name {name!r}: Kubernetes names are lower-case letters, digits and '-'")
+    if gpus_per_replica is None:
+        gpus_per_replica = 1 if repository_uses_gpus(repository) else 0
+    deployment = Deployment(name, repository, replicas, gpus_per_replica, image, namespace, max_replicas or 0, queue_target_us)
+    files = write(deployment, output)
+    print(f"wrote {', '.join(map(str, files))} ({replicas} replicas, {gpus_per_replica} GPU each)")
+    print(f"kubectl -n {namespace} create secret generic {deployment.key_secret} --from-literal=api-key=$(openssl rand -hex 32)")
+    print(f"kubectl -n {namespace} create secret generic {deployment.storage_secret} "
+          "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=... --from-literal=AWS_DEFAULT_REGION=...")
+    print(f"kubectl apply -f {files[0]}     # or, with KServe: kubectl apply -f {files[1]}")
+
+
+def repository_uses_gpus(repository: str) -> bool:
+    """Whether any model of an s3:// repository has GPU instances (its configs are fetched to tell); other stores:
+    not known here, so no."""
+    import tempfile
+
+    from trtrepo.config import read_config, runs_on_gpu
+    from trtrepo.objectstore import S3Location, fetch
+
+    if not repository.startswith("s3://"):
+        return False
+    with tempfile.TemporaryDirectory(prefix="trtrepo-configs-") as scratch:
+        fetch(S3Location.parse(repository), Path(scratch), configs_only=True)
+        return any(runs_on_gpu(read_config(path)) for path in Path(scratch).glob("*/config.pbtxt"))
+
+
 @app.command()
 def validate(
     repository: Annotated[str, typer.Argument(help="Model repository: a folder, or s3://... (fetched to check).")] = str(REPOSITORY),

@@ -140,11 +140,13 @@ def push(repo: Path, location: S3Location, log: Callable[[str], None] = lambda _
     return PushReport(tuple(changed), len(local) - len(changed), tuple(deleted), sent)
 
 
-def fetch(location: S3Location, target: Path) -> Path:
-    """Download the repository at ``location`` into ``target`` (to validate it where it lives)."""
+def fetch(location: S3Location, target: Path, configs_only: bool = False) -> Path:
+    """Download the repository at ``location`` into ``target`` (to validate it where it lives), or only its
+    models' config.pbtxt files (to read what the models need)."""
     client = s3_client(location)
     try:
-        keys = [key for key, _ in _objects(client, location) if not key.endswith(INDEX)]
+        keys = [key for key, _ in _objects(client, location)
+                if not key.endswith(INDEX) and (not configs_only or key.endswith("/config.pbtxt"))]
         if not keys:
             raise UserError(f"{location.triton_url}: no model repository there")
         for key in keys:
