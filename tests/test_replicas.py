@@ -1,0 +1,113 @@
+"""Replicas behind nginx: one endpoint over several real tritonservers; a replica killed under load loses no
+request (nginx passes on what met the dead one, the client retries what no server answered)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, interruptible, resnet_client
+from trtrepo.client import InferenceClient
+from trtrepo.imagesets import shipped_photos
+from trtrepo.replicas import ReplicaSet, find_nginx, nginx_config
+from trtrepo.server import Ports
+
+MODEL = "efficientnet_lite0_onnxruntime_fp32"
+
+
+def nginx_missing() -> str | None:
+    try:
+        find_nginx()
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+def test_nginx_config_marks_replicas_that_are_not_ready_down(tmp_path):
+    config = nginx_config(tmp_path, Ports(8000, 8001, 8002), "127.0.0.1",
+                          [(Ports(9000, 9001, 9002), True), (Ports(9100, 9101, 9102), False)])
+    assert "server 127.0.0.1:9000 max_fails=1 fail_timeout=2s;" in config
+    assert "server 127.0.0.1:9100 max_fails=1 fail_timeout=2s down;" in config
+    assert "server 127.0.0.1:9101 max_fails=1 fail_timeout=2s down;" in config  # the gRPC upstream too
+    assert "listen 127.0.0.1:8001 http2;" in config and "non_idempotent" in config
+    assert str(tmp_path) in config and "/var/" not in config  # nginx writes nothing outside its folder
+
+
+@pytest.fixture
+def one_model_repo(small_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(small_repo / MODEL, repo / MODEL)
+    return repo
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(nginx_missing() is not None, reason=f"{nginx_missing()}")
+def test_a_replica_killed_under_load_loses_no_request(one_model_repo):
+    batch = {"input": get_batch()}
+    sent, failed, errors, retried = [0], [0], [], [0]
+    with ReplicaSet(one_model_repo, 2, Ports.free()) as balanced:
+        reference = InferenceClient(MODEL, url=balanced.http_url).infer(batch)["logits"]
+        stop = threading.Event()
+
+        def loop() -> None:
+            client = InferenceClient(MODEL, url=balanced.http_url, retries=4)  # HTTP clients stay in their thread
+            while not stop.is_set():
+                sent[0] += 1
+                try:
+                    assert np.allclose(client.infer(batch)["logits"], reference, atol=1e-4)
+                except Exception as exc:  # counted, and the loop goes on
+                    failed[0] += 1
+                    errors.append(str(exc))
+                retried[0] = client.retried
+
+        worker = threading.Thread(target=loop)
+        worker.start()
+        time.sleep(3)
+        before_kill = sent[0]
+        balanced.servers[0].process.send_signal(signal.SIGKILL)
+        time.sleep(6)
+        stop.set()
+        worker.join(timeout=60)
+        taken_out = not balanced.ready[0] and balanced.ready[1]
+        grpc = InferenceClient(MODEL, url=balanced.grpc_url, protocol="grpc").infer(batch)["logits"]
+    print(f"\nreplica kill: sent {sent[0]}, retried {retried[0]}, failed {failed[0]} ({before_kill} before the kill)")
+    assert failed[0] == 0, errors[:3]
+    assert before_kill > 3 and sent[0] > before_kill + 3  # requests went on after the kill
+    assert taken_out  # the watcher took the dead replica out of the balancer
+    assert np.allclose(grpc, reference, atol=1e-4)  # gRPC goes through nginx as well
+
+
+def get_batch() -> np.ndarray:
+    from trtrepo.models import get_model
+
+    coffee = next(p for p in shipped_photos() if p.name == "coffee.png")
+    return np.stack([get_model("efficientnet_lite0").preprocess(coffee)])
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(nginx_missing() is not None, reason=f"{nginx_missing()}")
+def test_serve_replicas_answers_through_one_endpoint_and_stops_on_ctrl_c(one_model_repo):
+    ports = Ports.free()
+    process = subprocess.Popen([sys.executable, "-m", "trtrepo.cli", "serve", "--model-repository", str(one_model_repo),
+                                "--replicas", "2", "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
+                                "--metrics-port", str(ports.metrics)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               preexec_fn=interruptible)
+    try:
+        ready = process.stdout.readline()
+        assert ready.startswith(f"ready: http 127.0.0.1:{ports.http}  grpc 127.0.0.1:{ports.grpc} (nginx over 2"), ready
+        coffee = next(p for p in shipped_photos() if p.name == "coffee.png")
+        answer = resnet_client("--url", f"127.0.0.1:{ports.http}", "--model", MODEL, str(coffee))
+        assert answer.returncode == 0 and "espresso" in answer.stdout, answer.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode in (130, -signal.SIGINT), err
+    assert err.strip().splitlines()[-1] == "error: interrupted"
