@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import urllib.request
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -146,6 +147,8 @@ def s3(monkeypatch):
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
+    # moto keeps its buckets in the process, not per server: every test starts from an empty store.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="models")
     yield endpoint
     server.stop()
