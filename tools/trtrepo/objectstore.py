@@ -1,5 +1,7 @@
 """Model repositories in S3 and S3-compatible object stores: push what changed, fetch one to check it.
 
+Imported by the command line and the server launcher for is_remote alone, so it imports nothing heavy at the top.
+
 Triton reads an s3:// repository itself (credentials from the AWS_* environment variables; a custom endpoint as
 s3://http://HOST:PORT/bucket/prefix), so serving needs nothing from here but the URL. Pushing uploads only files
 whose SHA-256 differs from what the last push recorded in the store (INDEX, beside the models), taking the hashes
@@ -15,7 +17,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
-from trtrepo.config import MANIFEST_FILE, file_digest, read_manifest
 from trtrepo.errors import UserError
 
 SCHEMES = ("s3://", "gs://", "as://")
@@ -77,6 +78,8 @@ def repository_files(repo: Path) -> dict[str, tuple[Path, str]]:
     """Every file a server reads from ``repo``: relative path -> (path, SHA-256); hidden files and folders (locks,
     build staging) are left out. A variant's engine files take the hashes its manifest lists, when the manifest's
     size still matches."""
+    from trtrepo.config import file_digest, read_manifest
+
     repo = Path(repo)
     if not repo.is_dir():
         raise UserError(f"{repo}: model repository does not exist; run `trtrepo repo` first")
@@ -109,6 +112,8 @@ def _one_line(exc: Exception, location: S3Location) -> UserError:
 
 def push(repo: Path, location: S3Location, log: Callable[[str], None] = lambda _: None) -> PushReport:
     """Upload what differs between ``repo`` and the store; delete what the repository no longer holds."""
+    from trtrepo.config import MANIFEST_FILE
+
     local = repository_files(repo)
     client = s3_client(location)
     try:
