@@ -48,6 +48,11 @@ class ServerOptions:
     def loopback(self) -> bool:
         return is_loopback(self.host)
 
+    @property
+    def connect_host(self) -> str:
+        """The address a client on this machine reaches a server with these options at."""
+        return LOOPBACK if self.loopback or self.host in ("0.0.0.0", "::", "[::]") else self.host
+
     def keyed(self) -> "ServerOptions":
         """These options with a key: the one given, else a fresh random one (none needed when nothing is restricted)."""
         if not self.restricted or self.api_key:

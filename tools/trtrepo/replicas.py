@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -25,9 +24,11 @@ from typing import Callable
 
 from trtrepo.access import LOOPBACK, ServerOptions, write_key_files
 from trtrepo.errors import UserError
-from trtrepo.server import Ports, TritonServer
+from trtrepo.server import Ports, TritonServer, is_ready
 
 HEALTH_INTERVAL_S = 1.0
+#: nginx's temporary folders, kept in its private folder rather than its compiled-in /var/lib/nginx.
+TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
 def find_nginx() -> Path:
@@ -49,7 +50,7 @@ def nginx_config(folder: Path, ports: Ports, host: str, replicas: list[tuple[Por
             lines.append(f"    server {LOOPBACK}:{port_of(replica)} max_fails=1 fail_timeout=2s{'' if ready else ' down'};")
         return lines + ["    keepalive 32;", "  }"]
 
-    temp = " ".join(f"{kind}_temp_path {folder / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = " ".join(f"{kind}_temp_path {folder / kind};" for kind in TEMP_PATHS)
     # Started by root, nginx's workers would become nobody, who cannot enter the private folder: they keep this
     # process's user instead (as they do anyway when it is not root).
     user = [f"user {pwd.getpwuid(os.geteuid()).pw_name};"] if os.geteuid() == 0 else []
@@ -99,15 +100,11 @@ class ReplicaSet:
 
     @property
     def http_url(self) -> str:
-        return f"{self._connect_host}:{self.ports.http}"
+        return f"{self.options.connect_host}:{self.ports.http}"
 
     @property
     def grpc_url(self) -> str:
-        return f"{self._connect_host}:{self.ports.grpc}"
-
-    @property
-    def _connect_host(self) -> str:
-        return LOOPBACK if self.options.loopback or self.host in ("0.0.0.0", "::", "[::]") else self.host
+        return f"{self.options.connect_host}:{self.ports.grpc}"
 
     def running(self) -> bool:
         """Whether nginx and at least one replica are up."""
@@ -118,12 +115,12 @@ class ReplicaSet:
         try:
             for server in self.servers:
                 self._stack.enter_context(server)
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            for kind in TEMP_PATHS:
                 (self.folder / kind).mkdir(exist_ok=True)
             self._write_config()
-            self.process = subprocess.Popen([str(self.nginx), "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"),
-                                             "-e", str(self.folder / "error.log"), "-g", "daemon off;"],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            # Its own session, as the servers: Ctrl-C reaches this launcher, which stops nginx and then the servers.
+            self.process = subprocess.Popen(self._nginx("-g", "daemon off;"), stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE, text=True, start_new_session=True)
             self._wait_listening()
             if self.options.api_key:
                 self._key_files = write_key_files({self.ports.http, self.ports.grpc}, self.options.api_key)
@@ -148,6 +145,11 @@ class ReplicaSet:
         self._stack.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def _nginx(self, *arguments: str) -> list[str]:
+        """An nginx command on this set's folder and configuration."""
+        return [str(self.nginx), "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"),
+                "-e", str(self.folder / "error.log"), *arguments]
+
     def _write_config(self) -> None:
         replicas = [(server.ports, ready) for server, ready in zip(self.servers, self.ready)]
         (self.folder / "nginx.conf").write_text(nginx_config(self.folder, self.ports, self.host, replicas))
@@ -157,17 +159,15 @@ class ReplicaSet:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise UserError(f"nginx exited: {' '.join((self.process.stderr.read() or '').split())[:300]}")
-            try:
-                urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2)
+            if is_ready(self.ports.http, self.options.connect_host):
                 return
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.1)
         raise UserError(f"nginx did not answer on {self.http_url} within {timeout_s:.0f} s")
 
     def _watch(self) -> None:
         """Every second: each replica's readiness; a change rewrites the upstreams and reloads nginx."""
         while not self._stop.wait(HEALTH_INTERVAL_S):
-            ready = [_is_ready(server.http_url) for server in self.servers]
+            ready = [is_ready(server.ports.http, server.connect_host) for server in self.servers]
             if ready == self.ready:
                 continue
             for index, (was, now) in enumerate(zip(self.ready, ready)):
@@ -176,13 +176,4 @@ class ReplicaSet:
                                   f"{'is ready again' if now else 'is not ready: taken out of the balancer'}")
             self.ready = ready
             self._write_config()
-            subprocess.run([str(self.nginx), "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"),
-                            "-e", str(self.folder / "error.log"), "-s", "reload"], capture_output=True)
-
-
-def _is_ready(http_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+            subprocess.run(self._nginx("-s", "reload"), capture_output=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from trtrepo.access import LOOPBACK, ServerOptions, is_loopback, write_key_files
+from trtrepo.access import LOOPBACK, ServerOptions, write_key_files
 from trtrepo.errors import UserError
 from trtrepo.objectstore import is_remote
 from trtrepo.stubs import StubWatchdog, remove_shared_memory, stubs_of
@@ -228,8 +228,7 @@ class TritonServer:
     @property
     def connect_host(self) -> str:
         """The address a client on this machine reaches the server at."""
-        host = self.options.host
-        return LOOPBACK if is_loopback(host) or host in ("0.0.0.0", "::", "[::]") else host
+        return self.options.connect_host
 
     @property
     def http_url(self) -> str:
