@@ -175,15 +175,16 @@ class InferenceClient:
         if self.streaming:
             return self.infer_many([inputs])[0]
         tensors, outputs = self._request(inputs)
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 return self._outputs(self._client.infer(self.model, tensors, outputs=outputs))
             except Exception as exc:
                 if attempt == self.retries or not unanswered(exc):
                     raise UserError(f"inference on {self.model!r} failed: {_short(exc)}") from exc
-                self.retried += 1
-                time.sleep(RETRY_WAIT_S * 2**attempt)
-        raise AssertionError("unreachable")
+            self.retried += 1
+            time.sleep(RETRY_WAIT_S * 2**attempt)
+            attempt += 1
 
     def infer_many(self, requests: list[dict[str, np.ndarray]], on_result=lambda: None) -> list[dict[str, np.ndarray]]:
         """Several requests in flight at once (HTTP: the client's connection pool; gRPC: async calls, or one

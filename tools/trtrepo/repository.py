@@ -318,8 +318,8 @@ def library_versions() -> dict[str, str]:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    if installed_tensorrt():
-        versions["tensorrt"] = installed_tensorrt()
+    if tensorrt := installed_tensorrt():
+        versions["tensorrt"] = tensorrt
     return versions
 
 

@@ -6,6 +6,7 @@ with the inputs, and a variant built by trtrepo still holds every file its manif
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -50,13 +51,18 @@ def validate_repository(repo: Path, tensorrt: str = TARGET_TENSORRT) -> list[str
 
 def tensorrt_problems(repo: Path, tensorrt: str) -> list[str]:
     """The plans in ``repo`` that TensorRT ``tensorrt`` would refuse."""
-    problems = []
+    return [problem for model_dir, config in _readable_configs(repo) for problem in _plan_problems(model_dir, config, tensorrt)]
+
+
+def _readable_configs(repo: Path) -> Iterator[tuple[Path, pb.ModelConfig]]:
+    """Each model folder of ``repo`` with its parsed config; folders whose config does not parse are left to
+    validate_repository, which reports them."""
     for config_path in sorted(Path(repo).glob(f"*/{CONFIG_FILE}")):
         try:
-            problems += _plan_problems(config_path.parent, read_config(config_path), tensorrt)
+            config = read_config(config_path)
         except UserError:
-            continue  # validate_repository reports it
-    return problems
+            continue
+        yield config_path.parent, config
 
 
 def _plan_problems(model_dir: Path, config: pb.ModelConfig, tensorrt: str) -> list[str]:
@@ -73,16 +79,9 @@ def repository_warnings(repo: Path) -> list[str]:
     """What Triton loads but a user should know: variants published below their accuracy gate."""
     from trtrepo.gate import BELOW_GATE_PARAMETER
 
-    warnings = []
-    for config_path in sorted(Path(repo).glob(f"*/{CONFIG_FILE}")):
-        try:
-            config = read_config(config_path)
-        except UserError:
-            continue  # validate_repository reports it
-        if BELOW_GATE_PARAMETER in config.parameters:
-            warnings.append(f"{config_path.parent.name}: published below its accuracy gate "
-                            f"({config.parameters[BELOW_GATE_PARAMETER].string_value})")
-    return warnings
+    return [f"{model_dir.name}: published below its accuracy gate "
+            f"({config.parameters[BELOW_GATE_PARAMETER].string_value})"
+            for model_dir, config in _readable_configs(repo) if BELOW_GATE_PARAMETER in config.parameters]
 
 
 def validate_model(model_dir: Path, tensorrt: str = TARGET_TENSORRT) -> list[str]:
