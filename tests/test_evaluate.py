@@ -10,7 +10,7 @@ import pytest
 from conftest import PHOTO_LABELS, trtrepo
 from trtrepo.errors import UserError
 from trtrepo.evaluate import evaluate, labelled_images
-from trtrepo.models.imagenet import CLASS_NAMES
+from trtrepo.models.imagenet import imagenet_class_names
 
 LITE0 = ["efficientnet_lite0_pytorch_fp32", "efficientnet_lite0_onnxruntime_fp32", "efficientnet_lite0_onnxruntime_int8"]
 
@@ -19,17 +19,17 @@ def test_class_folders_with_underscores(images, tmp_path):
     for label in ("bald_eagle", "espresso"):
         (tmp_path / label).mkdir()
         (tmp_path / label / "a.jpg").symlink_to(images / "noise.jpg")
-    paths, labels = labelled_images(tmp_path, None, CLASS_NAMES)
+    paths, labels = labelled_images(tmp_path, None, imagenet_class_names())
     assert [p.parent.name for p in paths] == ["bald_eagle", "espresso"]
-    assert labels.tolist() == [CLASS_NAMES.index("bald eagle"), 967]
+    assert labels.tolist() == [imagenet_class_names().index("bald eagle"), 967]
 
 
 def test_labels_file_takes_names_and_indices(images, tmp_path):
     labels_file = tmp_path / "labels.txt"
     labels_file.write_text("# path label\nnoise.jpg Egyptian cat\ngradient.png 967\n")
-    paths, labels = labelled_images(images, labels_file, CLASS_NAMES)
+    paths, labels = labelled_images(images, labels_file, imagenet_class_names())
     assert [p.name for p in paths] == ["noise.jpg", "gradient.png"]
-    assert labels.tolist() == [CLASS_NAMES.index("Egyptian cat"), 967]
+    assert labels.tolist() == [imagenet_class_names().index("Egyptian cat"), 967]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -40,12 +40,12 @@ def test_labels_file_takes_names_and_indices(images, tmp_path):
 def test_bad_labels_are_one_line_errors(images, tmp_path, content, message):
     (tmp_path / "labels.txt").write_text(content)
     with pytest.raises(UserError, match=message):
-        labelled_images(images, tmp_path / "labels.txt", CLASS_NAMES)
+        labelled_images(images, tmp_path / "labels.txt", imagenet_class_names())
 
 
 def test_missing_data_folder(tmp_path):
     with pytest.raises(UserError, match="no such data folder"):
-        labelled_images(tmp_path / "absent", None, CLASS_NAMES)
+        labelled_images(tmp_path / "absent", None, imagenet_class_names())
 
 
 @pytest.mark.integration

@@ -7,15 +7,18 @@ It gives the accuracy and INT8-agreement figures real meaning where ResNet50's w
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from PIL import Image
-from torchvision.transforms import functional as F
 
 from trtrepo.errors import UserError
 from trtrepo.models.imagenet import ImageNetClassifier
-from trtrepo.weights import apply_state_dict, read_state_dict
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+# torch and torchvision are imported where used, as in resnet50.py.
 
 # Lite models were trained on TF-style input: (pixel - 127) / 128, bicubic resize to 256, centre crop 224.
 RESIZE, CROP = 256, 224
@@ -39,6 +42,8 @@ class EfficientNetLite0(ImageNetClassifier):
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
             raise UserError("efficientnet_lite0: pip install efficientnet-lite-pytorch==0.1.0 for its network code") from exc
+        from trtrepo.weights import apply_state_dict, read_state_dict
+
         network = EfficientNet.from_name("efficientnet-lite0")
         if weights != "random":
             path = _packaged_weights() if weights in ("imagenet", "pretrained") else Path(weights)
@@ -46,6 +51,8 @@ class EfficientNetLite0(ImageNetClassifier):
         return network.eval()
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
+        from torchvision.transforms import functional as F
+
         image = F.center_crop(F.resize(image, RESIZE, interpolation=F.InterpolationMode.BICUBIC, antialias=True), CROP)
         pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)
         return (pixels - PIXEL_MEAN) / PIXEL_SCALE

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from torchvision.models import ResNet50_Weights
 
 from trtrepo.specs import CLASSIFICATION, ModelSpec, TensorSpec
 
-CLASS_NAMES: list[str] = ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
+
+@functools.cache
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet class names, as torchvision's pretrained weights list them (imported when first asked for:
+    torchvision takes seconds to import, which a model server that never names a class need not pay)."""
+    from torchvision.models import ResNet50_Weights
+
+    return ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
 
 
 class ImageNetClassifier(ModelSpec):
@@ -16,7 +24,10 @@ class ImageNetClassifier(ModelSpec):
     task = CLASSIFICATION
     inputs = (TensorSpec("input", "float32", (3, 224, 224)),)
     outputs = (TensorSpec("logits", "float32", (1000,)),)
-    class_names = CLASS_NAMES
+
+    @property
+    def class_names(self) -> list[str]:
+        return imagenet_class_names()
 
     def postprocess(self, outputs: dict[str, np.ndarray], top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Softmax over the logits, then the top_k (class name, probability) pairs of each sample."""

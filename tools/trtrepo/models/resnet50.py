@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from PIL import Image
-from torchvision.models import ResNet50_Weights, resnet50
-from torchvision.transforms import functional as F
 
 from trtrepo.models.imagenet import ImageNetClassifier
-from trtrepo.weights import apply_state_dict, download_state_dict, read_state_dict
 
-PRETRAINED = ResNet50_Weights.IMAGENET1K_V2
-# The pretrained weights' own evaluation transform: resize the short side to 232, centre crop 224.
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+# torch and torchvision are imported where the network or the preprocessing is used: a server stub running another
+# engine's artifact of this model needs the spec alone. The pretrained weights' own evaluation transform: resize the short side to 232, centre crop 224.
 RESIZE, CROP = 232, 224
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -24,14 +24,21 @@ class ResNet50(ImageNetClassifier):
     weight_choices = "imagenet (pretrained)|random|PATH"
 
     def build_network(self, weights: str) -> torch.nn.Module:
+        from torchvision.models import ResNet50_Weights, resnet50
+
+        from trtrepo.weights import apply_state_dict, download_state_dict, read_state_dict
+
         network = resnet50(weights=None)
         if weights in ("imagenet", "pretrained"):
-            apply_state_dict(network, download_state_dict(PRETRAINED.url, self.name), self.name, "imagenet")
+            url = ResNet50_Weights.IMAGENET1K_V2.url
+            apply_state_dict(network, download_state_dict(url, self.name), self.name, "imagenet")
         elif weights != "random":
             apply_state_dict(network, read_state_dict(Path(weights), self.name), self.name, weights)
         return network.eval()
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
+        from torchvision.transforms import functional as F
+
         image = F.center_crop(F.resize(image, RESIZE, antialias=True), CROP)
         tensor = F.normalize(F.to_tensor(image), MEAN, STD)
         return tensor.numpy().astype(np.float32)
