@@ -7,11 +7,14 @@ import functools
 import importlib.util
 import math
 import os
+import re
+import statistics
 import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +43,10 @@ class PerfPoint:
     queue_ms: float
     compute_ms: float
     gpu_util_pct: float | None = None  # mean over the run (warm-up windows included); None without a GPU
+    servers: int = 1  # servers measured at once, the concurrency split among them
+    #: Half-width of a 95% confidence interval of the throughput over perf_analyzer's measurement windows (None:
+    #: fewer than two windows): the noise a difference between two points must exceed to mean something.
+    throughput_ci: float | None = None
 
 
 def find_perf_analyzer() -> tuple[Path, dict[str, str]]:
@@ -82,7 +89,8 @@ def measure(
     arguments += [a for name, value in key_headers(find_key(grpc_url, api_key), "grpc").items() for a in ("-H", f"{name}:{value}")]
     for attempt in range(attempts):
         with GpuUtilization(metrics_url) as gpu:
-            row, error = _run_perf_analyzer(variant, grpc_url, batch_size, concurrency, measurement_ms << attempt, arguments)
+            row, windows, error = _run_perf_analyzer(variant, grpc_url, batch_size, concurrency, measurement_ms << attempt,
+                                                     arguments)
         if row is not None:
             break
         if not any(marker in error for marker in RETRYABLE):
@@ -102,7 +110,69 @@ def measure(
         queue_ms=float(row["Server Queue"]) / 1000,
         compute_ms=sum(float(row[k]) for k in ("Server Compute Input", "Server Compute Infer", "Server Compute Output")) / 1000,
         gpu_util_pct=gpu.percent,
+        throughput_ci=confidence_half_width(windows, float(row["Inferences/Second"])),
     )
+
+
+#: Two-sided 95% quantiles of Student's t by degrees of freedom (perf_analyzer measures a handful of windows).
+T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+#: perf_analyzer's line per measurement window.
+WINDOW_LINE = re.compile(r"Pass \[\d+\] throughput: ([0-9.eE+-]+) infer/sec")
+
+
+def confidence_half_width(windows: list[float], throughput: float) -> float | None:
+    """Half-width of the 95% confidence interval of ``throughput`` from the windows' throughputs (their spread,
+    relative to their mean, applied to the reported figure), or None with fewer than two windows."""
+    if len(windows) < 2 or not statistics.fmean(windows):
+        return None
+    relative = T_95.get(len(windows) - 1, 1.96) * statistics.stdev(windows) / math.sqrt(len(windows)) / statistics.fmean(windows)
+    return relative * throughput
+
+
+def measure_servers(
+    variant: str, servers: list[tuple[str, str | None]], batch_size: int, concurrency: int, measurement_ms: int,
+    instances: int, **options: object,
+) -> PerfPoint:
+    """One point for several servers measured at once ((gRPC URL, metrics URL) each; ``options`` as ``measure``).
+
+    The ``concurrency`` is split as evenly as it goes, a perf_analyzer per server, all started together. Throughput
+    is the sum; each latency percentile the worst server's, an upper bound of the pooled one (no more than 1% of
+    any server's requests, so of all, lie above the largest p99); queue and compute times are weighted by
+    throughput; GPU utilisation is the servers' mean. A server whose window is retried longer is measured partly
+    alone: the sum then errs high, which a rerun at a longer --measurement-ms shows."""
+    if len(servers) == 1:
+        url, metrics_url = servers[0]
+        return measure(variant, url, batch_size, concurrency, measurement_ms, instances, metrics_url=metrics_url, **options)
+    if concurrency < len(servers):
+        raise UserError(f"concurrency {concurrency} cannot load {len(servers)} servers: give at least {len(servers)}")
+    shares = [concurrency // len(servers) + (i < concurrency % len(servers)) for i in range(len(servers))]
+
+    def measure_one(url: str, metrics_url: str | None, share: int) -> PerfPoint:
+        try:
+            return measure(variant, url, batch_size, share, measurement_ms, instances, metrics_url=metrics_url, **options)
+        except UserError as exc:
+            raise UserError(f"{url}: {exc}") from exc
+
+    with ThreadPoolExecutor(len(servers)) as pool:
+        running = [pool.submit(measure_one, url, metrics, share) for (url, metrics), share in zip(servers, shares)]
+        parts = [future.result() for future in running]
+    return pooled(parts, concurrency)
+
+
+def pooled(parts: list[PerfPoint], concurrency: int) -> PerfPoint:
+    """One point for servers measured at once (see measure_servers)."""
+    throughput = sum(p.throughput for p in parts)
+
+    def weighted(field: str) -> float:
+        return sum(getattr(p, field) * p.throughput for p in parts) / throughput if throughput else 0.0
+
+    gpu = [p.gpu_util_pct for p in parts if p.gpu_util_pct is not None]
+    noise = [p.throughput_ci for p in parts]
+    return replace(parts[0], concurrency=concurrency, servers=len(parts), throughput=throughput,
+                   throughput_ci=math.sqrt(sum(ci * ci for ci in noise)) if None not in noise else None,
+                   p50_ms=max(p.p50_ms for p in parts), p95_ms=max(p.p95_ms for p in parts),
+                   p99_ms=max(p.p99_ms for p in parts), queue_ms=weighted("queue_ms"),
+                   compute_ms=weighted("compute_ms"), gpu_util_pct=sum(gpu) / len(gpu) if gpu else None)
 
 
 def _spec_of(variant: str) -> "ModelSpec | None":
@@ -148,8 +218,8 @@ def _largest_output_bytes(model: str) -> int:
 
 def _run_perf_analyzer(
     variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, arguments: list[str]
-) -> tuple[dict | None, str]:
-    """perf_analyzer's CSV row, or None and its most telling output line."""
+) -> tuple[dict | None, list[float], str]:
+    """perf_analyzer's CSV row and each measurement window's throughput, or None and its most telling output line."""
     binary, env = find_perf_analyzer()
     with tempfile.TemporaryDirectory(prefix="trtrepo-pa-") as scratch:
         report = Path(scratch) / "pa.csv"
@@ -159,12 +229,13 @@ def _run_perf_analyzer(
             "--measurement-interval", str(measurement_ms),
             # Three windows are measured; a noisy CPU rarely meets the default 10% stability, so accept them.
             "--max-trials", "3", "--stability-percentage", "999",
+            "-v",  # a line per window (Pass [n] throughput), the spread of which is the point's noise
             "-f", str(report),
             *arguments,
         ]
         result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode == 0 and report.is_file():
-            return next(csv.DictReader(report.open())), ""
+            return next(csv.DictReader(report.open())), [float(x) for x in WINDOW_LINE.findall(result.stdout)], ""
     lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()] or ["no output"]
     telling = [line for line in lines if any(word in line.lower() for word in ("error", "fail", "no valid", "unable"))]
-    return None, (telling or lines)[-1]
+    return None, [], (telling or lines)[-1]

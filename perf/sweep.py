@@ -5,78 +5,81 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from trtrepo.client import InferenceClient
-from trtrepo.config import Variant, config_to_json, runs_on_gpu, with_instances
+from trtrepo.access import Endpoint
+from trtrepo.config import Variant
 from trtrepo.errors import UserError
-from trtrepo.perf.analyzer import PerfPoint, measure
+from trtrepo.perf.analyzer import PerfPoint
+from trtrepo.perf.trial import Trial
 from trtrepo.plots import pyplot, save
 from trtrepo.records import gather, read_records, write_records
 
 
 def sweep(
-    grpc_url: str,
+    endpoints: list[Endpoint],
     variants: list[str],
     instance_counts: list[int],
     concurrencies: list[int],
     batch_size: int,
     measurement_ms: int,
     on_point: Callable[[PerfPoint], None] = lambda _: None,
-    metrics_url: str | None = None,
     on_failure: Callable[[str], None] | None = None,
-    done: frozenset[tuple[str, int, int]] = frozenset(),
+    done: frozenset[tuple[str, int, int, int]] = frozenset(),
+    server_counts: list[int] = (1,),
 ) -> list[PerfPoint]:
-    """For each variant and instance count: reload the model with that many instances, measure each concurrency.
+    """For each variant and instance count: reload the model with that many instances on every server, then measure
+    each concurrency against each count of servers (the first that many endpoints, loaded at once).
 
-    An ensemble (ctpn_split) is scaled through the models it chains. Needs a server in explicit
-    model-control mode; every reloaded model's original config is restored afterwards. Models on GPU
-    instances get their requests through CUDA shared memory; ``metrics_url`` serves GPU utilisation.
-    A point that cannot be measured (say, instances that run out of GPU memory) stops the sweep, or, given
-    ``on_failure``, is reported to it as one line and the sweep goes on. Points in ``done`` (variant,
-    instances, concurrency) are not measured again: a resumed sweep.
+    An ensemble (ctpn_split) is scaled through the models it chains. Needs servers in explicit model-control mode;
+    every reloaded model's original config is restored afterwards (perf.trial). Models on GPU instances get their
+    requests through CUDA shared memory; an endpoint's metrics URL serves GPU utilisation. A point that cannot be
+    measured (say, instances that run out of GPU memory) stops the sweep, or, given ``on_failure``, is reported to
+    it as one line and the sweep goes on. Points in ``done`` (point_key) are not measured again: a resumed sweep.
+    Concurrencies below a server count do not apply to it (planned_points) and are not measured.
     """
     points = []
     for variant in variants:
-        client = InferenceClient(variant, url=grpc_url, protocol="grpc")
-        if batch_size > max(client.config.max_batch_size, 1):
-            raise UserError(f"batch size {batch_size} exceeds {variant}'s max_batch_size {client.config.max_batch_size}")
-        steps = [step.model_name for step in client.config.ensemble_scheduling.step]
-        originals = {name: client.model_config(name) for name in steps or [variant]}
-        on_gpu = any(runs_on_gpu(config) for config in originals.values())
-        try:
+        with Trial(variant, endpoints) as trial:
+            if batch_size > max(trial.config.max_batch_size, 1):
+                raise UserError(f"batch size {batch_size} exceeds {variant}'s max_batch_size {trial.config.max_batch_size}")
             for count in instance_counts:
-                todo = [c for c in concurrencies if (variant, count, c) not in done]
+                todo = [(servers, c) for servers, c in planned_points(server_counts, concurrencies)
+                        if (variant, servers, count, c) not in done]
                 if not todo:
                     continue
                 try:
-                    for name, config in originals.items():
-                        client.load_model(name, config_to_json(with_instances(config, count)))
+                    trial.load(instances=count)
                 except UserError as exc:
                     _report_failure(exc, variant, count, todo, on_failure)
                     continue
-                for concurrency in todo:
+                for servers, concurrency in todo:
                     try:
-                        point = measure(variant, grpc_url, batch_size, concurrency, measurement_ms, count,
-                                        shapes_of=steps[0] if steps else variant, on_gpu=on_gpu,
-                                        metrics_url=metrics_url, streaming=client.streaming, api_key=client.api_key)
+                        point = trial.measure(concurrency, batch_size, measurement_ms, servers, instances=count)
                     except UserError as exc:
-                        _report_failure(exc, variant, count, [concurrency], on_failure)
+                        _report_failure(exc, variant, count, [(servers, concurrency)], on_failure)
                         continue
                     points.append(point)
                     on_point(point)
-        finally:
-            for name, config in originals.items():
-                client.load_model(name, config_to_json(config))
     return points
 
 
-def _report_failure(error: UserError, variant: str, count: int, concurrencies: list[int],
+def planned_points(server_counts: list[int], concurrencies: list[int]) -> list[tuple[int, int]]:
+    """(servers, concurrency) pairs to measure: a concurrency below the server count leaves a server without load."""
+    return [(servers, c) for servers in server_counts for c in concurrencies if c >= servers]
+
+
+def _report_failure(error: UserError, variant: str, count: int, points: list[tuple[int, int]],
                     on_failure: Callable[[str], None] | None) -> None:
-    """The points at these concurrencies could not be measured: one line each to ``on_failure``, or, without
-    one, the error itself."""
+    """The points at these (servers, concurrency) could not be measured: one line each to ``on_failure``, or,
+    without one, the error itself."""
     if on_failure is None:
         raise error
-    for concurrency in concurrencies:
-        on_failure(f"{variant} x{count} c{concurrency}: {error}")
+    for servers, concurrency in points:
+        on_failure(f"{point_label(variant, servers, count, concurrency)}: {error}")
+
+
+def point_label(variant: str, servers: int, instances: int, concurrency: int) -> str:
+    """variant x2 c4, or with several servers variant 2 servers x2 c4."""
+    return f"{variant}{f' {servers} servers' if servers > 1 else ''} x{instances} c{concurrency}"
 
 
 def read_csv(path: Path) -> list[PerfPoint]:
@@ -84,14 +87,16 @@ def read_csv(path: Path) -> list[PerfPoint]:
     return read_records(PerfPoint, path, "sweep")
 
 
-def point_key(point: PerfPoint) -> tuple:
-    return point.variant, point.instances, point.concurrency
+def point_key(point: PerfPoint) -> tuple[str, int, int, int]:
+    return point.variant, point.servers, point.instances, point.concurrency
 
 
 def markdown_table(points: list[PerfPoint]) -> str:
     """One table per model. Rows: (instances, concurrency) by concurrency; columns: each variant's throughput and p99,
-    and its throughput ratio to the model's eager-PyTorch fp32 baseline, as in the study's Table 4."""
-    by_key = {(p.variant, p.instances, p.concurrency): p for p in points}
+    and its throughput ratio to the model's eager-PyTorch fp32 baseline, as in the study's Table 4. Points measured on
+    several servers at once add a servers column: Table 4's instances axis, extended past one server."""
+    by_key = {point_key(p): p for p in points}
+    several = any(p.servers > 1 for p in points)
     variants = list(dict.fromkeys(p.variant for p in points))
     model_of = {v: model_name(v, variants) for v in variants}
     sections = []
@@ -100,25 +105,27 @@ def markdown_table(points: list[PerfPoint]) -> str:
         baseline = f"{model}_pytorch_fp32"
         others = [v for v in mine if v != baseline] if baseline in mine else []
         unit = "samples/s (p99 ms, GPU %)" if any(p.gpu_util_pct is not None for p in points) else "samples/s (p99 ms)"
-        header = ["instances", "concurrency"] + [f"{v} {unit}" for v in mine] + [f"{v} / baseline" for v in others]
+        header = ["servers"] * several + ["instances", "concurrency"] + [f"{v} {unit}" for v in mine] + [f"{v} / baseline" for v in others]
         lines = [f"## {model}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         # By concurrency, then instances: each concurrency reads as throughput against instances, whatever order
         # the gathered runs measured the points in.
-        rows = sorted({(p.concurrency, p.instances) for p in points if p.variant in mine})
-        for concurrency, instances in rows:
-            cells = [str(instances), str(concurrency)]
+        rows = sorted({(p.concurrency, p.servers, p.instances) for p in points if p.variant in mine})
+        for concurrency, servers, instances in rows:
+            cells = [str(servers)] * several + [str(instances), str(concurrency)]
             for v in mine:
-                point = by_key.get((v, instances, concurrency))
+                point = by_key.get((v, servers, instances, concurrency))
                 cells.append(cell(point))
-            base = by_key.get((baseline, instances, concurrency))
+            base = by_key.get((baseline, servers, instances, concurrency))
             for v in others:
-                point = by_key.get((v, instances, concurrency))
+                point = by_key.get((v, servers, instances, concurrency))
                 cells.append(f"{point.throughput / base.throughput:.2f}x" if point and base and base.throughput else "-")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines.append(f"Baseline: {baseline}." if others else f"No baseline ({baseline}) measured: no ratios.")
         sections.append("\n".join(lines))
-    return "\n\n".join(sections) + "\n\nThroughput counts samples per second; p99 is the request latency.\n"
+    servers = (" With several servers, throughput is their sum at the concurrency split among them, and p99 the worst "
+               "server's.") if several else ""
+    return "\n\n".join(sections) + f"\n\nThroughput counts samples per second; p99 is the request latency.{servers}\n"
 
 
 def cell(point: PerfPoint | None) -> str:
@@ -142,8 +149,11 @@ def plot(points: list[PerfPoint], path: Path) -> Path:
     """One row per model (their scales differ a hundredfold): throughput against instance count, a line per
     variant and concurrency, and p99 latency against throughput. A variant keeps its colour in both panels and a
     concurrency its line style; the latency panel is log-log, since a CPU column and a GPU one differ a
-    thousandfold in both."""
+    thousandfold in both. Points measured on several servers are drawn against the server count instead, a line per
+    variant, instance count and concurrency."""
     plt = pyplot()
+    several = any(p.servers > 1 for p in points)
+    axis, axis_name = (("servers", "servers") if several else ("instances", "model instances"))
     variants = list(dict.fromkeys(p.variant for p in points))
     models = list(dict.fromkeys(model_name(v, variants) for v in variants))
     colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
@@ -152,14 +162,16 @@ def plot(points: list[PerfPoint], path: Path) -> Path:
     for model, (left, right) in zip(models, rows):
         for variant in (v for v in variants if model_name(v, variants) == model):
             mine = [p for p in points if p.variant == variant]
-            for concurrency in sorted({p.concurrency for p in mine}):
-                line = sorted((p for p in mine if p.concurrency == concurrency), key=lambda p: p.instances)
-                left.plot([p.instances for p in line], [p.throughput for p in line], marker="o", color=colours[variant],
-                          linestyle=styles[concurrency], label=f"{variant} c{concurrency}")
+            for instances, concurrency in sorted({(p.instances if several else 0, p.concurrency) for p in mine}):
+                line = sorted((p for p in mine if p.concurrency == concurrency and (not several or p.instances == instances)),
+                              key=lambda p: getattr(p, axis))
+                label = f"{variant} x{instances} c{concurrency}" if several else f"{variant} c{concurrency}"
+                left.plot([getattr(p, axis) for p in line], [p.throughput for p in line], marker="o",
+                          color=colours[variant], linestyle=styles[concurrency], label=label)
             ordered = sorted(mine, key=lambda p: p.throughput)
             right.plot([p.throughput for p in ordered], [p.p99_ms for p in ordered], marker="o", linestyle="none",
                        color=colours[variant], label=variant)
-        left.set(xlabel="model instances", ylabel="throughput (samples/s)", title=f"{model}: throughput vs instances")
+        left.set(xlabel=axis_name, ylabel="throughput (samples/s)", title=f"{model}: throughput vs {axis}")
         left.xaxis.get_major_locator().set_params(integer=True)
         right.set(xlabel="throughput (samples/s)", ylabel="p99 latency (ms)", title=f"{model}: latency vs throughput",
                   xscale="log", yscale="log")
@@ -175,8 +187,8 @@ def checkpoint(points: list[PerfPoint], out_dir: Path) -> Path:
     return write_records(gather(PerfPoint, Path(out_dir) / "sweep.csv", points, point_key, "sweep"), Path(out_dir) / "sweep.csv")
 
 
-def measured_points(out_dir: Path, batch_size: int) -> frozenset[tuple[str, int, int]]:
-    """(variant, instances, concurrency) of the points in out_dir's sweep.csv measured at ``batch_size``."""
+def measured_points(out_dir: Path, batch_size: int) -> frozenset[tuple[str, int, int, int]]:
+    """point_key of the points in out_dir's sweep.csv measured at ``batch_size``."""
     path = Path(out_dir) / "sweep.csv"
     if not path.is_file():
         return frozenset()
@@ -185,10 +197,11 @@ def measured_points(out_dir: Path, batch_size: int) -> frozenset[tuple[str, int,
 
 def write_report(points: list[PerfPoint], out_dir: Path) -> dict[str, Path]:
     """sweep.csv, sweep.md and sweep.png in out_dir, over these points and the earlier ones there that they do not
-    measure again (same variant, instance count and concurrency)."""
+    measure again (same variant, server and instance counts, and concurrency)."""
     out_dir = Path(out_dir)
     table = out_dir / "sweep.md"
     points = gather(PerfPoint, out_dir / "sweep.csv", points, point_key, "sweep")
     out_dir.mkdir(parents=True, exist_ok=True)
-    table.write_text("# Throughput against model instances\n\n" + markdown_table(points))
+    axes = "servers and model instances" if any(p.servers > 1 for p in points) else "model instances"
+    table.write_text(f"# Throughput against {axes}\n\n" + markdown_table(points))
     return {"csv": write_records(points, out_dir / "sweep.csv"), "markdown": table, "plot": plot(points, out_dir / "sweep.png")}

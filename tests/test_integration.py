@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import resnet_client, trtrepo
+from trtrepo.access import Endpoint
 from trtrepo.client import InferenceClient, triton_client
 from trtrepo.clients.resnet_client import classify
 from trtrepo.errors import UserError
@@ -74,7 +75,7 @@ def test_perf_sweep_reports_a_point_it_cannot_measure_and_goes_on(server):
     """The model is unloaded after its first point: the second fails, the sweep reports it, then restores the model."""
     variant, failures = VARIANTS[0], []
     triton = triton_client(server.grpc_url, "grpc")
-    points = sweep(server.grpc_url, [variant], [1], [1, 2], batch_size=1, measurement_ms=500,
+    points = sweep([Endpoint(server.grpc_url)], [variant], [1], [1, 2], batch_size=1, measurement_ms=500,
                    on_point=lambda _: triton.unload_model(variant), on_failure=failures.append)
     assert [(p.instances, p.concurrency) for p in points] == [(1, 1)]
     assert len(failures) == 1 and failures[0].startswith(f"{variant} x1 c2: perf_analyzer on {variant} failed")
@@ -82,7 +83,7 @@ def test_perf_sweep_reports_a_point_it_cannot_measure_and_goes_on(server):
 
 
 def test_perf_sweep_reloads_instances_and_restores_config(server):
-    points = sweep(server.grpc_url, VARIANTS, [1, 2], [1], batch_size=1, measurement_ms=500)
+    points = sweep([Endpoint(server.grpc_url)], VARIANTS, [1, 2], [1], batch_size=1, measurement_ms=500)
     assert [(p.variant, p.instances) for p in points] == [(v, n) for v in VARIANTS for n in (1, 2)]
     assert all(p.throughput > 0 and p.p99_ms >= p.p50_ms > 0 for p in points)
     for variant in VARIANTS:
@@ -96,6 +97,28 @@ def test_perf_command_writes_table_csv_and_plot(server, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| 1 | 2 |" in result.stdout
     assert {p.name for p in tmp_path.iterdir()} == {"sweep.csv", "sweep.md", "sweep.png"}
+
+
+def test_perf_sweeps_servers_as_well_as_instances(server, small_repo, tmp_path):
+    """Two servers measured at once: a point per server count, instance count and concurrency (one request in
+    flight cannot load two servers), and both servers get their configs back."""
+    import shutil
+
+    from trtrepo.perf.sweep import read_csv
+
+    shutil.copytree(small_repo / VARIANTS[0], tmp_path / "repo" / VARIANTS[0])
+    with TritonServer(tmp_path / "repo", Ports.free(), model_control="explicit") as second:
+        urls = [server.grpc_url, second.grpc_url]
+        result = trtrepo("perf", "--url", ",".join(urls), "--models", VARIANTS[0], "--instances", "2",
+                         "--servers", "1,2", "--concurrency", "1,2", "--measurement-ms", "500", "--output", str(tmp_path / "out"))
+        assert result.returncode == 0, result.stderr
+        points = read_csv(tmp_path / "out" / "sweep.csv")
+        assert sorted((p.servers, p.instances, p.concurrency) for p in points) == [(1, 2, 1), (1, 2, 2), (2, 2, 2)]
+        assert all(p.throughput > 0 for p in points)
+        assert "| servers | instances | concurrency |" in result.stdout
+        assert "concurrencies below the server count" in result.stderr
+        for url in urls:
+            assert InferenceClient(VARIANTS[0], url=url, protocol="grpc").config.instance_group[0].count == 1
 
 
 def test_bench_measures_in_process_and_served(server, small_repo):
@@ -139,7 +162,7 @@ def test_pipelined_model_answers_streams_in_order(server, pipelined):
     assert np.allclose(client.infer(batches[1])["logits"], streamed[1]["logits"], atol=1e-4)
     with pytest.raises(UserError, match="use --protocol grpc"):
         InferenceClient(pipelined, url=server.http_url, protocol="http")
-    point = sweep(server.grpc_url, [pipelined], [1], [2], batch_size=2, measurement_ms=500)[0]
+    point = sweep([Endpoint(server.grpc_url)], [pipelined], [1], [2], batch_size=2, measurement_ms=500)[0]
     assert point.throughput > 0 and point.p99_ms >= point.p50_ms > 0
 
 

@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 
 from trtrepo.errors import UserError
-from trtrepo.perf.analyzer import PerfPoint, cuda_shared_memory
+from trtrepo.perf.analyzer import PerfPoint, cuda_shared_memory, pooled
 from trtrepo.perf.bench import BenchRow, markdown
 from trtrepo.perf.bench import write_report as write_bench_report
 from trtrepo.perf.gpu_monitor import triton_gpu_utilization
-from trtrepo.perf.sweep import markdown_table, read_csv, write_report
+from trtrepo.perf.sweep import markdown_table, planned_points, read_csv, write_report
 
 
 def point(variant: str, instances: int, throughput: float) -> PerfPoint:
@@ -100,3 +100,27 @@ def test_a_csv_that_is_not_a_sweep_is_a_one_line_error(tmp_path):
     bad.write_text("variant,instances\nresnet50_pytorch_fp32,two\n")
     with pytest.raises(UserError, match="not a sweep CSV written by trtrepo"):
         read_csv(bad)
+
+
+def test_servers_measured_at_once_pool_into_one_point():
+    fast = replace(point("resnet50_onnxruntime_fp32", 1, 30.0), concurrency=2, queue_ms=1.0, gpu_util_pct=80.0)
+    slow = replace(point("resnet50_onnxruntime_fp32", 1, 10.0), concurrency=1, p99_ms=40.0, queue_ms=5.0, gpu_util_pct=None)
+    both = pooled([fast, slow], 3)
+    assert (both.servers, both.concurrency, both.throughput) == (2, 3, 40.0)
+    assert both.p99_ms == 40.0  # the worst server's: an upper bound of the pooled p99
+    assert both.queue_ms == pytest.approx((30 * 1.0 + 10 * 5.0) / 40)  # weighted by what each server did
+    assert both.gpu_util_pct == 80.0
+
+
+def test_server_counts_extend_the_table_and_the_csv(tmp_path):
+    one = point("resnet50_onnxruntime_fp32", 1, 20.0)
+    two = replace(one, servers=2, throughput=36.0)
+    files = write_report([one, two], tmp_path)
+    table = files["markdown"].read_text()
+    assert "| servers | instances | concurrency |" in table
+    assert "| 1 | 1 | 4 | 20 (15) |" in table and "| 2 | 1 | 4 | 36 (15) |" in table
+    assert read_csv(files["csv"]) == [one, two]  # one point per server count, none replacing the other
+
+
+def test_a_concurrency_below_the_server_count_is_not_planned():
+    assert planned_points([1, 2], [1, 4]) == [(1, 1), (1, 4), (2, 4)]

@@ -15,7 +15,7 @@ import os
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from trtrepo.errors import UserError
 
@@ -75,6 +75,14 @@ class ServerOptions:
         if not self.restricted:
             return f"every API, model loading (code execution) included, is open to {where}"
         return f"inference, health, metadata and statistics are open to {where}; {', '.join(self.restricted)} need the key"
+
+
+class Endpoint(NamedTuple):
+    """A server a command talks to: its gRPC address, where its metrics are, and its process where it is our own."""
+
+    grpc_url: str
+    metrics_url: str | None = None  # None: unknown (a server given by --url)
+    server_pid: int | None = None  # None: not a server of this command's own
 
 
 def is_loopback(host: str) -> bool:

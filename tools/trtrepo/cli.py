@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Callable, Iterator, NamedTuple, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from trtrepo.access import Endpoint
 from trtrepo.engines import ENGINES
 from trtrepo.engines.tensorrt import TARGET_TENSORRT, TARGET_TRITON, installed_tensorrt
 from trtrepo.errors import UserError, run_app
@@ -67,14 +68,14 @@ def say(message: str) -> None:
     console.print(message, markup=False, highlight=False)
 
 
-def int_list(text: str, what: str) -> list[int]:
-    """'1,2,4' -> [1, 2, 4], each at least 1; anything else is a one-line error."""
+def int_list(text: str, what: str, least: int = 1) -> list[int]:
+    """'1,2,4' -> [1, 2, 4], each at least ``least``; anything else is a one-line error."""
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UserError(f"{what} must be comma-separated whole numbers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise UserError(f"{what} must be whole numbers of at least 1, got {text!r}")
+    if not values or min(values) < least:
+        raise UserError(f"{what} must be whole numbers of at least {least}, got {text!r}")
     return values
 
 
@@ -465,26 +466,34 @@ def serve_replicas(repository: str, count: int, ports: "Ports", options: "Server
     raise UserError("nginx or every replica stopped; their logs: " + ", ".join(str(s.log_file) for s in balanced.servers))
 
 
-class Endpoint(NamedTuple):
-    grpc_url: str
-    metrics_url: str | None  # None: unknown (a server given by --url)
-    server_pid: int | None  # None: not a server of this command's own
+@contextmanager
+def grpc_endpoint(url: str | None, repository: Path, api_key: str | None = None) -> Iterator[Endpoint]:
+    """The given server, or a server of our own on free loopback ports in explicit model-control mode. ``api_key``
+    becomes TRTREPO_API_KEY for this process, where every client and perf_analyzer run of the command looks for it
+    (trtrepo.access.find_key)."""
+    if url and "," in url:
+        raise UserError(f"--url takes one server here, got {url!r}")
+    with grpc_endpoints(url, repository, api_key) as endpoints:
+        yield endpoints[0]
 
 
 @contextmanager
-def grpc_endpoint(url: str | None, repository: Path, api_key: str | None = None) -> Iterator[Endpoint]:
-    """The given server, or a server of our own on free loopback ports in explicit model-control mode. ``api_key`` becomes TRTREPO_API_KEY for this process, where every
-    client and perf_analyzer run of the command looks for it (trtrepo.access.find_key)."""
+def grpc_endpoints(urls: str | None, repository: Path, api_key: str | None = None, count: int = 1) -> Iterator[list[Endpoint]]:
+    """The servers given (a comma-separated list of gRPC addresses), else ``count`` servers of our own on
+    ``repository``, as grpc_endpoint starts one; ``api_key`` as there (one key for all)."""
     from trtrepo.access import normalize_url, use_api_key
 
     use_api_key(api_key)
-    if url:
-        yield Endpoint(normalize_url(url), None, None)
+    if urls:
+        yield [Endpoint(normalize_url(url)) for url in name_list(urls)]
         return
-    server = own_server(repository)
-    console.print(f"starting tritonserver on {server.repository} (log {server.log_file}) ...")
-    with server:
-        yield Endpoint(server.grpc_url, server.metrics_url, server.process.pid)
+    with ExitStack() as stack:
+        servers = [own_server(repository) for _ in range(count)]
+        for index, server in enumerate(servers):
+            which = f" {index + 1} of {count}" if count > 1 else ""
+            console.print(f"starting tritonserver{which} on {server.repository} (log {server.log_file}) ...")
+            stack.enter_context(server)
+        yield [Endpoint(server.grpc_url, server.metrics_url, server.process.pid) for server in servers]
 
 
 def own_server(repository: Path) -> "TritonServer":
@@ -517,10 +526,16 @@ def repository_variants(repository: Path, models: str | None) -> list[str]:
 def perf(
     models: VariantsOption = None,
     instances: Annotated[str, typer.Option(help="Instance counts to sweep, e.g. 1,2,3,4.")] = "1,2",
-    concurrency: Annotated[str, typer.Option(help="Client concurrencies to sweep, e.g. 1,4,8.")] = "1,4",
+    concurrency: Annotated[str, typer.Option(help="Client concurrencies to sweep, e.g. 1,4,8 (in all: with several "
+                                                  "servers, split among them).")] = "1,4",
+    servers: Annotated[str, typer.Option(help="Server counts to sweep, e.g. 1,2: each point loads the first that many "
+                                              "servers at once and sums their throughput (Table 4's instances axis "
+                                              "past one server).")] = "1",
     batch_size: Annotated[int, typer.Option(min=1, help="Samples per request.")] = 1,
     measurement_ms: Annotated[int, typer.Option(min=100, help="perf_analyzer measurement window.")] = 2000,
-    url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server in explicit mode; default: start one.")] = None,
+    url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server in explicit mode, or several, "
+                                                    "comma-separated (replicas, one per GPU); default: start as many "
+                                                    "as --servers needs.")] = None,
     api_key: ApiKeyOption = None,
     model_repository: RepoOption = REPOSITORY,
     output: Annotated[Path, typer.Option(help="Folder for sweep.csv, sweep.md and sweep.png; points already there for "
@@ -528,22 +543,34 @@ def perf(
     resume: Annotated[bool, typer.Option("--resume", help="Skip the points already in OUTPUT/sweep.csv at this batch size "
                                                            "(sweep.csv is written after every point).")] = False,
 ) -> None:
-    """Sweep instance counts x concurrency with perf_analyzer; write CSV, a Table-4-style markdown table and a plot.
+    """Sweep instance counts x concurrency (x servers) with perf_analyzer; write CSV, a Table-4-style markdown table
+    and a plot.
 
     A point that cannot be measured (instances out of GPU memory, say) is reported and the sweep goes on; the
-    points measured are written, and the command exits 1."""
-    from trtrepo.perf.sweep import measured_points, read_csv
+    points measured are written, and the command exits 1. Servers behind one balancer (`trtrepo serve --replicas`)
+    are measured through its single --url; several --url measure each server directly."""
+    from trtrepo.perf.sweep import measured_points, planned_points, read_csv
 
     counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
+    server_counts = int_list(servers, "--servers")
+    given = len(name_list(url)) if url else None
+    if given is not None and max(server_counts) > given:
+        raise UserError(f"--servers {servers} needs {max(server_counts)} servers; --url gives {given}")
+    planned = planned_points(server_counts, concurrencies)
+    if not planned:
+        raise UserError(f"no concurrency in {concurrency} loads {min(server_counts)} servers: give at least that many")
+    if len(planned) < len(server_counts) * len(concurrencies):
+        console.print("not measured: concurrencies below the server count (a server would get no requests)")
     variants = repository_variants(model_repository, models)
-    grid = {(v, n, c) for v in variants for n in counts for c in concurrencies}
+    grid = {(v, n_servers, n, c) for v in variants for n in counts for n_servers, c in planned}
     done = frozenset(measured_points(output, batch_size) & grid) if resume else frozenset()
     if done:
         console.print(f"resuming: {len(done)} points already in {output / 'sweep.csv'} are not measured again")
     failures: list[str] = []
-    with grpc_endpoint(url, model_repository, api_key) as (grpc_url, metrics_url, _):
-        points = sweep_with_progress(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, metrics_url,
-                                     on_failure=failures.append, done=done, checkpoint_dir=output)
+    with grpc_endpoints(url, model_repository, api_key, max(server_counts)) as endpoints:
+        points = sweep_with_progress(endpoints, variants, counts, concurrencies, batch_size, measurement_ms,
+                                     on_failure=failures.append, done=done, checkpoint_dir=output,
+                                     server_counts=server_counts)
     if points or done:
         report_sweep(points or read_csv(output / "sweep.csv"), output)
     if failures:
@@ -554,23 +581,24 @@ def perf(
 
 
 def sweep_with_progress(
-    grpc_url: str, variants: list[str], counts: list[int], concurrencies: list[int], batch_size: int, measurement_ms: int,
-    metrics_url: str | None = None, on_failure: Callable[[str], None] | None = None,
-    done: frozenset[tuple[str, int, int]] = frozenset(), checkpoint_dir: Path | None = None,
+    endpoints: list[Endpoint], variants: list[str], counts: list[int], concurrencies: list[int], batch_size: int,
+    measurement_ms: int, on_failure: Callable[[str], None] | None = None,
+    done: frozenset[tuple[str, int, int, int]] = frozenset(), checkpoint_dir: Path | None = None,
+    server_counts: list[int] = (1,),
 ) -> list:
     """perf.sweep with a progress bar and a line per measured point; with ``on_failure``, a line per point that
     could not be measured, and the sweep goes on. ``done``: points not to measure again; ``checkpoint_dir``:
     where sweep.csv is brought up to date after every point."""
-    from trtrepo.perf.sweep import checkpoint, sweep
+    from trtrepo.perf.sweep import checkpoint, planned_points, point_label, sweep
 
     measured: list = []
     with progress() as bar:
-        grid = {(v, n, c) for v in variants for n in counts for c in concurrencies}
+        grid = {(v, n_servers, n, c) for v in variants for n in counts for n_servers, c in planned_points(server_counts, concurrencies)}
         task = bar.add_task("perf_analyzer", total=len(grid - done))
 
         def on_point(point) -> None:
             gpu = "" if point.gpu_util_pct is None else f", GPU {point.gpu_util_pct:.0f}%"
-            bar.console.print(f"  {point.variant} x{point.instances} c{point.concurrency}: "
+            bar.console.print(f"  {point_label(point.variant, point.servers, point.instances, point.concurrency)}: "
                               f"{point.throughput:.1f} samples/s, p99 {point.p99_ms:.0f} ms{gpu}")
             bar.advance(task)
             measured.append(point)
@@ -582,8 +610,8 @@ def sweep_with_progress(
             bar.advance(task)
             on_failure(line)
 
-        return sweep(grpc_url, variants, counts, concurrencies, batch_size, measurement_ms, on_point, metrics_url,
-                     on_failed_point if on_failure else None, done)
+        return sweep(endpoints, variants, counts, concurrencies, batch_size, measurement_ms, on_point,
+                     on_failed_point if on_failure else None, done, server_counts)
 
 
 def report_sweep(points: list, output: Path) -> None:
@@ -775,7 +803,7 @@ def demo(
                 print(f"\npython clients/resnet_client.py --url {server.http_url} --model {variant} PHOTOS")
                 for path, result in zip(photos[:4], classify(photos[:4], variant, server.http_url, "http", 8, 3)):
                     print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
-        points = sweep_with_progress(server.grpc_url, variants, counts, concurrencies, 1, 1500, server.metrics_url)
+        points = sweep_with_progress([Endpoint(server.grpc_url, server.metrics_url)], variants, counts, concurrencies, 1, 1500)
     report_sweep(points, Path("perf/results"))
     print("\nSpeed and accuracy per variant (the study's Table 3, with the accuracy gate):\n")
     print(gate_table(points, output))
