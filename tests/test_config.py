@@ -8,6 +8,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from trtrepo.config import (
     GPU_INPUTS_PARAMETER,
+    INSTANCES_PARAMETER,
     ServingOptions,
     Variant,
     apply_serving_options,
@@ -18,7 +19,6 @@ from trtrepo.config import (
     read_config,
     runs_on_gpu,
     serving_options_of,
-    with_instances,
     write_config,
 )
 from trtrepo.engines import get_engine
@@ -41,7 +41,7 @@ def test_python_backend_config_names_engine_and_artifact():
     config = resnet_config(native=False)
     assert config.backend == "python" and not config.platform
     assert {k: v.string_value for k, v in config.parameters.items()} == {
-        "model": "resnet50", "engine": "onnxruntime", "precision": "fp32", "artifact": "model.onnx"}
+        "model": "resnet50", "engine": "onnxruntime", "precision": "fp32", "artifact": "model.onnx", "instances": "1"}
 
 
 def test_tensors_batching_instances_and_warmup_follow_spec_and_options():
@@ -83,11 +83,15 @@ def test_reapplying_options_replaces_rather_than_appends():
     assert list(config.dynamic_batching.preferred_batch_size) == [2]
 
 
-def test_with_instances_copies_and_json_round_trips():
-    config = resnet_config(native=True)
-    scaled = with_instances(config, 5)
-    assert scaled.instance_group[0].count == 5 and config.instance_group[0].count == 1
-    assert config_from_json(config_to_json(scaled)) == scaled
+def test_a_new_instance_count_of_a_python_model_reloads_it_rather_than_updating_it_in_place():
+    """Triton updates an instance-count-only change in place; the count as a parameter makes it a reload, so that
+    trtrepo's backend divides the cores among the new count. Native backends need no such thing."""
+    config = resnet_config(native=False)
+    assert config.parameters[INSTANCES_PARAMETER].string_value == "1"
+    apply_serving_options(config, serving_options_of(config).updated(instances=3))
+    assert config.parameters[INSTANCES_PARAMETER].string_value == "3"
+    assert config_from_json(config_to_json(config)) == config
+    assert INSTANCES_PARAMETER not in resnet_config(native=True).parameters
 
 
 @pytest.mark.parametrize("changes, message", [

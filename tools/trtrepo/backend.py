@@ -79,7 +79,9 @@ class TritonPythonModel:
             self.run_on_gpu = engine.load_on_gpu(spec, artifact, params["precision"], device_id, graph_batch_sizes(config))
         if self.run_on_gpu is None:
             # Instances share the cores: give each its part rather than letting every one spawn a thread per core.
-            instances = sum(group.get("count", 1) for group in config.get("instance_group", [])) or 1
+            # The count comes from the "instances" parameter where the config has it (trtrepo.config.INSTANCES_PARAMETER).
+            groups = sum(group.get("count", 1) for group in config.get("instance_group", [])) or 1
+            instances = int(params.get("instances", groups))
             threads = max(1, (os.cpu_count() or 1) // instances)
             device = "gpu" if args["model_instance_kind"] == "GPU" else "cpu"
             self.run = engine.load(spec, artifact, params["precision"], device, threads)

@@ -22,6 +22,11 @@ VERSION = "1"
 PYTHON_MODEL_FILE = "model.py"
 # Python-backend parameter: "no" hands inputs to the model where they lie (GPU memory for CUDA shared memory clients).
 GPU_INPUTS_PARAMETER = "FORCE_CPU_ONLY_INPUT_TENSORS"
+#: Python-backend parameter: the instance count, by which trtrepo's backend divides the cores among its instances.
+#: Being a parameter, a new count reloads the model: Triton updates an instance-count-only change in place, which
+#: would leave the running instances with the thread counts of the old count (two instances of two threads each on
+#: two cores after going from one to two).
+INSTANCES_PARAMETER = "instances"
 #: The widths of model_config.proto's fields (max_batch_size and count are int32, the queue delay uint64).
 INT32_MAX = 2**31 - 1
 UINT64_MAX = 2**64 - 1
@@ -208,6 +213,8 @@ def apply_serving_options(config: pb.ModelConfig, options: ServingOptions, warmu
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     del config.instance_group[:]
     config.instance_group.add(count=options.instances, kind=KINDS[options.kind], gpus=list(options.gpus))
+    if config.backend == "python":
+        config.parameters[INSTANCES_PARAMETER].string_value = str(options.instances)
     if config.backend == "python" and options.kind == "gpu":
         config.parameters[GPU_INPUTS_PARAMETER].string_value = "no"
     elif GPU_INPUTS_PARAMETER in config.parameters:
@@ -293,15 +300,6 @@ def is_decoupled(config: pb.ModelConfig) -> bool:
 def runs_on_gpu(config: pb.ModelConfig) -> bool:
     """Whether the model's instances are placed on GPUs."""
     return any(group.kind == pb.ModelInstanceGroup.KIND_GPU for group in config.instance_group)
-
-
-def with_instances(config: pb.ModelConfig, count: int) -> pb.ModelConfig:
-    """A copy of ``config`` with every instance group set to ``count`` instances."""
-    copy = pb.ModelConfig()
-    copy.CopyFrom(config)
-    for group in copy.instance_group:
-        group.count = count
-    return copy
 
 
 def read_config(path: Path) -> pb.ModelConfig:
