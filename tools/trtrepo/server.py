@@ -309,9 +309,11 @@ class TritonServer:
         return chosen[0][:400] + f" (log: {self.log_file})"
 
     def _api(self):
+        """A gRPC client of this server with its key. gRPC, not HTTP: the HTTP client needs geventhttpclient, which
+        a packed GPU machine (trtrepo gpu-pack) may lack, and the watchdog must run wherever the server does."""
         from trtrepo.client import triton_client  # sends this server's key with every call
 
-        return triton_client(self.http_url, "http", self.api_key, connection_timeout=30, network_timeout=120)
+        return triton_client(self.grpc_url, "grpc", self.api_key)
 
     def python_models(self) -> dict[str, tuple[int, str]]:
         """Ready Python-backend models: name -> (stubs they should have, the config JSON they serve)."""
@@ -320,10 +322,10 @@ class TritonServer:
         api = self._api()
         try:
             models = {}
-            for entry in api.get_model_repository_index():
+            for entry in api.get_model_repository_index(as_json=True).get("models", []):
                 if entry.get("state") != "READY":
                     continue
-                config = api.get_model_config(entry["name"])
+                config = api.get_model_config(entry["name"], as_json=True, client_timeout=120)["config"]
                 if config.get("backend") == "python":
                     models[entry["name"]] = (sum(g.get("count", 1) for g in config.get("instance_group", [])) or 1,
                                              json.dumps(config))
