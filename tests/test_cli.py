@@ -11,7 +11,7 @@ from trtrepo.config import read_config
 def test_help_lists_every_command():
     result = trtrepo("--help")
     assert result.returncode == 0
-    for command in ("export", "build", "repo", "config", "validate", "serve", "perf", "bench", "demo"):
+    for command in ("export", "build", "repo", "config", "validate", "serve", "perf", "tune", "bench", "demo"):
         assert f"  {command} " in result.stdout
 
 
@@ -32,6 +32,9 @@ def test_bad_input_gives_one_line_and_non_zero_exit(small_repo, tmp_path):
         (("config", str(tmp_path), "--instances", "2"), "cannot read"),
         (("perf", "--instances", "one"), "comma-separated whole numbers"),
         (("perf", "--model-repository", str(tmp_path)), "no models"),
+        (("perf", "--servers", "1,3", "--url", "127.0.0.1:1,127.0.0.1:2"), "needs 3 servers; --url gives 2"),
+        (("tune", "--target-rate", "100"), "--target-rate needs --max-p99-ms"),
+        (("tune", "--model-repository", str(small_repo), "--models", "resnet5"), "no variants of 'resnet5'"),
         (("serve", "--model-repository", str(tmp_path / "absent")), "does not exist"),
         (("build", "resnet50", "--engine", "tensorflow"), "(see --help)"),
         (("repo", "--plan", str(tmp_path / "absent.toml")), "cannot read plan"),

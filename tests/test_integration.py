@@ -180,3 +180,39 @@ def test_perf_resume_measures_only_the_missing_points(server, tmp_path):
     assert "resuming: 1 points" in resumed.stderr and f"{VARIANTS[0]} x1 c1:" not in resumed.stderr
     points = {(p.instances, p.concurrency): p for p in read_csv(tmp_path / "sweep.csv")}
     assert set(points) == {(1, 1), (1, 2)} and points[(1, 1)] == measured
+
+
+def test_tune_finds_a_clearly_better_config_applies_it_and_plans_capacity(small_repo, tmp_path):
+    """The starting config holds every batch back half a second for a fourth request that never comes at
+    concurrency 2; brute search over the queue delay finds that 0 is better beyond the noise, --apply writes it
+    (the old config kept) and reloads it, and the capacity plan shows its arithmetic."""
+    import shutil
+
+    from trtrepo.config import read_config
+    from trtrepo.perf.tune import read_csv
+
+    variant = "efficientnet_lite0_onnxruntime_fp32"
+    repository = tmp_path / "repo"
+    shutil.copytree(small_repo / variant, repository / variant)
+    edited = trtrepo("config", str(repository / variant), "--max-batch-size", "4", "--preferred-batch-sizes", "4",
+                     "--max-queue-delay-us", "500000")
+    assert edited.returncode == 0, edited.stderr
+    with TritonServer(repository, Ports.free(), model_control="explicit") as own:
+        result = trtrepo("tune", "--url", own.grpc_url, "--model-repository", str(repository), "--models", variant,
+                         "--strategy", "brute", "--instances", "1", "--max-batch-sizes", "4", "--queue-delays-us", "0",
+                         "--concurrency", "2", "--measurement-ms", "1000", "--apply", "--target-rate", "100",
+                         "--max-p99-ms", "5000", "--output", str(tmp_path / "out"))
+        assert result.returncode == 0, result.stderr
+        every = read_csv(tmp_path / "out" / "tune.csv")
+        assert sorted((p.max_queue_delay_us, p.repeat) for p in every) == [(0, 0), (500000, 0), (500000, 1)]
+        assert all(p.status == "measured" and p.throughput_ci is not None for p in every)
+        slow, fast = sorted((p for p in every if not p.repeat), key=lambda p: p.throughput)
+        assert fast.max_queue_delay_us == 0 and fast.throughput > 2 * slow.throughput
+        assert f"{variant}: applied to" in result.stdout and "measured again at concurrency 2" in result.stdout
+        assert "Run-to-run noise of the objective:" in result.stdout and "server(s) x 1 instance(s)" in result.stdout
+        assert read_config(repository / variant / "config.pbtxt").dynamic_batching.max_queue_delay_microseconds == 0
+        kept = read_config(repository / variant / "config.pbtxt.orig")
+        assert kept.dynamic_batching.max_queue_delay_microseconds == 500000
+        served = InferenceClient(variant, url=own.grpc_url, protocol="grpc").config
+        assert served.dynamic_batching.max_queue_delay_microseconds == 0
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"tune.csv", "tune.md", "tune.png"}

@@ -8,6 +8,8 @@
 #     sweep  the GPU variants (PyTorch FP32 baseline, the optimized one) over instances 1, 2, 4, 8 and two
 #            concurrencies, with GPU utilisation: the study's Table 4 (sweep.csv, sweep.md, sweep.png)
 #     cpu    ONNX Runtime FP32 on the host cores, same requests, instances 1, 2, 4 (same files: the CPU column)
+#     tune   trtrepo tune (quick) of the model's optimized PyTorch variant over instances, max batch size, CUDA
+#            graphs and pipelining ($RESULTS/tune: tune.csv, tune.md, tune.png)
 # Results gather in $RESULTS (default perf/reports/gpu): each run replaces the rows of what it measured again.
 set -euo pipefail
 MODELS=${1:-resnet50,yolov3}
@@ -21,6 +23,7 @@ INSTANCES=${INSTANCES:-1,2,4,8}
 MEASUREMENT_MS=${MEASUREMENT_MS:-2000}  # each point: three perf_analyzer windows this long
 declare -A SWEEP_BATCH=([resnet50]=32 [yolov3]=8 [ctpn]=1)
 declare -A SWEEP_CONCURRENCY=([resnet50]=8,32 [yolov3]=8,32 [ctpn]=8,32)
+declare -A TUNE_MAX_BATCH=([resnet50]=64,128,256 [yolov3]=16,32,64 [ctpn]=1)
 
 [ -f "$PACK/triton-bundle.tar.xz" ] || { echo "error: $PACK/triton-bundle.tar.xz missing: run 'trtrepo gpu-pack' first" >&2; exit 2; }
 command -v nvidia-smi >/dev/null || { echo "error: no NVIDIA driver here (nvidia-smi missing): this script is for the GPU machine" >&2; exit 2; }
@@ -68,6 +71,11 @@ for model in ${MODELS//,/ }; do
     concurrency=${SWEEP_CONCURRENCY[$model]}
     trtrepo perf --model-repository "$REPO" --models "${model}_onnxruntime_fp32" --instances 1,2,4 \
       --concurrency "${concurrency%%,*}" --batch-size "${SWEEP_BATCH[$model]}" --measurement-ms 4000 --output "$RESULTS" || status=1
+  fi
+  if [[ ",$STEPS," == *,tune,* ]]; then
+    trtrepo tune --model-repository "$REPO" --models "${model}_pytorch_fp16" --strategy quick --gpu-options \
+      --instances 1,2 --max-batch-sizes "${TUNE_MAX_BATCH[$model]}" --concurrency "${SWEEP_CONCURRENCY[$model]}" \
+      --batch-size "${SWEEP_BATCH[$model]}" --measurement-ms "$MEASUREMENT_MS" --output "$RESULTS/tune" || status=1
   fi
 done
 exit "$status"

@@ -45,6 +45,11 @@ VariantsOption = Annotated[Optional[str], typer.Option(help="Comma-separated var
 Engine = Enum("Engine", {name: name for name in ENGINES}, type=str)
 
 
+# trtrepo tune's choices (perf.tune.STRATEGIES and OBJECTIVES; not imported from there: it brings the config schema).
+Strategy = Enum("Strategy", {name: name for name in ("quick", "brute", "optuna")}, type=str)
+Objective = Enum("Objective", {name: name for name in ("throughput", "latency", "cost")}, type=str)
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
@@ -620,6 +625,119 @@ def report_sweep(points: list, output: Path) -> None:
     files = write_report(points, output)
     print("\n" + markdown_table(points))
     print(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
+@app.command()
+def tune(
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated variants, or models (each: its variants that "
+                                                       "passed the accuracy gate); default: every variant.")] = None,
+    strategy: Annotated[Strategy, typer.Option(help="quick: hill climbing from the current config; brute: the whole "
+                                                    "grid; optuna: TPE sampling (pip install optuna).")] = Strategy("quick"),
+    objective: Annotated[Objective, typer.Option(help="throughput, latency (p99) or cost (throughput per instance); "
+                                                      "the report names the winner of each.")] = Objective("throughput"),
+    max_p99_ms: Annotated[Optional[float], typer.Option(min=0, help="Points slower at p99 do not count.")] = None,
+    min_throughput: Annotated[Optional[float], typer.Option(min=0, help="Points below this many samples/s do not count.")] = None,
+    budget_points: Annotated[Optional[int], typer.Option(min=1, help="Configurations to measure at most.")] = None,
+    instances: Annotated[str, typer.Option(help="Instance counts to search.")] = "1,2",
+    max_batch_sizes: Annotated[Optional[str], typer.Option(help="max_batch_size values to search (default: powers of "
+                                                                "two up to the current one).")] = None,
+    preferred: Annotated[Optional[str], typer.Option(help="Preferred-batch-size rules to search, each applied to every "
+                                                          "max_batch_size: max (the maximum), halves (half and the "
+                                                          "maximum), none, kept (the config's own sizes that fit); default: "
+                                                          "the current config's.")] = None,
+    queue_delays_us: Annotated[Optional[str], typer.Option(help="Max queue delays to search, in microseconds "
+                                                                "(default: the current one).")] = None,
+    gpu_options: Annotated[bool, typer.Option("--gpu-options", help="Also search CUDA graphs and pipelining (GPU variants).")] = False,
+    concurrency: Annotated[str, typer.Option(help="Client concurrencies each configuration is measured at (never more).")] = "1,2,4",
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples per request.")] = 1,
+    measurement_ms: Annotated[int, typer.Option(min=100, help="perf_analyzer measurement window (three per point give "
+                                                              "its confidence interval).")] = 1000,
+    target_rate: Annotated[Optional[float], typer.Option(help="Plan capacity: servers and instances to serve this many "
+                                                              "samples/s at --max-p99-ms.")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Write the winner into the repository's config (the old one "
+                                                        "kept as config.pbtxt.orig) and reload it, when it beats the "
+                                                        "current config beyond the noise.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip configurations already measured in OUTPUT/tune.csv.")] = False,
+    url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server in explicit model-control mode; "
+                                                    "default: start one.")] = None,
+    api_key: ApiKeyOption = None,
+    model_repository: RepoOption = REPOSITORY,
+    output: Annotated[Path, typer.Option(help="Folder for tune.csv, tune.md and tune.png.")] = Path("perf/results/tune"),
+) -> None:
+    """Search instance count, max batch size with its preferred sizes, queue delay (and on GPU, CUDA graphs and
+    pipelining) for the best configuration under an objective and limits, reloading only the model.
+
+    Every point carries a 95% interval from perf_analyzer's windows; a winner within the noise of the current config
+    is reported as no significant gain and not applied. A configuration that cannot be measured is recorded with
+    its reason and the search goes on."""
+    import time
+    from dataclasses import replace
+
+    from trtrepo.config import serving_options_of
+    from trtrepo.perf import tune as tuning
+    from trtrepo.perf.trial import Trial
+
+    if target_rate is not None and max_p99_ms is None:
+        raise UserError("--target-rate needs --max-p99-ms: capacity is planned at a latency limit")
+    concurrencies = int_list(concurrency, "--concurrency")
+    goal = tuning.Goal(objective.value, max_p99_ms, min_throughput)
+    names = name_list(models) or repository_variants(model_repository, None)
+    variants, left_out = tuning.gated_variants(model_repository, names) if Path(model_repository).is_dir() else (names, [])
+    for line in left_out:
+        console.print(line, markup=False)
+    everything: list = []
+    sections: list[str] = []
+    verdicts_by_variant: dict = {}
+    with grpc_endpoint(url, model_repository, api_key) as endpoint:
+        for variant in variants:
+            started = time.monotonic()
+            with Trial(variant, [endpoint]) as trial:
+                if trial.steps:
+                    raise UserError(f"{variant} is an ensemble; tune the models it chains")
+                space = tuning.SearchSpace.around(
+                    serving_options_of(trial.config), int_list(instances, "--instances"),
+                    int_list(max_batch_sizes, "--max-batch-sizes") if max_batch_sizes else None,
+                    name_list(preferred) or (), int_list(queue_delays_us, "--queue-delays-us", least=0) if queue_delays_us else None,
+                    gpu_options)
+                grid = space.grid()
+                earlier = tuning.resumed(output, variant, concurrencies) if resume else {}
+                if earlier:
+                    console.print(f"resuming {variant}: {len(earlier)} configurations already in {output / 'tune.csv'}")
+                mine: list = [p for points in earlier.values() for p in points]
+                with progress() as bar:
+                    # The configurations the budget allows, and the starting one measured again for the run-to-run noise.
+                    task = bar.add_task(f"tune {variant}", total=(min(budget_points or len(grid), len(grid)) + 1) * len(concurrencies))
+                    bar.advance(task, len(mine))
+
+                    def on_point(point, bar=bar, task=task, mine=mine) -> None:
+                        result = (f"{point.throughput:.1f} samples/s +-{point.throughput_ci or 0:.2g}, p99 {point.p99_ms:.0f} ms"
+                                  if point.status == "measured" else f"failed: {point.reason}")
+                        again = " (start, again)" if point.repeat else ""
+                        bar.console.print(f"  {point.candidate.label()} c{point.concurrency}{again}: {result}", markup=False)
+                        bar.advance(task)
+                        mine.append(point)
+                        tuning.checkpoint(mine, output)
+
+                    tuning.tune_variant(trial, space, goal, strategy.value, concurrencies, batch_size, measurement_ms,
+                                        budget_points, earlier, endpoint.server_pid, on_point)
+            verdicts = {name: tuning.judge(replace(goal, objective=name), mine, space.start) for name in tuning.OBJECTIVES}
+            sections.append(tuning.markdown(variant, mine, goal, verdicts, strategy.value, len(grid), concurrencies,
+                                            time.monotonic() - started))
+            everything += mine
+            verdict = verdicts_by_variant[variant] = verdicts[goal.objective]
+            console.print(f"{variant}: {verdict.winner.candidate.label() if verdict.winner else 'no winner'}; "
+                          f"{verdict.reason}", markup=False)
+            if apply:
+                sections.append(tuning.apply_and_check(model_repository, variant, verdict, endpoint, batch_size, measurement_ms))
+        sections.append(tuning.across_variants(goal, verdicts_by_variant))
+        if target_rate is not None:
+            sections.append(tuning.capacity_markdown(everything, target_rate, max_p99_ms))
+    files = tuning.write_report(everything, sections, output)
+    print("\n".join(sections))
+    print(f"wrote {', '.join(str(p) for p in files.values())}")
+    unmet = [v for v, verdict in verdicts_by_variant.items() if verdict.winner is None]
+    if unmet:
+        raise UserError(f"no configuration of {', '.join(unmet)} met the limits ({goal.describe()}); see {output / 'tune.md'}")
 
 
 @app.command()

@@ -36,12 +36,20 @@ def read_records(kind: type[Record], path: Path, what: str) -> list[Record]:
     takes the field's default; anything else that does not fit is a one-line error naming ``what`` it should be."""
     hints = typing.get_type_hints(kind)
     types = {name: next((a for a in typing.get_args(hint) if a is not type(None)), hint) for name, hint in hints.items()}
+    types = {name: _read_bool if kind is bool else kind for name, kind in types.items()}
     with Path(path).open() as file:
         rows = list(csv.DictReader(file))
     try:
         return [kind(**{k: types[k](v) if v != "" else None for k, v in row.items() if k in types}) for row in rows]
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: not a {what} CSV written by trtrepo ({exc})") from None
+
+
+def _read_bool(text: str) -> bool:
+    """A bool as write_records writes it (bool("False") would be True)."""
+    if text not in ("True", "False"):
+        raise ValueError(f"{text!r} is not True or False")
+    return text == "True"
 
 
 def gather(
