@@ -1,4 +1,5 @@
-"""GPU utilisation while a measurement runs: Triton's own gauge, or NVML where the server's metrics lack it."""
+"""GPU utilisation while a measurement runs (Triton's own gauge, or NVML where the server's metrics lack it), and
+the GPU memory in use on a server's GPUs."""
 
 from __future__ import annotations
 
@@ -9,17 +10,38 @@ from statistics import mean
 from typing import Callable
 
 UTILIZATION_METRIC = "nv_gpu_utilization"  # Triton's gauge, 0..1 per GPU (DCGM-backed)
+#: Triton's gauge of the memory in use on each GPU, by every process (its stubs' CUDA contexts and caches included).
+MEMORY_METRIC = "nv_gpu_memory_used_bytes"
 PERIOD_S = 0.25
+
+
+def _gauge(metrics_text: str, name: str) -> list[float]:
+    """The values of one metric in a Prometheus scrape, one per label set (GPU)."""
+    return [float(line.rsplit(" ", 1)[1]) for line in metrics_text.splitlines()
+            if line.startswith(name + "{") or line.startswith(name + " ")]
 
 
 def triton_gpu_utilization(metrics_text: str) -> float | None:
     """Mean of Triton's nv_gpu_utilization over the GPUs in a Prometheus scrape, in percent; None when absent."""
-    values = [
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics_text.splitlines()
-        if line.startswith(UTILIZATION_METRIC + "{") or line.startswith(UTILIZATION_METRIC + " ")
-    ]
+    values = _gauge(metrics_text, UTILIZATION_METRIC)
     return 100 * mean(values) if values else None
+
+
+def triton_gpu_memory_mb(metrics_text: str) -> float | None:
+    """GPU memory in use over all the server's GPUs in a Prometheus scrape, in MB; None when absent (no GPU)."""
+    values = _gauge(metrics_text, MEMORY_METRIC)
+    return sum(values) / 2**20 if values else None
+
+
+def gpu_memory_mb(metrics_url: str | None) -> float | None:
+    """GPU memory in use on the GPUs of the server whose metrics are at ``metrics_url`` (None: unknown)."""
+    if not metrics_url:
+        return None
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as response:
+            return triton_gpu_memory_mb(response.read().decode())
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 def _triton_reader(metrics_url: str) -> Callable[[], float | None] | None:

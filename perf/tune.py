@@ -4,8 +4,8 @@ Each candidate is loaded through the repository API (perf.trial: the model is re
 measured with perf_analyzer at each client concurrency. Preferred batch sizes move with max_batch_size (a candidate is
 never dropped for them); variable input dimensions take the model spec's typical shape. A candidate that cannot be
 measured is recorded with a one-line reason and the search goes on. Every point carries the noise of its measurement
-windows (a 95% interval), so that a winner no better than the starting configuration beyond that noise is called
-what it is: no significant gain.
+windows (a 95% interval) and the starting configuration is measured again after the search (run-to-run noise), so
+that a winner no better than the start beyond the larger of the two is called what it is: no significant gain.
 """
 
 from __future__ import annotations
@@ -151,6 +151,7 @@ class TunePoint:
     memory_mb: float | None = None  # tritonserver and its Python stubs (a server of our own only)
     reason: str = ""
     repeat: int = 0  # 1: the starting configuration measured again after the search, for the run-to-run noise
+    gpu_memory_mb: float | None = None  # in use on the server's GPUs after the point (None: no GPU, or not known)
 
     @property
     def candidate(self) -> Candidate:
@@ -158,10 +159,11 @@ class TunePoint:
                          self.cuda_graphs, self.pipelined)
 
     @classmethod
-    def of(cls, variant: str, candidate: Candidate, point: PerfPoint, memory_mb: float | None, repeat: int = 0) -> "TunePoint":
+    def of(cls, variant: str, candidate: Candidate, point: PerfPoint, memory_mb: float | None, repeat: int = 0,
+           gpu_memory_mb: float | None = None) -> "TunePoint":
         return cls(variant, **asdict(candidate), concurrency=point.concurrency, status="measured",
                    throughput=point.throughput, throughput_ci=point.throughput_ci, p50_ms=point.p50_ms,
-                   p99_ms=point.p99_ms, memory_mb=memory_mb, repeat=repeat)
+                   p99_ms=point.p99_ms, memory_mb=memory_mb, repeat=repeat, gpu_memory_mb=gpu_memory_mb)
 
     @classmethod
     def failed(cls, variant: str, candidate: Candidate, concurrency: int, reason: str, repeat: int = 0) -> "TunePoint":
@@ -325,11 +327,11 @@ def _climb(space: SearchSpace, goal: Goal, visit: Callable[[Candidate], list[Tun
 
 def _optuna(space: SearchSpace, goal: Goal, visit: Callable[[Candidate], list[TunePoint]], budget: int,
             spent: Callable[[], int]) -> None:
-    """Optuna's TPE sampler over the grid's values (optional dependency: pip install optuna)."""
+    """Optuna's TPE sampler over the grid's values (optional dependency: pip install 'trtrepo[tune]')."""
     try:
         import optuna
     except ImportError:
-        raise UserError("--strategy optuna needs Optuna: pip install optuna (or use quick or brute)") from None
+        raise UserError("--strategy optuna needs Optuna: pip install 'trtrepo[tune]' (or use quick or brute)") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
     asked = 0
@@ -421,19 +423,21 @@ def markdown(variant: str, points: list[TunePoint], goal: Goal, verdicts: dict[s
              f"for the full grid) in {seconds:.0f} s; concurrencies {', '.join(map(str, concurrencies))}."
              + (f" Run-to-run noise of the objective: {drift:.1%} (the starting configuration measured first and again last)."
                 if drift is not None else ""), "",
-             "| configuration | best concurrency | samples/s (95% CI) | p99 ms | memory MB | note |", "|---|---|---|---|---|---|"]
+             "| configuration | best concurrency | samples/s (95% CI) | p99 ms | host memory MB | GPU memory MB | note |",
+             "|---|---|---|---|---|---|---|"]
     for candidate in candidates:
         his = [p for p in searched if p.candidate == candidate]
         best = goal.best(his)
         failed = [p for p in his if p.status == "failed"]
         note = "; ".join(f"c{p.concurrency}: {p.reason}" for p in failed)[:200]
         if best is None:
-            lines.append(f"| {candidate.label()} | - | - | - | - | {note or 'no point within the limits'} |")
+            lines.append(f"| {candidate.label()} | - | - | - | - | - | {note or 'no point within the limits'} |")
             continue
         ci = f" +-{best.throughput_ci:.2g}" if best.throughput_ci is not None else ""
         memory = f"{best.memory_mb:.0f}" if best.memory_mb is not None else "-"
+        gpu_memory = f"{best.gpu_memory_mb:.0f}" if best.gpu_memory_mb is not None else "-"
         lines.append(f"| {candidate.label()} | {best.concurrency} | {best.throughput:.1f}{ci} | {best.p99_ms:.0f} | "
-                     f"{memory} | {note} |")
+                     f"{memory} | {gpu_memory} | {note} |")
     lines += ["", "| objective | winner | samples/s | p99 ms | verdict |", "|---|---|---|---|---|"]
     for objective, verdict in verdicts.items():
         if verdict.winner is None:
@@ -467,10 +471,10 @@ def plot(points: list[TunePoint], path: Path) -> Path:
 
 def tune_variant(trial: "Trial", space: SearchSpace, goal: Goal, strategy: str, concurrencies: list[int], batch_size: int,
                  measurement_ms: int, budget: int | None, earlier: dict[Candidate, list[TunePoint]],
-                 server_pid: int | None, on_point: Callable[[TunePoint], None]) -> None:
+                 on_point: Callable[[TunePoint], None]) -> None:
     """One variant's search on the trial's server, then its starting configuration measured again (run_to_run);
     every new point goes to ``on_point`` as it is measured."""
-    measure = measure_candidates(trial, concurrencies, batch_size, measurement_ms, server_pid, on_point)
+    measure = measure_candidates(trial, concurrencies, batch_size, measurement_ms, on_point)
     search(space, goal, strategy, measure, budget, earlier)
     measure(space.start, repeat=1)
 
@@ -491,10 +495,14 @@ def across_variants(goal: Goal, verdicts: dict[str, Verdict]) -> str:
 
 
 def measure_candidates(trial: "Trial", concurrencies: list[int], batch_size: int, measurement_ms: int,
-                       server_pid: int | None, on_point: Callable[[TunePoint], None]) -> Measure:
-    """The measuring step of a search: load the candidate on the trial's servers, measure every concurrency; a
-    candidate the servers refuse, or a point that fails, becomes a failed point with its reason."""
+                       on_point: Callable[[TunePoint], None]) -> Measure:
+    """The measuring step of a search: load the candidate on the trial's server, measure every concurrency, read the
+    memory of the server and its stubs (a server of our own) and of its GPUs (where its metrics say); a candidate the
+    server refuses, or a point that fails, becomes a failed point with its reason."""
+    from trtrepo.perf.gpu_monitor import gpu_memory_mb
     from trtrepo.perf.soak import server_memory_mb
+
+    endpoint = trial.endpoints[0]
 
     def measure(candidate: Candidate, repeat: int = 0) -> list[TunePoint]:
         points = []
@@ -510,7 +518,8 @@ def measure_candidates(trial: "Trial", concurrencies: list[int], batch_size: int
                 except UserError as exc:
                     points.append(TunePoint.failed(trial.variant, candidate, concurrency, failure_reason(str(exc)), repeat))
                 else:
-                    points.append(TunePoint.of(trial.variant, candidate, perf, server_memory_mb(server_pid), repeat))
+                    points.append(TunePoint.of(trial.variant, candidate, perf, server_memory_mb(endpoint.server_pid),
+                                               repeat, gpu_memory_mb(endpoint.metrics_url)))
         for point in points:
             on_point(point)
         return points

@@ -10,7 +10,7 @@ from trtrepo.errors import UserError
 from trtrepo.perf.analyzer import PerfPoint, cuda_shared_memory, pooled
 from trtrepo.perf.bench import BenchRow, markdown
 from trtrepo.perf.bench import write_report as write_bench_report
-from trtrepo.perf.gpu_monitor import triton_gpu_utilization
+from trtrepo.perf.gpu_monitor import triton_gpu_memory_mb, triton_gpu_utilization
 from trtrepo.perf.sweep import markdown_table, planned_points, read_csv, write_report
 
 
@@ -86,6 +86,13 @@ def test_triton_gpu_utilisation_is_read_from_its_gauge():
     scrape = 'nv_gpu_utilization{gpu_uuid="GPU-a"} 0.5\nnv_gpu_utilization{gpu_uuid="GPU-b"} 1\nnv_inference_count 3\n'
     assert triton_gpu_utilization(scrape) == 75.0
     assert triton_gpu_utilization("nv_inference_count 3\n") is None
+
+
+def test_gpu_memory_in_use_is_summed_over_the_servers_gpus():
+    scrape = ('nv_gpu_memory_used_bytes{gpu_uuid="GPU-a"} 1048576\nnv_gpu_memory_used_bytes{gpu_uuid="GPU-b"} 2097152\n'
+              'nv_gpu_memory_total_bytes{gpu_uuid="GPU-a"} 8.0e+10\n')
+    assert triton_gpu_memory_mb(scrape) == 3.0
+    assert triton_gpu_memory_mb("nv_inference_count 3\n") is None
 
 
 def test_cuda_shared_memory_is_sized_for_the_largest_output():

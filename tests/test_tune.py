@@ -116,7 +116,7 @@ def test_optuna_is_optional():
     try:
         import optuna  # noqa: F401
     except ImportError:
-        with pytest.raises(UserError, match="pip install optuna"):
+        with pytest.raises(UserError, match="pip install .trtrepo\\[tune\\]."):
             search(SearchSpace.around(START), Goal(), "optuna", surface, budget=4)
     else:
         assert len(search(SearchSpace.around(START), Goal(), "optuna", surface, budget=4)) == 4

@@ -632,7 +632,7 @@ def tune(
     models: Annotated[Optional[str], typer.Option(help="Comma-separated variants, or models (each: its variants that "
                                                        "passed the accuracy gate); default: every variant.")] = None,
     strategy: Annotated[Strategy, typer.Option(help="quick: hill climbing from the current config; brute: the whole "
-                                                    "grid; optuna: TPE sampling (pip install optuna).")] = Strategy("quick"),
+                                                    "grid; optuna: TPE sampling (pip install 'trtrepo[tune]').")] = Strategy("quick"),
     objective: Annotated[Objective, typer.Option(help="throughput, latency (p99) or cost (throughput per instance); "
                                                       "the report names the winner of each.")] = Objective("throughput"),
     max_p99_ms: Annotated[Optional[float], typer.Option(min=0, help="Points slower at p99 do not count.")] = None,
@@ -719,7 +719,7 @@ def tune(
                         tuning.checkpoint(mine, output)
 
                     tuning.tune_variant(trial, space, goal, strategy.value, concurrencies, batch_size, measurement_ms,
-                                        budget_points, earlier, endpoint.server_pid, on_point)
+                                        budget_points, earlier, on_point)
             verdicts = {name: tuning.judge(replace(goal, objective=name), mine, space.start) for name in tuning.OBJECTIVES}
             sections.append(tuning.markdown(variant, mine, goal, verdicts, strategy.value, len(grid), concurrencies,
                                             time.monotonic() - started))
