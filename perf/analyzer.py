@@ -8,8 +8,8 @@ import importlib.util
 import math
 import os
 import re
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile

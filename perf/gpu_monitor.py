@@ -35,22 +35,23 @@ def triton_gpu_memory_mb(metrics_text: str) -> float | None:
 
 def gpu_memory_mb(metrics_url: str | None) -> float | None:
     """GPU memory in use on the GPUs of the server whose metrics are at ``metrics_url`` (None: unknown)."""
-    if not metrics_url:
-        return None
+    text = _scrape(metrics_url) if metrics_url else None
+    return None if text is None else triton_gpu_memory_mb(text)
+
+
+def _scrape(metrics_url: str) -> str | None:
+    """The server's Prometheus metrics text, or None where they cannot be read."""
     try:
         with urllib.request.urlopen(metrics_url, timeout=2) as response:
-            return triton_gpu_memory_mb(response.read().decode())
+            return response.read().decode()
     except (urllib.error.URLError, OSError):
         return None
 
 
 def _triton_reader(metrics_url: str) -> Callable[[], float | None] | None:
     def read() -> float | None:
-        try:
-            with urllib.request.urlopen(metrics_url, timeout=2) as response:
-                return triton_gpu_utilization(response.read().decode())
-        except (urllib.error.URLError, OSError):
-            return None
+        text = _scrape(metrics_url)
+        return None if text is None else triton_gpu_utilization(text)
 
     return read if read() is not None else None
 

@@ -67,6 +67,13 @@ def planned_points(server_counts: list[int], concurrencies: list[int]) -> list[t
     return [(servers, c) for servers in server_counts for c in concurrencies if c >= servers]
 
 
+def planned_keys(variants: list[str], instance_counts: list[int], server_counts: list[int],
+                 concurrencies: list[int]) -> set[tuple[str, int, int, int]]:
+    """point_key of every point a sweep over these measures."""
+    return {(v, servers, n, c) for v in variants for n in instance_counts
+            for servers, c in planned_points(server_counts, concurrencies)}
+
+
 def _report_failure(error: UserError, variant: str, count: int, points: list[tuple[int, int]],
                     on_failure: Callable[[str], None] | None) -> None:
     """The points at these (servers, concurrency) could not be measured: one line each to ``on_failure``, or,

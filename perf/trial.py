@@ -53,9 +53,9 @@ class Trial:
         if self.steps and any(changes.get(name) is not None for name in ENSEMBLE_FIXED):
             raise UserError(f"{self.variant} is an ensemble: its {' and '.join(ENSEMBLE_FIXED)} follow its steps'; "
                             "tune the steps instead")
+        self.changed = True  # before the first load: one that fails half-way still needs restoring
         for client, originals in zip(self.clients, self.originals):
             for name, config in originals.items():
-                self.changed = True
                 client.load_model(name, config_to_json(changed_config(config, changes)))
 
     def measure(self, concurrency: int, batch_size: int, measurement_ms: int, servers: int = 1,

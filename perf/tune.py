@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from trtrepo.config import ServingOptions
 from trtrepo.errors import UserError
-from trtrepo.perf.analyzer import PerfPoint
+from trtrepo.perf.analyzer import RETRYABLE, PerfPoint
 from trtrepo.plots import pyplot, save
 from trtrepo.records import gather, read_records, write_records
 
@@ -92,7 +92,7 @@ class SearchSpace:
                                 if of is not None and of(current.max_batch_size) == current.preferred_batch_sizes), "kept")
         start = Candidate(current.instances, current.max_batch_size, start_preferred,
                           current.max_queue_delay_us, current.cuda_graphs, current.pipelined)
-        powers = [2 ** k for k in range(current.max_batch_size.bit_length()) if 2 ** k <= current.max_batch_size]
+        powers = [2 ** k for k in range(current.max_batch_size.bit_length())]  # 1, 2, 4, ... up to max_batch_size
         both = (False, True)
         return cls(
             instances=_with(instances or (1, 2), start.instances),
@@ -173,9 +173,9 @@ class TunePoint:
 def failure_reason(message: str) -> str:
     """A measurement's error as one line that says what to change."""
     lower = message.lower()
-    if "out of memory" in lower or "cuda error: out of memory" in lower or "std::bad_alloc" in lower:
+    if "out of memory" in lower or "std::bad_alloc" in lower:
         return f"out of memory: fewer instances or a smaller max_batch_size ({message})"
-    if "stable measurement" in lower or "no valid requests" in lower:
+    if any(marker.lower() in lower for marker in RETRYABLE):  # windows still too short after measure's retries
         return f"unstable measurement: raise --measurement-ms ({message})"
     return message
 
@@ -391,10 +391,9 @@ def capacity(points: list[TunePoint], target_rate: float, max_p99_ms: float) -> 
     """The plan with the fewest servers, then the fewest instances, from points measured within ``max_p99_ms``."""
     if target_rate <= 0:
         raise UserError(f"--target-rate must be above 0, got {target_rate:g}")
+    within = Goal(max_p99_ms=max_p99_ms)
     plans = []
-    for point in points:
-        if point.status != "measured" or point.repeat or point.p99_ms > max_p99_ms or point.throughput <= 0:
-            continue
+    for point in filter(within.feasible, points):
         per_server = point.throughput - (point.throughput_ci or 0.0)
         if per_server > 0:
             plans.append(Plan(point, math.ceil(target_rate / per_server), per_server))
@@ -530,6 +529,7 @@ def measure_candidates(trial: "Trial", concurrencies: list[int], batch_size: int
 def apply_candidate(repository: Path, variant: str, candidate: Candidate) -> Path:
     """Write ``candidate`` into the variant's config.pbtxt through the schema; the config it replaces is kept as
     config.pbtxt.orig (the first one only: applying again keeps the generated config to go back to)."""
+    import os
     import shutil
 
     from trtrepo.config import CONFIG_FILE, read_config, write_config
@@ -540,8 +540,10 @@ def apply_candidate(repository: Path, variant: str, candidate: Candidate) -> Pat
     if not path.is_file():
         raise UserError(f"{path}: no such config to apply the winner to; give the repository with --model-repository")
     original = path.with_name(CONFIG_FILE + ".orig")
-    if not original.exists():
-        shutil.copy2(path, original)
+    if not original.exists():  # copied beside it, then renamed: an interrupted copy never passes for the original
+        partial = path.with_name(f".{original.name}.partial")
+        shutil.copy2(path, partial)
+        os.replace(partial, original)
     return write_config(changed_config(read_config(path), candidate.changes()), model_dir)
 
 

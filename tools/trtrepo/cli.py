@@ -554,7 +554,7 @@ def perf(
     A point that cannot be measured (instances out of GPU memory, say) is reported and the sweep goes on; the
     points measured are written, and the command exits 1. Servers behind one balancer (`trtrepo serve --replicas`)
     are measured through its single --url; several --url measure each server directly."""
-    from trtrepo.perf.sweep import measured_points, planned_points, read_csv
+    from trtrepo.perf.sweep import measured_points, planned_keys, planned_points, read_csv
 
     counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
     server_counts = int_list(servers, "--servers")
@@ -567,7 +567,7 @@ def perf(
     if len(planned) < len(server_counts) * len(concurrencies):
         console.print("not measured: concurrencies below the server count (a server would get no requests)")
     variants = repository_variants(model_repository, models)
-    grid = {(v, n_servers, n, c) for v in variants for n in counts for n_servers, c in planned}
+    grid = planned_keys(variants, counts, server_counts, concurrencies)
     done = frozenset(measured_points(output, batch_size) & grid) if resume else frozenset()
     if done:
         console.print(f"resuming: {len(done)} points already in {output / 'sweep.csv'} are not measured again")
@@ -594,12 +594,11 @@ def sweep_with_progress(
     """perf.sweep with a progress bar and a line per measured point; with ``on_failure``, a line per point that
     could not be measured, and the sweep goes on. ``done``: points not to measure again; ``checkpoint_dir``:
     where sweep.csv is brought up to date after every point."""
-    from trtrepo.perf.sweep import checkpoint, planned_points, point_label, sweep
+    from trtrepo.perf.sweep import checkpoint, planned_keys, point_label, sweep
 
     measured: list = []
     with progress() as bar:
-        grid = {(v, n_servers, n, c) for v in variants for n in counts for n_servers, c in planned_points(server_counts, concurrencies)}
-        task = bar.add_task("perf_analyzer", total=len(grid - done))
+        task = bar.add_task("perf_analyzer", total=len(planned_keys(variants, counts, server_counts, concurrencies) - done))
 
         def on_point(point) -> None:
             gpu = "" if point.gpu_util_pct is None else f", GPU {point.gpu_util_pct:.0f}%"
@@ -680,6 +679,13 @@ def tune(
     if target_rate is not None and max_p99_ms is None:
         raise UserError("--target-rate needs --max-p99-ms: capacity is planned at a latency limit")
     concurrencies = int_list(concurrency, "--concurrency")
+    # Parsed before a server starts: a typo is one line at once.
+    space_options = dict(
+        instances=int_list(instances, "--instances"),
+        max_batch_sizes=int_list(max_batch_sizes, "--max-batch-sizes") if max_batch_sizes else None,
+        preferred=name_list(preferred) or (),
+        max_queue_delays_us=int_list(queue_delays_us, "--queue-delays-us", least=0) if queue_delays_us else None,
+        gpu_options=gpu_options)
     goal = tuning.Goal(objective.value, max_p99_ms, min_throughput)
     names = name_list(models) or repository_variants(model_repository, None)
     variants, left_out = tuning.gated_variants(model_repository, names) if Path(model_repository).is_dir() else (names, [])
@@ -694,11 +700,7 @@ def tune(
             with Trial(variant, [endpoint]) as trial:
                 if trial.steps:
                     raise UserError(f"{variant} is an ensemble; tune the models it chains")
-                space = tuning.SearchSpace.around(
-                    serving_options_of(trial.config), int_list(instances, "--instances"),
-                    int_list(max_batch_sizes, "--max-batch-sizes") if max_batch_sizes else None,
-                    name_list(preferred) or (), int_list(queue_delays_us, "--queue-delays-us", least=0) if queue_delays_us else None,
-                    gpu_options)
+                space = tuning.SearchSpace.around(serving_options_of(trial.config), **space_options)
                 grid = space.grid()
                 earlier = tuning.resumed(output, variant, concurrencies) if resume else {}
                 if earlier:
