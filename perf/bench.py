@@ -18,7 +18,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from trtrepo.config import CONFIG_FILE, Variant, artifact_of, is_decoupled, read_config, runs_on_gpu
 from trtrepo.engines import get_engine
-from trtrepo.engines.base import graph_batch_sizes
+from trtrepo.engines.base import load_runner
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import measure
 from trtrepo.records import gather, write_records
@@ -49,17 +49,14 @@ def engine_call(
     engine = get_engine(parsed.engine)
     batch = spec.example_batch(batch_size)
     artifact = artifact_of(repo, variant, config)
-    on_gpu = runs_on_gpu(config)
-    if on_gpu:
-        as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
-        run_on_gpu = engine.load_on_gpu(spec, artifact, parsed.precision, 0, graph_batch_sizes(as_json))
-        if run_on_gpu is not None:
-            import torch
+    as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    loaded = load_runner(spec, engine, artifact, parsed.precision, as_json, runs_on_gpu(config), 0, os.cpu_count() or 1)
+    if loaded.gpu is not None:
+        import torch
 
-            on_device = {name: torch.from_numpy(array).cuda() for name, array in batch.items()}
-            return (lambda: run_on_gpu(on_device)), torch.cuda.synchronize
-    run = engine.load(spec, artifact, parsed.precision, "gpu" if on_gpu else "cpu", os.cpu_count() or 1)
-    return (lambda: run(batch)), (lambda: None)
+        on_device = {name: torch.from_numpy(array).cuda() for name, array in batch.items()}
+        return (lambda: loaded.gpu(on_device)), torch.cuda.synchronize
+    return (lambda: loaded.host(batch)), (lambda: None)
 
 
 def in_process_throughput(repo: Path, variant: str, config: pb.ModelConfig, batch_size: int, seconds: float) -> float:

@@ -9,7 +9,7 @@ import pytest
 from conftest import trtrepo
 from trtrepo.calibration import calibration_set
 from trtrepo.engines import BuildInputs, get_engine
-from trtrepo.engines.base import cuda_available, graph_batch_sizes
+from trtrepo.engines.base import cuda_available, graph_batch_sizes, load_runner
 from trtrepo.engines.tensorrt import profile_shapes
 from trtrepo.export import export_onnx
 from trtrepo.models import get_model
@@ -149,3 +149,14 @@ def test_graph_batch_sizes_come_from_the_config_only_when_graphs_are_asked_for()
     config = {"max_batch_size": 256, "dynamic_batching": {"preferred_batch_size": [128, 64]}}
     assert graph_batch_sizes(config) == ()
     assert graph_batch_sizes({**config, "optimization": {"cuda": {"graphs": True}}}) == (64, 128, 256)
+
+
+def test_load_runner_gives_the_host_runner_where_there_is_no_gpu_runner(lite0, tmp_path):
+    spec, _, _ = lite0
+    engine = get_engine("onnxruntime")
+    engine.build(inputs_for(lite0), "fp32", tmp_path / "model.onnx")
+    graphs = {"max_batch_size": 8, "optimization": {"cuda": {"graphs": True}}}
+    # ONNX Runtime has no GPU runner: a GPU instance of it runs through the host runner too.
+    for on_gpu in (False, True):
+        loaded = load_runner(spec, engine, tmp_path / "model.onnx", "fp32", graphs, on_gpu, 0, 1)
+        assert loaded.gpu is None and loaded.host(spec.example_batch(2))["logits"].shape == (2, 1000)

@@ -31,7 +31,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from trtrepo.engines import get_engine
-from trtrepo.engines.base import graph_batch_sizes
+from trtrepo.engines.base import load_runner
 from trtrepo.models import get_model
 from trtrepo.pacing import BatchPacer
 
@@ -73,18 +73,14 @@ class TritonPythonModel:
         engine = get_engine(params["engine"])
         self.input_names = [t.name for t in spec.inputs]
         self.outputs = spec.outputs
-        self.run_on_gpu = None
-        if args["model_instance_kind"] == "GPU":
-            device_id = int(args["model_instance_device_id"])
-            self.run_on_gpu = engine.load_on_gpu(spec, artifact, params["precision"], device_id, graph_batch_sizes(config))
-        if self.run_on_gpu is None:
-            # Instances share the cores: give each its part rather than letting every one spawn a thread per core.
-            # The count comes from the "instances" parameter where the config has it (trtrepo.config.INSTANCES_PARAMETER).
-            groups = sum(group.get("count", 1) for group in config.get("instance_group", [])) or 1
-            instances = int(params.get("instances", groups))
-            threads = max(1, (os.cpu_count() or 1) // instances)
-            device = "gpu" if args["model_instance_kind"] == "GPU" else "cpu"
-            self.run = engine.load(spec, artifact, params["precision"], device, threads)
+        on_gpu = args["model_instance_kind"] == "GPU"
+        # Instances share the cores: give each its part rather than letting every one spawn a thread per core.
+        # The count comes from the "instances" parameter where the config has it (trtrepo.config.INSTANCES_PARAMETER).
+        groups = sum(group.get("count", 1) for group in config.get("instance_group", [])) or 1
+        threads = max(1, (os.cpu_count() or 1) // int(params.get("instances", groups)))
+        loaded = load_runner(spec, engine, artifact, params["precision"], config, on_gpu,
+                             int(args["model_instance_device_id"]) if on_gpu else 0, threads)
+        self.run_on_gpu, self.run = loaded.gpu, loaded.host
         self.launched: queue.Queue | None = None
         if config.get("model_transaction_policy", {}).get("decoupled", False):
             self.launched = queue.Queue()

@@ -93,3 +93,24 @@ def graph_batch_sizes(config: dict) -> tuple[int, ...]:
         return ()
     preferred = config.get("dynamic_batching", {}).get("preferred_batch_size", [])
     return tuple(sorted({int(size) for size in preferred} | {max(int(config.get("max_batch_size", 1)), 1)}))
+
+
+@dataclass(frozen=True)
+class LoadedRunner:
+    """A variant's engine, loaded for one instance: exactly one of the two runners is set."""
+
+    #: Numpy in, numpy out (CPU instances, and GPU instances of engines without a GPU runner).
+    host: Runner | None = None
+    #: CUDA tensors in, CUDA tensors out (GPU instances of engines that have one).
+    gpu: GpuRunner | None = None
+
+
+def load_runner(spec: "ModelSpec", engine: Engine, artifact: Path, precision: str, config: dict, on_gpu: bool,
+                device_id: int = 0, threads: int = 1) -> LoadedRunner:
+    """The one way an artifact is loaded for serving or benchmarking: on a GPU instance the engine's GPU runner
+    (CUDA graphs as ``config``, Triton's JSON form, asks), else its host runner with ``threads`` threads."""
+    if on_gpu:
+        gpu = engine.load_on_gpu(spec, artifact, precision, device_id, graph_batch_sizes(config))
+        if gpu is not None:
+            return LoadedRunner(gpu=gpu)
+    return LoadedRunner(host=engine.load(spec, artifact, precision, "gpu" if on_gpu else "cpu", threads))
