@@ -53,6 +53,7 @@ Objective = Enum("Objective", {name: name for name in ("throughput", "latency", 
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
+    bf16 = "bf16"
     int8 = "int8"
 
 
@@ -151,9 +152,9 @@ def build(
         raise UserError(f"cannot build {model}_{engine.value}_{precision.value}: {reason}")
     plan = load_plan(models=[model], weights=weights, output=output, backends=backends, calib_dir=calib_dir,
                      calib_images=calib_images, eval_dir=eval_dir, allow_below_gate=allow_below_gate)
-    planned = {(v.engine, v.precision): v.options for v in plan.variants}
-    options = planned.get((engine.value, precision.value)) or engine_options(chosen, plan.defaults, "", kind_set=False)
-    variant = Variant(model, engine.value, precision.value, options)
+    planned = {(v.engine, v.precision): v for v in plan.variants}
+    variant = planned.get((engine.value, precision.value)) or Variant(
+        model, engine.value, precision.value, engine_options(chosen, plan.defaults, "", kind_set=False))
     (result,) = build_repository(replace(plan, variants=(variant,), pipelines=(), ensembles=()), console.print, force=True)
     if result.status in ("failed", "rejected"):
         raise UserError(f"{variant.name}: {result.detail}")
@@ -764,7 +765,7 @@ def bench(
     with grpc_endpoint(url, model_repository, api_key) as (grpc_url, metrics_url, _):
         console.print(f"measuring {len(variants)} variants at batch {batch_size or 'max_batch_size'}, {seconds:g} s per side ...")
         rows = run_bench(model_repository, grpc_url, variants, batch_size, seconds, metrics_url, requests_per_instance)
-    files = write_report(rows, output)
+    files = write_report(rows, output, model_repository)
     print(markdown(rows))
     print(f"wrote {', '.join(str(p) for p in files.values())}")
 

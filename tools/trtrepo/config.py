@@ -85,6 +85,8 @@ class Variant:
     engine: str
     precision: str
     options: ServingOptions = field(default_factory=ServingOptions)
+    #: The engine's build options the plan sets (Engine.build_options), as sorted (key, value) pairs.
+    build_options: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:

@@ -45,7 +45,7 @@ from trtrepo.config import (
     read_manifest,
     write_config,
 )
-from trtrepo.engines import ENGINES, BuildInputs, get_engine
+from trtrepo.engines import ENGINES, BuildInputs, Engine, get_engine
 from trtrepo.engines.pytorch import network_runner
 from trtrepo.engines.tensorrt import installed_tensorrt
 from trtrepo.errors import UserError
@@ -121,6 +121,9 @@ class BelowGate(Exception):
         super().__init__(f"below its accuracy gate ({report.line()}); set aside in {where} with its report")
 
 
+#: Keys a [[variant]] may set for its engine's build (Engine.build_options), across the engines.
+BUILD_OPTION_KEYS = frozenset(key for engine in ENGINES.values() for key in engine.build_options)
+
 #: The plan file's tables and the keys each takes (with their types); [[variant]] also takes the serving options.
 PLAN_TABLES = {
     "repository": {"output": str, "weights": str, "backends": str, "calib_dir": str, "calib_images": int},
@@ -169,10 +172,11 @@ def load_plan(
         model, engine, precision = entry["model"], entry["engine"], entry["precision"]
         if wanted and model not in wanted:
             continue
-        own = {k: v for k, v in entry.items() if k not in ("model", "engine", "precision")}
+        own = {k: v for k, v in entry.items() if k in SERVING_OPTION_TYPES}
         where = f"{plan_file} {model}_{engine}_{precision}"
         options = engine_options(get_engine(engine), _serving_options(own, defaults, where), where, kind_set="kind" in own)
-        variants.append(Variant(model, engine, precision, options))
+        build = _build_options(get_engine(engine), {k: v for k, v in entry.items() if k in BUILD_OPTION_KEYS}, where)
+        variants.append(Variant(model, engine, precision, options, build))
     if not variants:
         raise UserError(f"the plan has no variant for models {', '.join(models or [])}")
     plan_calib = repository.get("calib_dir")
@@ -192,6 +196,18 @@ def load_plan(
         gate=_gate_plan(data.get("gate", {}), plan_file, eval_dir, allow_below_gate),
         defaults=defaults,
     )
+
+
+def _build_options(engine: Engine, table: dict, where: str) -> tuple[tuple[str, str], ...]:
+    """A variant's engine build options, each one the engine takes and one of its allowed values."""
+    for key, value in table.items():
+        allowed = engine.build_options.get(key)
+        if allowed is None:
+            takers = [name for name, known in ENGINES.items() if key in known.build_options]
+            raise UserError(f"{where}: {key} is an option of the {' and '.join(takers)} engine, not of {engine.name}")
+        if value not in allowed:
+            raise UserError(f"{where}: {key} must be one of {', '.join(allowed)}, got {value!r}")
+    return tuple(sorted(table.items()))
 
 
 def _gate_plan(table: dict, plan_file: Path, eval_dir: Path | None, allow_below: bool) -> GatePlan:
@@ -242,7 +258,9 @@ def _check_plan(data: dict, plan_file: Path) -> None:
             raise UserError(f"{plan_file}: {table} must be a table ([{table}])")
         for index, entry in enumerate(entries if is_array else [entries]):
             where = f"{plan_file} [[{table}]] #{index + 1}" if is_array else f"{plan_file} [{table}]"
-            if table in ("variant", "defaults"):
+            if table == "variant":
+                allowed = {**keys, **SERVING_OPTION_TYPES, **{key: str for key in BUILD_OPTION_KEYS}}
+            elif table == "defaults":
                 allowed = {**keys, **SERVING_OPTION_TYPES}
             else:
                 allowed = keys
@@ -334,6 +352,7 @@ def build_key(variant: Variant, weights: str, digest: str, native: bool, calibra
         "precision": variant.precision,
         "weights": {"source": weights, "sha256": digest},
         "serving": asdict(variant.options),
+        **({"build_options": dict(variant.build_options)} if variant.build_options else {}),
         "native_backend": native,
         "calibration": calibration.describe() if calibration and variant.precision == "int8" else None,
         "calibration_images": [str(p) for p in calibration.images] if calibration and variant.precision == "int8" else None,
@@ -465,6 +484,7 @@ def build_variant(variant: Variant, inputs: BuildInputs, repo_dir: Path, native:
         manifest = {**key, "onnx_sha256": file_digest(inputs.onnx_path), "artifact_sha256": file_digest(artifact),
                     "files": folder_files(staged),
                     "gate_result": report.as_dict() if report else None,
+                    **({"engine_build": record} if (record := engine.build_record(artifact)) else {}),
                     "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         (staged / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         if report is not None and not report.passed and not allow_below_gate:
@@ -561,7 +581,8 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                     if gate is None and not unjudged:
                         gate = Gate(spec, network_runner(spec, network), evaluation, thresholds)
                     inputs = BuildInputs(spec, network, onnx_path, variant.options.max_batch_size,
-                                         variant.options.preferred_batch_sizes, calibration, log)
+                                         variant.options.preferred_batch_sizes, calibration, log,
+                                         build_options=variant.build_options)
                     judged = build_variant(variant, inputs, plan.output, native, key, None if unjudged else gate,
                                            plan.gate.allow_below)
                 except BelowGate as exc:

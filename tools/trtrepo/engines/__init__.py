@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from trtrepo.engines.base import BuildInputs, Engine, Runner
+from trtrepo.engines.inductor import InductorEngine
 from trtrepo.engines.onnxruntime import OnnxRuntimeEngine
 from trtrepo.engines.pytorch import PyTorchEngine
 from trtrepo.engines.tensorrt import TensorRTEngine
 from trtrepo.errors import UserError
 
-ENGINES: dict[str, type[Engine]] = {"onnxruntime": OnnxRuntimeEngine, "pytorch": PyTorchEngine, "tensorrt": TensorRTEngine}
+ENGINES: dict[str, type[Engine]] = {
+    "onnxruntime": OnnxRuntimeEngine, "pytorch": PyTorchEngine, "inductor": InductorEngine, "tensorrt": TensorRTEngine,
+}
 
 __all__ = ["ENGINES", "BuildInputs", "Engine", "Runner", "get_engine"]
 

@@ -35,6 +35,12 @@ class BuildInputs:
     log: Callable[[str], None]
     #: Nodes to leave in float in a reduced-precision build (mixed precision, chosen by the accuracy gate).
     keep_float: tuple[str, ...] = ()
+    #: The plan's build options for this engine (Engine.build_options), as (key, value) pairs.
+    build_options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, engine: "Engine", key: str) -> str:
+        """The value of one of ``engine``'s build options: the plan's, else its default (the first allowed)."""
+        return dict(self.build_options).get(key, engine.build_options[key][0])
 
 
 class Engine(ABC):
@@ -48,6 +54,8 @@ class Engine(ABC):
     native_platform: ClassVar[str | None] = None
     #: Instance kinds the engine runs on, the first the one a variant gets when its plan does not say.
     instance_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "auto")
+    #: Options a plan's [[variant]] may set for this engine's build, each with its allowed values, the default first.
+    build_options: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
@@ -65,6 +73,10 @@ class Engine(ABC):
         """Nodes of the built ``artifact`` that a rebuild could keep in float, those that cost most accuracy
         first; empty where the engine cannot mix precisions (the accuracy gate's mixed-precision search)."""
         return []
+
+    def build_record(self, artifact: Path) -> dict:
+        """What the engine noted of the build of ``artifact`` (machine, compile times), for the variant's manifest."""
+        return {}
 
     @abstractmethod
     def load(self, spec: "ModelSpec", artifact: Path, precision: str, device: str, threads: int) -> Runner:

@@ -1,4 +1,5 @@
-"""CUDA graphs over any GPU forward pass (PyTorch networks, TensorRT plans): one graph per batch size."""
+"""CUDA graphs over any GPU forward pass (PyTorch networks, TensorRT plans, Inductor kernels): one graph per batch
+size; and the padding of odd batches up to such sizes, which compiled engines use with or without graphs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,30 @@ if TYPE_CHECKING:
 
 Forward = Callable[[list["torch.Tensor"]], list["torch.Tensor"]]
 MAX_GRAPHS = 8  # captured shapes per instance; further shapes run eagerly
+
+
+def bucket(count: int, sizes: list[int]) -> int | None:
+    """The smallest of the (sorted) ``sizes`` that holds ``count`` samples, or None when none does."""
+    return next((size for size in sizes if size >= count), None)
+
+
+class Padded:
+    """Runs every batch at the smallest of ``batch_sizes`` that holds it, padded with zeros and cut back after:
+    a network compiled for those sizes never meets another (larger batches run as they are)."""
+
+    def __init__(self, forward: Forward, batch_sizes: tuple[int, ...]) -> None:
+        self.forward = forward
+        self.batch_sizes = sorted(set(batch_sizes))
+
+    def __call__(self, inputs: list["torch.Tensor"]) -> list["torch.Tensor"]:
+        count = inputs[0].shape[0]
+        size = bucket(count, self.batch_sizes)
+        if size is None or size == count:
+            return self.forward(inputs)
+        padded = [x.new_zeros((size, *x.shape[1:])) for x in inputs]
+        for buffer, x in zip(padded, inputs):
+            buffer[:count].copy_(x)
+        return [out[:count] for out in self.forward(padded)]
 
 
 class CudaGraphs:
@@ -28,7 +53,7 @@ class CudaGraphs:
 
     def __call__(self, inputs: list["torch.Tensor"]) -> list["torch.Tensor"]:
         count = inputs[0].shape[0]
-        size = next((b for b in self.batch_sizes if b >= count), None)
+        size = bucket(count, self.batch_sizes)
         if size is None:
             return self.forward(inputs)
         key = tuple((size, *x.shape[1:], x.dtype) for x in inputs)
