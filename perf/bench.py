@@ -16,7 +16,9 @@ from typing import Callable
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from trtrepo.config import CONFIG_FILE, Variant, artifact_of, is_decoupled, read_config, runs_on_gpu
+from trtrepo.config import (
+    CONFIG_FILE, VERSION, Variant, artifact_of, is_decoupled, read_config, read_manifest, runs_on_gpu,
+)
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import load_runner
 from trtrepo.models import get_model
@@ -33,6 +35,9 @@ class BenchRow:
     batch_size: int
     in_process: float  # samples/s, engine called directly in this process
     served: float  # samples/s through Triton, measured by perf_analyzer
+    #: Seconds from loading the artifact in this process to the end of its first call (compiled engines: the load
+    #: from their saved kernels, warm-up included).
+    load_seconds: float = 0.0
 
     @property
     def served_share(self) -> float:
@@ -59,10 +64,16 @@ def engine_call(
     return (lambda: loaded.host(batch)), (lambda: None)
 
 
-def in_process_throughput(repo: Path, variant: str, config: pb.ModelConfig, batch_size: int, seconds: float) -> float:
-    """Samples/s of the variant's engine called back to back in this process, after three warm-up calls."""
+def in_process_throughput(repo: Path, variant: str, config: pb.ModelConfig, batch_size: int,
+                          seconds: float) -> tuple[float, float]:
+    """Samples/s of the variant's engine called back to back in this process, after three warm-up calls, and
+    the seconds its load and first call took."""
+    loading = time.perf_counter()
     call, wait = engine_call(repo, variant, config, batch_size)
-    for _ in range(3):
+    call()
+    wait()
+    load_seconds = time.perf_counter() - loading
+    for _ in range(2):
         call()
     wait()
     calls, start = 0, time.perf_counter()
@@ -70,7 +81,7 @@ def in_process_throughput(repo: Path, variant: str, config: pb.ModelConfig, batc
         call()
         calls += 1
     wait()
-    return calls * batch_size / (time.perf_counter() - start)
+    return calls * batch_size / (time.perf_counter() - start), load_seconds
 
 
 def bench(
@@ -83,38 +94,64 @@ def bench(
     for variant in variants:
         config = read_config(Path(repo) / variant / CONFIG_FILE)
         batch = batch_size or max(config.max_batch_size, 1)
-        local = in_process_throughput(repo, variant, config, batch, seconds)
+        local, load_seconds = in_process_throughput(repo, variant, config, batch, seconds)
         instances = max(sum(g.count for g in config.instance_group), 1)
         served = measure(variant, grpc_url, batch, requests_per_instance * instances, int(seconds * 1000), instances,
                          on_gpu=runs_on_gpu(config), metrics_url=metrics_url, streaming=is_decoupled(config))
-        rows.append(BenchRow(variant, batch, local, served.throughput))
+        rows.append(BenchRow(variant, batch, local, served.throughput, round(load_seconds, 2)))
     return rows
 
 
-def write_report(rows: list[BenchRow], out_dir: Path) -> dict[str, Path]:
-    """bench.csv and bench.md in out_dir, over these rows and the earlier ones of other variants there."""
+def write_report(rows: list[BenchRow], out_dir: Path, repo: Path | None = None) -> dict[str, Path]:
+    """bench.csv and bench.md in out_dir, over these rows and the earlier ones of other variants there; with the
+    repository, the build records of its compiled variants too."""
     out_dir = Path(out_dir)
     rows = gather(BenchRow, out_dir / "bench.csv", rows, lambda row: (row.variant,), "bench")
     table = out_dir / "bench.md"
     files = {"csv": write_records(rows, out_dir / "bench.csv"), "markdown": table}
-    table.write_text("# In-process against served throughput\n\n" + markdown(rows))
+    table.write_text("# In-process against served throughput\n\n" + markdown(rows) + builds_markdown(repo, rows))
     return files
 
 
 def markdown(rows: list[BenchRow]) -> str:
     by_name = {r.variant: r for r in rows}
     lines = [
-        "| variant | batch | in-process samples/s | served samples/s | served / in-process | served / baseline |",
-        "|---|---|---|---|---|---|",
+        "| variant | batch | in-process samples/s | served samples/s | served / in-process | served / baseline | load s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         base = by_name.get(Variant.parse(row.variant).baseline)
         ratio = f"{row.served / base.served:.2f}x" if base and base.served else "-"
         lines.append(
-            f"| {row.variant} | {row.batch_size} | {row.in_process:.1f} | {row.served:.1f} | {row.served_share:.0%} | {ratio} |"
+            f"| {row.variant} | {row.batch_size} | {row.in_process:.1f} | {row.served:.1f} | {row.served_share:.0%} | {ratio} "
+            f"| {row.load_seconds:.1f} |"
         )
     return "\n".join(lines) + (
         "\n\nServed: perf_analyzer over gRPC (GPU variants: tensors in CUDA shared memory), with --requests-per-instance "
         "requests in flight per instance (default 2), instances as configured in the repository.\nIn process: the engine called back to back on one batch (GPU variants: "
-        "a batch already in GPU memory).\nBaseline: the same model in eager PyTorch fp32.\n"
+        "a batch already in GPU memory).\nBaseline: the same model in eager PyTorch fp32.\nLoad: from the artifact to the end "
+        "of the first call, in process (compiled engines: from their saved kernels, every compiled size warmed).\n"
     )
+
+
+def builds_markdown(repo: Path | None, rows: list[BenchRow]) -> str:
+    """What the engines recorded of their builds (compiled variants: cold compile seconds, artifact sizes), beside
+    the load time this run measured, for the rows whose variant is in ``repo``."""
+    lines = []
+    for row in rows:
+        model_dir = Path(repo or "") / row.variant
+        record = read_manifest(model_dir).get("engine_build") if repo else None
+        if not record:
+            continue
+        files = sum(path.stat().st_size for path in (model_dir / VERSION).iterdir() if path.is_file())
+        compiled = record.get("compile_seconds", {})
+        mode = record.get("compile_mode", "-") + (", freezing" if record.get("freezing") else "")
+        lines.append(f"| {row.variant} | {record.get('gpu', '-')} | {mode} | "
+                     f"{', '.join(f'{size}: {sec:.1f}' for size, sec in compiled.items())} | {sum(compiled.values()):.1f} | "
+                     f"{row.load_seconds:.1f} | {files / 1e6:.1f} |")
+    if not lines:
+        return ""
+    return ("\n## Builds of the compiled variants\n\n| variant | built on | mode | cold compile s per batch size | cold total s | "
+            "load from artifact s | version folder MB |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
+            "Cold: the build's compile, in an empty cache. Load: this run's, in process (with freezing, Inductor caches no "
+            "frozen graph: the load compiles again, using what kernels it can from the artifact).\n")

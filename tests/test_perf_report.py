@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -80,6 +81,20 @@ def test_bench_reports_gather_runs(tmp_path):
     write_bench_report([BenchRow("resnet50_pytorch_fp16", 8, 20.0, 18.0)], tmp_path)
     text = (tmp_path / "bench.md").read_text()
     assert "resnet50_pytorch_fp32" in text and "| 90% | 2.00x |" in text
+
+
+def test_bench_report_shows_compiled_builds_beside_their_measured_load(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "resnet50_inductor_fp16" / "1").mkdir(parents=True)
+    (repo / "resnet50_inductor_fp16" / "1" / "inductor.cache").write_bytes(b"x" * 2_000_000)
+    record = {"gpu": "NVIDIA H200", "compile_mode": "default", "freezing": True,
+              "compile_seconds": {"128": 15.5, "256": 12.5}}
+    (repo / "resnet50_inductor_fp16" / "manifest.json").write_text(json.dumps({"engine_build": record}))
+    rows = [BenchRow("resnet50_inductor_fp16", 256, 30.0, 29.0, 26.6), BenchRow("resnet50_pytorch_fp32", 256, 7.5, 7.3)]
+    write_bench_report(rows, tmp_path / "out", repo)
+    text = (tmp_path / "out" / "bench.md").read_text()
+    assert "| resnet50_inductor_fp16 | NVIDIA H200 | default, freezing | 128: 15.5, 256: 12.5 | 28.0 | 26.6 | 2.0 |" in text
+    assert "| resnet50_pytorch_fp32 | NVIDIA" not in text  # eager variants have no build to report
 
 
 def test_triton_gpu_utilisation_is_read_from_its_gauge():
