@@ -11,6 +11,8 @@
 #     tune   trtrepo tune (quick) of the model's optimized PyTorch variant over instances, max batch size, CUDA
 #            graphs and pipelining ($RESULTS/tune: tune.csv, tune.md, tune.png)
 # Results gather in $RESULTS (default perf/reports/gpu): each run replaces the rows of what it measured again.
+# SWEEP_ENGINES=pytorch_fp32,inductor limits the sweep to those engines' (or engine_precision's) variants; MPS=1 runs everything under CUDA's
+# Multi-Process Service (started here, stopped at exit), which lets the instances' processes share the GPU at once.
 set -euo pipefail
 MODELS=${1:-resnet50,yolov3}
 STEPS=${2:-bench,sweep,cpu}
@@ -27,8 +29,15 @@ declare -A TUNE_MAX_BATCH=([resnet50]=64,128,256 [yolov3]=16,32,64 [ctpn]=1)
 
 [ -f "$PACK/triton-bundle.tar.xz" ] || { echo "error: $PACK/triton-bundle.tar.xz missing: run 'trtrepo gpu-pack' first" >&2; exit 2; }
 command -v nvidia-smi >/dev/null || { echo "error: no NVIDIA driver here (nvidia-smi missing): this script is for the GPU machine" >&2; exit 2; }
+if [ "${MPS:-0}" = 1 ]; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/trtrepo-mps CUDA_MPS_LOG_DIRECTORY=/tmp/trtrepo-mps-log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  nvidia-cuda-mps-control -d || { echo "error: could not start the MPS control daemon" >&2; exit 2; }
+  trap 'echo quit | nvidia-cuda-mps-control' EXIT
+fi
 TB=/tmp/trtrepo-triton
 SITE=/tmp/trtrepo-site
+SWEEP_ENGINES=${SWEEP_ENGINES:-pytorch,inductor,tensorrt}
 mkdir -p "$TB" "$RESULTS"
 [ -x "$TB/extra/perf_analyzer" ] || tar -xJf "$PACK/triton-bundle.tar.xz" -C "$TB"
 # shellcheck disable=SC1091
@@ -50,7 +59,7 @@ if [ ! -f "$RESULTS/environment.md" ]; then
     echo
   } > "$RESULTS/environment.md"
 fi
-echo "- $(date -u +%Y-%m-%dT%H:%MZ): bash perf/gpu/study.sh $MODELS $STEPS (INSTANCES=$INSTANCES)" >> "$RESULTS/environment.md"
+echo "- $(date -u +%Y-%m-%dT%H:%MZ): bash perf/gpu/study.sh $MODELS $STEPS (INSTANCES=$INSTANCES${MPS:+ MPS=$MPS}${SWEEP_ENGINES:+ SWEEP_ENGINES=$SWEEP_ENGINES})" >> "$RESULTS/environment.md"
 
 trtrepo repo --plan repo.gpu.toml --models "$MODELS" --output "$REPO"
 # A step that fails (a sweep point that runs out of GPU memory, say) does not stop the others: the study goes on
@@ -61,7 +70,7 @@ for model in ${MODELS//,/ }; do
   if [[ ",$STEPS," == *,bench,* ]]; then
     trtrepo bench --model-repository "$REPO" --models "$variants" --seconds 4 --output "$RESULTS" || status=1
   fi
-  gpu_variants=$(tr , '\n' <<<"$variants" | grep -v onnxruntime | paste -sd, -)
+  gpu_variants=$(tr , '\n' <<<"$variants" | grep -v onnxruntime | { grep -E "_(${SWEEP_ENGINES//,/|})(_|$)" || true; } | paste -sd, -)
   if [[ ",$STEPS," == *,sweep,* ]]; then
     trtrepo perf --model-repository "$REPO" --models "$gpu_variants" --instances "$INSTANCES" \
       --concurrency "${SWEEP_CONCURRENCY[$model]}" --batch-size "${SWEEP_BATCH[$model]}" \
