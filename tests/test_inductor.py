@@ -136,3 +136,16 @@ def test_compile_mode_is_a_plan_option_of_the_inductor_engine_only(tmp_path):
         plan("inductor", "fastest")
     with pytest.raises(UserError, match="compile_mode is an option of the inductor engine, not of pytorch"):
         plan("pytorch", "default")
+
+
+def test_dropping_a_build_option_from_the_plan_is_a_rebuild_not_up_to_date():
+    from trtrepo.config import Variant
+    from trtrepo.repository import build_key
+
+    frozen = Variant("resnet50", "inductor", "fp16", build_options=(("freezing", "on"),))
+    plain = Variant("resnet50", "inductor", "fp16")
+    keys = [build_key(v, "random", "digest", False, None) for v in (frozen, plain)]
+    assert keys[0]["build_options"] == {"compile_mode": "default", "freezing": "on"}
+    assert keys[1]["build_options"] == {"compile_mode": "default", "freezing": "off"}
+    # Engines without build options keep the key they had, so their earlier builds stay up to date.
+    assert "build_options" not in build_key(Variant("resnet50", "onnxruntime", "fp32"), "random", "d", False, None)

@@ -352,12 +352,19 @@ def build_key(variant: Variant, weights: str, digest: str, native: bool, calibra
         "precision": variant.precision,
         "weights": {"source": weights, "sha256": digest},
         "serving": asdict(variant.options),
-        **({"build_options": dict(variant.build_options)} if variant.build_options else {}),
+        **({"build_options": build_options(variant)} if get_engine(variant.engine).build_options else {}),
         "native_backend": native,
         "calibration": calibration.describe() if calibration and variant.precision == "int8" else None,
         "calibration_images": [str(p) for p in calibration.images] if calibration and variant.precision == "int8" else None,
         "versions": library_versions(),
     }))
+
+
+def build_options(variant: Variant) -> dict[str, str]:
+    """Every build option of the variant's engine, the plan's value or the default: a plan that drops an option it
+    had set is a change (back to the default), not an up-to-date build."""
+    defaults = {key: allowed[0] for key, allowed in get_engine(variant.engine).build_options.items()}
+    return defaults | dict(variant.build_options)
 
 
 def folder_files(model_dir: Path) -> dict[str, dict]:
