@@ -137,10 +137,12 @@ def markdown(rows: list[BenchRow]) -> str:
 def builds_markdown(repo: Path | None, rows: list[BenchRow]) -> str:
     """What the engines recorded of their builds (compiled variants: cold compile seconds, artifact sizes), beside
     the load time this run measured, for the rows whose variant is in ``repo``."""
+    if repo is None:
+        return ""
     lines = []
     for row in rows:
-        model_dir = Path(repo or "") / row.variant
-        record = read_manifest(model_dir).get("engine_build") if repo else None
+        model_dir = Path(repo) / row.variant
+        record = read_manifest(model_dir).get("engine_build")
         if not record:
             continue
         files = sum(path.stat().st_size for path in (model_dir / VERSION).iterdir() if path.is_file())

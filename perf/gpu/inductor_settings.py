@@ -4,9 +4,9 @@
 
 For each model at its batch size: eager FP32 (the study's baseline) and each setting compiled in FP16 with the
 engine's own steps (channels-last, CUDA graph at the batch size), its compile seconds and images/s, in one run.
-Settings: default (the engine's), freezing (weights folded in as constants: no cache artifacts), max-autotune, and saved: the default compiled in a cache
-of its own, its artifacts saved, the compiler reset and the network compiled again from them, as a served variant
-loads (its compile seconds are the load's).
+Settings: default (the engine's), freezing (weights folded in as constants: no cache artifacts), max-autotune, and
+saved: the default compiled in a cache of its own, its artifacts saved, the compiler reset and the network compiled
+again from them, as a served variant loads (its compile seconds are the load's).
 """
 
 from __future__ import annotations

@@ -344,6 +344,9 @@ def library_versions() -> dict[str, str]:
 def build_key(variant: Variant, weights: str, digest: str, native: bool, calibration: CalibrationSet | None,
               gate: dict | None = None) -> dict:
     """Everything a variant's files depend on; equal keys mean an identical rebuild (JSON-normalized)."""
+    # Every build option, defaults filled in: a plan that drops an option it had set is a change back to the default,
+    # not an up-to-date build. Engines without options keep the key they had.
+    settings = get_engine(variant.engine).build_settings(variant.build_options)
     return json.loads(json.dumps({
         "gate": gate,
         "layout": BUILD_LAYOUT,
@@ -352,19 +355,12 @@ def build_key(variant: Variant, weights: str, digest: str, native: bool, calibra
         "precision": variant.precision,
         "weights": {"source": weights, "sha256": digest},
         "serving": asdict(variant.options),
-        **({"build_options": build_options(variant)} if get_engine(variant.engine).build_options else {}),
+        **({"build_options": settings} if settings else {}),
         "native_backend": native,
         "calibration": calibration.describe() if calibration and variant.precision == "int8" else None,
         "calibration_images": [str(p) for p in calibration.images] if calibration and variant.precision == "int8" else None,
         "versions": library_versions(),
     }))
-
-
-def build_options(variant: Variant) -> dict[str, str]:
-    """Every build option of the variant's engine, the plan's value or the default: a plan that drops an option it
-    had set is a change (back to the default), not an up-to-date build."""
-    defaults = {key: allowed[0] for key, allowed in get_engine(variant.engine).build_options.items()}
-    return defaults | dict(variant.build_options)
 
 
 def folder_files(model_dir: Path) -> dict[str, dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterable
 
 import numpy as np
 
@@ -39,8 +39,8 @@ class BuildInputs:
     build_options: tuple[tuple[str, str], ...] = ()
 
     def option(self, engine: "Engine", key: str) -> str:
-        """The value of one of ``engine``'s build options: the plan's, else its default (the first allowed)."""
-        return dict(self.build_options).get(key, engine.build_options[key][0])
+        """The value of one of ``engine``'s build options: the plan's, else its default."""
+        return engine.build_settings(self.build_options)[key]
 
 
 class Engine(ABC):
@@ -56,6 +56,10 @@ class Engine(ABC):
     instance_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "auto")
     #: Options a plan's [[variant]] may set for this engine's build, each with its allowed values, the default first.
     build_options: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def build_settings(self, chosen: tuple[tuple[str, str], ...]) -> dict[str, str]:
+        """Every build option of this engine: the ``chosen`` value where the plan sets one, else the default."""
+        return {key: allowed[0] for key, allowed in self.build_options.items()} | dict(chosen)
 
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
@@ -104,7 +108,13 @@ def graph_batch_sizes(config: dict) -> tuple[int, ...]:
     if not config.get("optimization", {}).get("cuda", {}).get("graphs", False):
         return ()
     preferred = config.get("dynamic_batching", {}).get("preferred_batch_size", [])
-    return tuple(sorted({int(size) for size in preferred} | {max(int(config.get("max_batch_size", 1)), 1)}))
+    return served_batch_sizes(max(int(config.get("max_batch_size", 1)), 1), [int(size) for size in preferred])
+
+
+def served_batch_sizes(max_batch_size: int, preferred: "Iterable[int]") -> tuple[int, ...]:
+    """The batch sizes a dynamic batcher aims at, to which odd batches are padded: the preferred ones and the
+    maximum (CUDA graphs are captured, and compiled engines compiled, for these)."""
+    return tuple(sorted(set(preferred) | {max_batch_size}))
 
 
 @dataclass(frozen=True)

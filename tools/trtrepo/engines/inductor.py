@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from trtrepo.engines.base import BuildInputs, Engine, GpuRunner, Runner, cuda_available
+from trtrepo.engines.base import BuildInputs, Engine, GpuRunner, Runner, cuda_available, served_batch_sizes
 from trtrepo.engines.cuda_graphs import CudaGraphs, Forward, Padded
 from trtrepo.errors import UserError
 
@@ -52,11 +52,6 @@ def dtype_of(precision: str) -> "torch.dtype":
     import torch
 
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
-def compiled_sizes(max_batch_size: int, preferred: tuple[int, ...]) -> tuple[int, ...]:
-    """The batch sizes a variant is compiled (and padded) to: its preferred sizes and its maximum."""
-    return tuple(sorted(set(preferred) | {max_batch_size}))
 
 
 def machine(device: "torch.device") -> dict[str, str]:
@@ -194,7 +189,7 @@ class InductorEngine(Engine):
         torch.save(inputs.network.state_dict(), out_file)
         mode = inputs.option(self, "compile_mode")
         freezing = inputs.option(self, "freezing") == "on"
-        sizes = compiled_sizes(inputs.max_batch_size, inputs.preferred_batch_sizes)
+        sizes = served_batch_sizes(inputs.max_batch_size, inputs.preferred_batch_sizes)
         device = torch.device("cuda", torch.cuda.current_device())
         with private_compile_cache():
             network = inputs.spec.build_network(str(out_file))
