@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,10 +12,19 @@ from conftest import trtrepo
 from trtrepo.validate import validate_repository
 
 
+def link_weights_copy_the_rest(source: str, target: str) -> None:
+    """Weights are hard-linked, not copied: eight whole copies of the test repository filled CI's disk. The
+    breakages below only edit text files (copied) or unlink weights (which leaves the shared original)."""
+    if source.endswith((".onnx", ".pt")):
+        os.link(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
 @pytest.fixture
 def repo_copy(small_repo: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "repo"
-    shutil.copytree(small_repo, copy)
+    shutil.copytree(small_repo, copy, copy_function=link_weights_copy_the_rest)
     return copy
 
 
