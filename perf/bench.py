@@ -145,7 +145,7 @@ def builds_markdown(repo: Path | None, rows: list[BenchRow]) -> str:
         record = read_manifest(model_dir).get("engine_build")
         if not record:
             continue
-        files = sum(path.stat().st_size for path in (model_dir / VERSION).iterdir() if path.is_file())
+        files = sum(path.stat().st_size for path in (model_dir / VERSION).rglob("*") if path.is_file())
         compiled = record.get("compile_seconds", {})
         mode = record.get("compile_mode", "-") + (", freezing" if record.get("freezing") else "")
         lines.append(f"| {row.variant} | {record.get('gpu', '-')} | {mode} | "

@@ -12,8 +12,10 @@ from trtrepo.config import (
     ServingOptions,
     Variant,
     apply_serving_options,
+    artifact_digest,
     config_from_json,
     config_to_json,
+    file_digest,
     is_decoupled,
     model_config,
     read_config,
@@ -144,3 +146,15 @@ def test_pipelined_python_models_are_decoupled_and_native_ones_untouched():
     apply_serving_options(config, serving_options_of(config).updated(pipelined=False))
     assert not is_decoupled(config) and not config.HasField("model_transaction_policy")
     assert not is_decoupled(resnet_config(native=True, options=ServingOptions(pipelined=True)))
+
+
+def test_a_folder_artifact_digest_follows_every_file_in_it(tmp_path):
+    saved = tmp_path / "model.savedmodel"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"graph")
+    (saved / "variables" / "variables.index").write_bytes(b"index")
+    before = artifact_digest(saved)
+    assert before == artifact_digest(saved) and len(before) == 64
+    (saved / "variables" / "variables.index").write_bytes(b"other")
+    assert artifact_digest(saved) != before
+    assert artifact_digest(saved / "saved_model.pb") == file_digest(saved / "saved_model.pb")

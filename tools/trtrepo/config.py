@@ -359,10 +359,11 @@ def config_from_metadata(metadata: dict) -> pb.ModelConfig:
 
 
 def artifact_of(repo: Path, variant: str, config: pb.ModelConfig) -> Path:
-    """The engine file a variant's config points at (Python-backend parameter or native default file name)."""
+    """The engine artifact a variant's config points at (Python-backend parameter or native default file name):
+    a file, or a folder for engines whose artifact is one (a TensorFlow SavedModel)."""
     name = config.parameters["artifact"].string_value if "artifact" in config.parameters else config.default_model_filename
     path = Path(repo) / variant / VERSION / name
-    if not name or not path.is_file():
+    if not name or not path.exists():
         raise UserError(f"{variant}: engine file {path} not found; rebuild with `trtrepo repo`")
     return path
 
@@ -375,6 +376,19 @@ def file_digest(path: Path) -> str:
     with Path(path).open("rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_digest(path: Path) -> str:
+    """SHA-256 of an artifact: of the file, or, for a folder, of each file's relative path and digest in order."""
+    import hashlib
+
+    path = Path(path)
+    if not path.is_dir():
+        return file_digest(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file_digest(file)}\n".encode())
     return digest.hexdigest()
 
 

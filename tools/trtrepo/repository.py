@@ -36,6 +36,7 @@ from trtrepo.config import (
     VERSION,
     ServingOptions,
     Variant,
+    artifact_digest,
     engine_options,
     ensemble_config,
     file_digest,
@@ -484,7 +485,7 @@ def build_variant(variant: Variant, inputs: BuildInputs, repo_dir: Path, native:
         if report is not None and not report.passed:
             config.parameters[BELOW_GATE_PARAMETER].string_value = report.line()
         write_config(config, staged)
-        manifest = {**key, "onnx_sha256": file_digest(inputs.onnx_path), "artifact_sha256": file_digest(artifact),
+        manifest = {**key, "onnx_sha256": file_digest(inputs.onnx_path), "artifact_sha256": artifact_digest(artifact),
                     "files": folder_files(staged),
                     "gate_result": report.as_dict() if report else None,
                     **({"engine_build": record} if (record := engine.build_record(artifact)) else {}),

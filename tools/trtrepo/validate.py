@@ -108,7 +108,7 @@ def validate_model(model_dir: Path, tensorrt: str = TARGET_TENSORRT) -> list[str
                     continue
                 if not path.exists():
                     problems.append(f"{path}: missing")
-                elif path.is_file() and path.stat().st_size == 0:
+                elif path.is_file() and path.stat().st_size == 0 or path.is_dir() and not any(path.iterdir()):
                     problems.append(f"{path}: empty")
                 elif name.endswith(".onnx"):
                     problems += [f"{path}: {message}" for message in _onnx_problems(path, config)]
