@@ -6,18 +6,22 @@ STAMP  := $(VENV)/.installed
 WEIGHTS ?=
 PYTEST_ARGS ?=
 REPO ?= model_repository
+comma := ,
 
 .PHONY: help install demo test repo validate serve perf bench soak gpu-pack clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install: $(STAMP)  ## create .venv with torch, onnxruntime, tritonserver (nvidia-pytriton), perf_analyzer (tritonclient)
+TENSORFLOW ?= 1
+
+install: $(STAMP)  ## create .venv with torch, onnxruntime, tensorflow-cpu (TENSORFLOW=0: without), tritonserver (nvidia-pytriton), perf_analyzer (tritonclient)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test$(if $(filter 1,$(TENSORFLOW)),$(comma)tensorflow)]"
+	$(if $(filter 1,$(TENSORFLOW)),$(BIN)/pip install -q --no-deps "tensorflow-serving-api==2.19.*")
 	tools/install-system-libs.sh $(BIN)/python
 	touch $(STAMP)
 

@@ -143,7 +143,7 @@ def builds_markdown(repo: Path | None, rows: list[BenchRow]) -> str:
     for row in rows:
         model_dir = Path(repo) / row.variant
         record = read_manifest(model_dir).get("engine_build")
-        if not record:
+        if not record or "compile_seconds" not in record:  # other engines' records (TensorFlow's parity) are not builds
             continue
         files = sum(path.stat().st_size for path in (model_dir / VERSION).rglob("*") if path.is_file())
         compiled = record.get("compile_seconds", {})

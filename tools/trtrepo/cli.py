@@ -143,11 +143,12 @@ def build(
 
     from trtrepo.config import Variant, engine_options
     from trtrepo.engines import get_engine
+    from trtrepo.models import get_model
     from trtrepo.repository import build_repository, load_plan
 
     chosen = get_engine(engine.value)
     chosen.check_precision(precision.value)
-    reason = chosen.unavailable(precision.value)
+    reason = chosen.not_applicable(get_model(model)) or chosen.unavailable(precision.value)
     if reason:
         raise UserError(f"cannot build {model}_{engine.value}_{precision.value}: {reason}")
     plan = load_plan(models=[model], weights=weights, output=output, backends=backends, calib_dir=calib_dir,

@@ -32,6 +32,23 @@ class TensorSpec:
         return _TRITON_DTYPES[self.dtype]
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """How far another framework's twin of a network may stray from PyTorch on one output (or on a range of its
+    last axis, such as a detector's box coordinates): the largest absolute difference allowed, and what it is."""
+
+    output: str
+    max_abs: float
+    what: str
+    columns: tuple[int, int | None] | None = None
+
+    def difference(self, ours: np.ndarray, reference: np.ndarray) -> float:
+        """Largest absolute difference between the two arrays of this output, in the columns it covers."""
+        if self.columns is not None:
+            ours, reference = ours[..., slice(*self.columns)], reference[..., slice(*self.columns)]
+        return float(np.abs(ours.astype(np.float64) - reference).max())
+
+
 #: What a model does, which decides its client, its post-processing and how its accuracy is measured.
 CLASSIFICATION, DETECTION, TEXT = "classification", "detection", "text"
 TASK_CLIENTS = {CLASSIFICATION: "clients/resnet_client.py", DETECTION: "clients/yolo_client.py", TEXT: "clients/ctpn_client.py"}
@@ -47,6 +64,13 @@ class ModelSpec(ABC):
     weight_choices: str = "random|PATH"
     #: For a part of a model served split (an ensemble step): the whole model, whose accuracy gate stands for it.
     judged_whole_as: str | None = None
+    #: The Keras twin of the network ("module:function" in trtrepo.tf_networks), which the TensorFlow engine
+    #: builds; None where there is none.
+    keras_twin: str | None = None
+
+    def twin_tolerances(self) -> tuple[Tolerance, ...]:
+        """What a twin in another framework must match at build: by default every output within 1e-3."""
+        return tuple(Tolerance(t.name, 1e-3, t.name) for t in self.outputs)
 
     @abstractmethod
     def build_network(self, weights: str) -> "torch.nn.Module":

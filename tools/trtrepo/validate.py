@@ -33,6 +33,8 @@ MODEL_FILES = {
     "tensorrt": "model.plan",
     "pytorch_libtorch": "model.pt",
     "pytorch": "model.pt",
+    "tensorflow_savedmodel": "model.savedmodel",
+    "tensorflow": "model.savedmodel",
     "python": PYTHON_MODEL_FILE,
 }
 

@@ -6,11 +6,13 @@ from trtrepo.engines.base import BuildInputs, Engine, Runner
 from trtrepo.engines.inductor import InductorEngine
 from trtrepo.engines.onnxruntime import OnnxRuntimeEngine
 from trtrepo.engines.pytorch import PyTorchEngine
+from trtrepo.engines.tensorflow import TensorFlowEngine
 from trtrepo.engines.tensorrt import TensorRTEngine
 from trtrepo.errors import UserError
 
 ENGINES: dict[str, type[Engine]] = {
     "onnxruntime": OnnxRuntimeEngine, "pytorch": PyTorchEngine, "inductor": InductorEngine, "tensorrt": TensorRTEngine,
+    "tensorflow": TensorFlowEngine,
 }
 
 __all__ = ["ENGINES", "BuildInputs", "Engine", "Runner", "get_engine"]

@@ -69,6 +69,10 @@ class Engine(ABC):
         """Why this engine cannot build ``precision`` on this machine, or None when it can."""
         return None
 
+    def not_applicable(self, spec: "ModelSpec") -> str | None:
+        """Why this engine has no build of ``spec``'s model at all (on any machine), or None when it has."""
+        return None
+
     @abstractmethod
     def build(self, inputs: BuildInputs, precision: str, out_file: Path) -> None:
         """Write the deployable artifact for ``precision`` to ``out_file`` (its folder may hold caches)."""

@@ -124,6 +124,7 @@ class CTPN(ModelSpec):
     weight_choices = "random|CHECKPOINT.pt"
     dynamic_shapes = {"input": IMAGE_RANGE}
     min_score, nms_iou, line_min_score = 0.7, 0.2, 0.9
+    keras_twin = "ctpn:ctpn"
 
     def build_network(self, weights: str) -> torch.nn.Module:
         return load_ctpn(weights, self.name)
@@ -158,6 +159,7 @@ class CTPNBackbone(CTPN):
     """The convolution part alone: what the study optimized."""
 
     name = "ctpn_backbone"
+    keras_twin = None  # the TensorFlow baseline is the whole graph
     outputs = (FEATURES,)
     judged_whole_as = "ctpn"
 
@@ -172,6 +174,7 @@ class CTPNHead(CTPN):
     """The recurrent part alone: BiLSTM, FC and heads, run in the framework."""
 
     name = "ctpn_head"
+    keras_twin = None
     inputs = (FEATURES,)
     judged_whole_as = "ctpn"
     dynamic_shapes = {"features": ((512, 4, 4), (512, 38, 50), (512, 63, 63))}

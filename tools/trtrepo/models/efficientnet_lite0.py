@@ -36,6 +36,7 @@ def _packaged_weights() -> Path:
 class EfficientNetLite0(ImageNetClassifier):
     name = "efficientnet_lite0"
     weight_choices = "imagenet (packaged)|random|PATH"
+    keras_twin = "efficientnet_lite:efficientnet_lite"
 
     def build_network(self, weights: str) -> torch.nn.Module:
         try:

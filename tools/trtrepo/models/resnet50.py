@@ -22,6 +22,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class ResNet50(ImageNetClassifier):
     name = "resnet50"
     weight_choices = "imagenet (pretrained)|random|PATH"
+    keras_twin = "resnet:resnet"
 
     def build_network(self, weights: str) -> torch.nn.Module:
         from torchvision.models import ResNet50_Weights, resnet50

@@ -18,7 +18,7 @@ import torch
 
 from trtrepo.errors import UserError
 from trtrepo.models.darknet import DarknetNetwork, box_count, load_darknet_weights, parse_cfg
-from trtrepo.specs import DETECTION, ModelSpec, TensorSpec, load_image
+from trtrepo.specs import DETECTION, ModelSpec, TensorSpec, Tolerance, load_image
 from trtrepo.weights import DOWNLOAD_TIMEOUT_S, apply_state_dict, read_state_dict
 
 if TYPE_CHECKING:
@@ -77,6 +77,12 @@ class YOLOv3(ModelSpec):
     inputs = (TensorSpec("input", "float32", (3, INPUT_SIZE, INPUT_SIZE)),)
     weight_choices = "coco|random|PATH (.weights or state dict)"
     class_names = COCO_NAMES
+    keras_twin = "darknet:darknet"
+
+    def twin_tolerances(self) -> tuple[Tolerance, ...]:
+        """Boxes within a pixel of PyTorch's, objectness and class probabilities within 1e-3."""
+        return (Tolerance("detections", 1.0, "boxes (px)", (0, 4)),
+                Tolerance("detections", 1e-3, "objectness and class probabilities", (4, None)))
 
     @cached_property
     def outputs(self) -> tuple[TensorSpec, ...]:  # type: ignore[override]
