@@ -96,8 +96,46 @@ def measure(
         if not any(marker in error for marker in RETRYABLE):
             break
     if row is None:
-        hint = "; install Debian's libb64-0d" if "libb64" in error else ""
-        raise UserError(f"perf_analyzer on {variant} failed: {error}{hint}")
+        raise _failed(variant, error)
+    return _point(variant, row, windows, instances, concurrency, batch_size, gpu.percent)
+
+
+#: How a TF-Serving model's points are named in sweeps: <model>@tfserving, beside the Triton variants.
+TFSERVING = "tfserving"
+
+
+def tfserving_arguments(model: str) -> list[str]:
+    """perf_analyzer's arguments for a TF-Serving model: its PredictionService over gRPC, the serving_default
+    signature (which trtrepo tfserving exports), input shapes where the model's vary."""
+    return ["--service-kind", TFSERVING, *request_shapes(model)]
+
+
+def measure_tfserving(model: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int,
+                      attempts: int = 3) -> PerfPoint:
+    """One perf_analyzer measurement of ``model`` on a running TF-Serving (default gRPC port 8500). Its point is
+    named <model>@tfserving; TF-Serving reports no server-side times, so queue and compute are 0; its batch threads
+    are set by its batching parameters (trtrepo tfserving), so the point counts one instance."""
+    for attempt in range(attempts):
+        row, windows, error = _run_perf_analyzer(model, grpc_url, batch_size, concurrency, measurement_ms << attempt,
+                                                 tfserving_arguments(model))
+        if row is not None or not any(marker in error for marker in RETRYABLE):
+            break
+    if row is None:
+        raise _failed(f"{model} (TF-Serving at {grpc_url})", error)
+    return _point(f"{model}@{TFSERVING}", row, windows, 1, concurrency, batch_size, None)
+
+
+def _failed(what: str, error: str) -> UserError:
+    hint = "; install Debian's libb64-0d" if "libb64" in error else ""
+    return UserError(f"perf_analyzer on {what} failed: {error}{hint}")
+
+
+def _point(variant: str, row: dict, windows: list[float], instances: int, concurrency: int, batch_size: int,
+           gpu_util_pct: float | None) -> PerfPoint:
+    """A point from perf_analyzer's CSV row; server-side columns a service does not report count 0."""
+    def server_ms(*columns: str) -> float:
+        return sum(float(row.get(column) or 0) for column in columns) / 1000
+
     return PerfPoint(
         variant=variant,
         instances=instances,
@@ -107,9 +145,9 @@ def measure(
         p50_ms=float(row["p50 latency"]) / 1000,
         p95_ms=float(row["p95 latency"]) / 1000,
         p99_ms=float(row["p99 latency"]) / 1000,
-        queue_ms=float(row["Server Queue"]) / 1000,
-        compute_ms=sum(float(row[k]) for k in ("Server Compute Input", "Server Compute Infer", "Server Compute Output")) / 1000,
-        gpu_util_pct=gpu.percent,
+        queue_ms=server_ms("Server Queue"),
+        compute_ms=server_ms("Server Compute Input", "Server Compute Infer", "Server Compute Output"),
+        gpu_util_pct=gpu_util_pct,
         throughput_ci=confidence_half_width(windows, float(row["Inferences/Second"])),
     )
 
@@ -179,6 +217,7 @@ def _spec_of(variant: str) -> "ModelSpec | None":
     from trtrepo.config import Variant
     from trtrepo.models import MODELS, get_model
 
+    variant = variant.split("@")[0]  # a model on another server (<model>@tfserving) is that variant
     if not Variant.is_variant(variant) or Variant.parse(variant).model not in MODELS:
         return None
     return get_model(Variant.parse(variant).model)

@@ -62,6 +62,36 @@ def sweep(
     return points
 
 
+def sweep_tfserving(
+    grpc_url: str,
+    models: list[str],
+    concurrencies: list[int],
+    batch_size: int,
+    measurement_ms: int,
+    on_point: Callable[[PerfPoint], None] = lambda _: None,
+    on_failure: Callable[[str], None] | None = None,
+    done: frozenset[tuple[str, int, int, int]] = frozenset(),
+) -> list[PerfPoint]:
+    """Each concurrency against each model of a running TF-Serving: the baseline server, whose points
+    (<model>@tfserving) sit beside the Triton variants' in the same report. TF-Serving cannot reload a model with
+    other settings, so there is no instance axis: its batch threads are what trtrepo tfserving exported."""
+    from trtrepo.perf.analyzer import TFSERVING, measure_tfserving
+
+    points = []
+    for model in models:
+        for concurrency in concurrencies:
+            if (f"{model}@{TFSERVING}", 1, 1, concurrency) in done:
+                continue
+            try:
+                point = measure_tfserving(model, grpc_url, batch_size, concurrency, measurement_ms)
+            except UserError as exc:
+                _report_failure(exc, f"{model}@{TFSERVING}", 1, [(1, concurrency)], on_failure)
+                continue
+            points.append(point)
+            on_point(point)
+    return points
+
+
 def planned_points(server_counts: list[int], concurrencies: list[int]) -> list[tuple[int, int]]:
     """(servers, concurrency) pairs to measure: a concurrency below the server count leaves a server without load."""
     return [(servers, c) for servers in server_counts for c in concurrencies if c >= servers]
@@ -145,7 +175,9 @@ def cell(point: PerfPoint | None) -> str:
 
 def model_name(name: str, names: list[str]) -> str:
     """The model a measured name belongs to: a variant's model, or for an ensemble such as ctpn_split the
-    model of a variant measured beside it whose name it extends (else the ensemble's own name)."""
+    model of a variant measured beside it whose name it extends (else the ensemble's own name). A variant served
+    by another server (<variant>@tfserving) belongs to its variant's model."""
+    name = name.split("@")[0]
     if Variant.is_variant(name):
         return Variant.parse(name).model
     owners = [Variant.parse(n).model for n in names if Variant.is_variant(n) and name.startswith(Variant.parse(n).model + "_")]

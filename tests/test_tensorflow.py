@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SMALL, yolo_client
+from conftest import SMALL, trtrepo, yolo_client
 from trtrepo.client import InferenceClient
 from trtrepo.config import Variant
 from trtrepo.engines import get_engine
@@ -94,3 +94,52 @@ def test_the_yolo_client_gets_the_same_detections_from_the_tensorflow_variant(tf
                          "--json", str(darknet_photos / "dog.jpg"))
     assert result.returncode == 0, result.stderr
     assert {"dog", "bicycle"} <= {d["label"] for d in json.loads(result.stdout)[0]["detections"]}
+
+
+@needs_tensorflow
+def test_tfserving_export_parses_with_tfserving_protos_and_mirrors_triton_batching(tf_repo, tmp_path):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from trtrepo.tfserving import batching_parameters_class
+
+    result = trtrepo("tfserving", str(tf_repo), "--output", str(tmp_path / "tfs"), "--base-path", "/models")
+    assert result.returncode == 0, result.stderr
+    config = text_format.Parse((tmp_path / "tfs" / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
+    assert [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config] == [
+        (name, f"/models/{name}", "tensorflow") for name in TF_VARIANTS]
+    for name in TF_VARIANTS:
+        version = tmp_path / "tfs" / name / "1"
+        assert (version / "saved_model.pb").is_file() and (version / "variables" / "variables.index").is_file()
+        batching = text_format.Parse((version / "batching_params.pbtxt").read_text(), batching_parameters_class()())
+        assert (batching.max_batch_size.value, batching.batch_timeout_micros.value, list(batching.allowed_batch_sizes),
+                batching.num_batch_threads.value) == (SMALL.max_batch_size, SMALL.max_queue_delay_us, [2, 4], SMALL.instances)
+    shared = text_format.Parse((tmp_path / "tfs" / "batching_parameters.txt").read_text(), batching_parameters_class()())
+    assert shared.num_batch_threads.value == 2 * SMALL.instances and shared.max_batch_size.value == SMALL.max_batch_size
+    assert "docker run" in result.stdout and "--enable_per_model_batching_parameters" in result.stdout
+
+
+@needs_tensorflow
+@pytest.mark.integration
+def test_perf_sweeps_a_tfserving_beside_triton_variants(tf_repo, tf_server, tmp_path):
+    """perf_analyzer --service-kind tfserving for real, against a stand-in PredictionService that serves the export
+    (no TF-Serving binary exists here): the TF-Serving points land in the same report as the Triton variant's."""
+    from tfserving_standin import StandIn
+
+    from trtrepo.perf.sweep import read_csv
+    from trtrepo.tfserving import export_tfserving
+
+    export_tfserving(tf_repo, tmp_path / "tfs")
+    out = tmp_path / "perf"
+    triton = trtrepo("perf", "--url", tf_server.grpc_url, "--models", "resnet50_pytorch_fp32", "--instances", "1",
+                     "--concurrency", "1", "--measurement-ms", "500", "--output", str(out))
+    assert triton.returncode == 0, triton.stderr
+    with StandIn(tmp_path / "tfs") as standin:
+        result = trtrepo("perf", "--service-kind", "tfserving", "--url", f"127.0.0.1:{standin.port}",
+                         "--models", "resnet50_tensorflow_fp32", "--concurrency", "1", "--measurement-ms", "500",
+                         "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    points = {p.variant: p for p in read_csv(out / "sweep.csv")}
+    assert set(points) == {"resnet50_pytorch_fp32", "resnet50_tensorflow_fp32@tfserving"}
+    assert points["resnet50_tensorflow_fp32@tfserving"].throughput > 0
+    assert "resnet50_tensorflow_fp32@tfserving / baseline" in (out / "sweep.md").read_text()

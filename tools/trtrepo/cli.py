@@ -63,6 +63,11 @@ class Kind(str, Enum):
     auto = "auto"
 
 
+class ServiceKind(str, Enum):
+    triton = "triton"
+    tfserving = "tfserving"
+
+
 class ModelControl(str, Enum):
     none = "none"
     poll = "poll"
@@ -549,15 +554,22 @@ def perf(
                                               "other variants, instance counts or concurrencies are kept.")] = Path("perf/results"),
     resume: Annotated[bool, typer.Option("--resume", help="Skip the points already in OUTPUT/sweep.csv at this batch size "
                                                            "(sweep.csv is written after every point).")] = False,
+    service_kind: Annotated[ServiceKind, typer.Option(
+        help="triton: sweep Triton variants. tfserving: sweep --models on the running TF-Serving at --url (gRPC, "
+             "default port 8500; export with `trtrepo tfserving`): concurrency only, the points named "
+             "<model>@tfserving beside the Triton variants' in OUTPUT.")] = ServiceKind.triton,
 ) -> None:
     """Sweep instance counts x concurrency (x servers) with perf_analyzer; write CSV, a Table-4-style markdown table
     and a plot.
 
     A point that cannot be measured (instances out of GPU memory, say) is reported and the sweep goes on; the
     points measured are written, and the command exits 1. Servers behind one balancer (`trtrepo serve --replicas`)
-    are measured through its single --url; several --url measure each server directly."""
+    are measured through its single --url; several --url measure each server directly. With --service-kind
+    tfserving, TF-Serving is measured as the baseline server."""
     from trtrepo.perf.sweep import measured_points, planned_keys, planned_points, read_csv
 
+    if service_kind is ServiceKind.tfserving:
+        return perf_tfserving(url, models, concurrency, servers, batch_size, measurement_ms, output, resume)
     counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
     server_counts = int_list(servers, "--servers")
     given = len(name_list(url)) if url else None
@@ -587,20 +599,47 @@ def perf(
                         "`--resume` measures only what is missing")
 
 
+def perf_tfserving(url: str | None, models: str | None, concurrency: str, servers: str, batch_size: int,
+                   measurement_ms: int, output: Path, resume: bool) -> None:
+    """trtrepo perf --service-kind tfserving: the models on one running TF-Serving, against concurrency."""
+    from trtrepo.perf.analyzer import TFSERVING
+    from trtrepo.perf.sweep import measured_points, read_csv
+
+    if not url or len(name_list(url)) != 1:
+        raise UserError("--service-kind tfserving needs --url HOST:PORT of one running TF-Serving (gRPC, default port 8500)")
+    if not models:
+        raise UserError("--service-kind tfserving needs --models: the model names TF-Serving serves (its models.config)")
+    if int_list(servers, "--servers") != [1]:
+        raise UserError("--servers applies to Triton only: measure one TF-Serving at a time")
+    names, concurrencies = name_list(models), int_list(concurrency, "--concurrency")
+    done = frozenset(measured_points(output, batch_size)) if resume else frozenset()
+    failures: list[str] = []
+    points = sweep_with_progress([], names, [1], concurrencies, batch_size, measurement_ms, failures.append, done,
+                                 output, tfserving_url=url)
+    if points or done:
+        report_sweep(points or read_csv(output / "sweep.csv"), output)
+    if failures:
+        raise UserError(f"{len(failures)} of {len(names) * len(concurrencies)} TF-Serving points could not be measured "
+                        f"(listed above; points are named <model>@{TFSERVING})")
+
+
 def sweep_with_progress(
     endpoints: list[Endpoint], variants: list[str], counts: list[int], concurrencies: list[int], batch_size: int,
     measurement_ms: int, on_failure: Callable[[str], None] | None = None,
     done: frozenset[tuple[str, int, int, int]] = frozenset(), checkpoint_dir: Path | None = None,
-    server_counts: list[int] = (1,),
+    server_counts: list[int] = (1,), tfserving_url: str | None = None,
 ) -> list:
     """perf.sweep with a progress bar and a line per measured point; with ``on_failure``, a line per point that
     could not be measured, and the sweep goes on. ``done``: points not to measure again; ``checkpoint_dir``:
-    where sweep.csv is brought up to date after every point."""
-    from trtrepo.perf.sweep import checkpoint, planned_keys, point_label, sweep
+    where sweep.csv is brought up to date after every point. ``tfserving_url``: sweep these models on that
+    TF-Serving instead (perf.sweep.sweep_tfserving; no endpoints, counts or servers)."""
+    from trtrepo.perf.sweep import checkpoint, planned_keys, point_label, sweep, sweep_tfserving
 
     measured: list = []
+    planned = (len(variants) * len(concurrencies) if tfserving_url else
+               len(planned_keys(variants, counts, server_counts, concurrencies) - done))
     with progress() as bar:
-        task = bar.add_task("perf_analyzer", total=len(planned_keys(variants, counts, server_counts, concurrencies) - done))
+        task = bar.add_task("perf_analyzer", total=planned)
 
         def on_point(point) -> None:
             gpu = "" if point.gpu_util_pct is None else f", GPU {point.gpu_util_pct:.0f}%"
@@ -616,6 +655,9 @@ def sweep_with_progress(
             bar.advance(task)
             on_failure(line)
 
+        if tfserving_url:
+            return sweep_tfserving(tfserving_url, variants, concurrencies, batch_size, measurement_ms, on_point,
+                                   on_failed_point if on_failure else None, done)
         return sweep(endpoints, variants, counts, concurrencies, batch_size, measurement_ms, on_point,
                      on_failed_point if on_failure else None, done, server_counts)
 
@@ -930,6 +972,28 @@ def demo(
     print("\nSpeed and accuracy per variant (the study's Table 3, with the accuracy gate):\n")
     print(gate_table(points, output))
     print(f"annotated detections in {annotated}/; server stopped")
+
+
+@app.command()
+def tfserving(
+    model_repository: Annotated[Path, typer.Argument(help="Model repository whose TensorFlow variants to export.")],
+    output: Annotated[Path, typer.Option(help="Folder to write: one TF-Serving model base path per variant, "
+                                              "models.config, batching_parameters.txt.")],
+    base_path: Annotated[Optional[str], typer.Option(
+        help="Where OUTPUT is mounted for TF-Serving, as models.config names it (e.g. /models in its container); "
+             "default: OUTPUT itself.")] = None,
+) -> None:
+    """Export the TensorFlow variants for TF-Serving, the baseline server: <variant>/<version>/ SavedModels, a
+    model_config_list and batching parameters mirroring each variant's Triton dynamic batching (largest batch, queue
+    delay, preferred sizes, a batch thread per instance); then print how to serve and sweep it."""
+    from trtrepo.perf.analyzer import TFSERVING
+    from trtrepo.tfserving import GRPC_PORT, export_tfserving, serve_command
+
+    exported = export_tfserving(model_repository, output, base_path, console.print)
+    mount = base_path or str(Path(output).resolve())
+    names = ",".join(e.name for e in exported)
+    print(f"wrote {output} ({len(exported)} models)\nserve it:  {serve_command(output, mount)}\n"
+          f"sweep it:  trtrepo perf --service-kind {TFSERVING} --url localhost:{GRPC_PORT} --models {names}")
 
 
 @app.command("gpu-pack")
