@@ -109,7 +109,8 @@ def write_report(rows: list[BenchRow], out_dir: Path, repo: Path | None = None) 
     rows = gather(BenchRow, out_dir / "bench.csv", rows, lambda row: (row.variant,), "bench")
     table = out_dir / "bench.md"
     files = {"csv": write_records(rows, out_dir / "bench.csv"), "markdown": table}
-    table.write_text("# In-process against served throughput\n\n" + markdown(rows) + builds_markdown(repo, rows))
+    table.write_text("# In-process against served throughput\n\n" + markdown(rows) + frameworks_markdown(rows)
+                     + builds_markdown(repo, rows))
     return files
 
 
@@ -132,6 +133,45 @@ def markdown(rows: list[BenchRow]) -> str:
         "a batch already in GPU memory).\nBaseline: the same model in eager PyTorch fp32.\nLoad: from the artifact to the end "
         "of the first call, in process (compiled engines: from their saved kernels, every compiled size warmed).\n"
     )
+
+
+#: The study's Table 2 references: each engine against TensorFlow and against PyTorch, both FP32.
+FRAMEWORK_REFERENCES = (("TensorFlow", "tensorflow"), ("PyTorch", "pytorch"))
+
+
+def frameworks_markdown(rows: list[BenchRow]) -> str:
+    """The study's Table 2 shape, per model: time per batch of each variant in process and served, and its
+    speed-up over the TensorFlow and the PyTorch FP32 variants measured in the same run (from samples/s, so rows
+    at different batches compare). Only models with one of those references measured get a table."""
+    by_name = {r.variant: r for r in rows}
+    sections = []
+    for model in dict.fromkeys(Variant.parse(r.variant).model for r in rows):
+        references = [(label, by_name.get(f"{model}_{engine}_fp32")) for label, engine in FRAMEWORK_REFERENCES]
+        references = [(label, row) for label, row in references if row is not None]
+        if not references:
+            continue
+        header = ["variant", "batch", "ms per batch in process", "ms per batch served"] + [
+            f"over {label} {side}" for label, _ in references for side in ("in process", "served")]
+        lines = [f"### {model}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in (r for r in rows if Variant.parse(r.variant).model == model):
+            cells = [row.variant, str(row.batch_size), _ms_per_batch(row.batch_size, row.in_process),
+                     _ms_per_batch(row.batch_size, row.served)]
+            for _, reference in references:
+                cells += [_speedup(row.in_process, reference.in_process), _speedup(row.served, reference.served)]
+            lines.append("| " + " | ".join(cells) + " |")
+        sections.append("\n".join(lines))
+    if not sections:
+        return ""
+    return ("\n## Against the frameworks (the study's Table 2)\n\n" + "\n\n".join(sections) +
+            "\n\nSpeed-up: samples/s over the framework variant's, in process and served alike, from this run.\n")
+
+
+def _ms_per_batch(batch_size: int, samples_per_second: float) -> str:
+    return f"{1000 * batch_size / samples_per_second:.1f}" if samples_per_second else "-"
+
+
+def _speedup(ours: float, reference: float) -> str:
+    return f"{ours / reference:.2f}x" if ours and reference else "-"
 
 
 def builds_markdown(repo: Path | None, rows: list[BenchRow]) -> str:

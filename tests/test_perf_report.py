@@ -146,3 +146,30 @@ def test_server_counts_extend_the_table_and_the_csv(tmp_path):
 
 def test_a_concurrency_below_the_server_count_is_not_planned():
     assert planned_points([1, 2], [1, 4]) == [(1, 1), (1, 4), (2, 4)]
+
+
+def test_bench_compares_every_engine_with_tensorflow_and_pytorch_as_the_studys_table_2():
+    from trtrepo.perf.bench import frameworks_markdown
+
+    rows = [BenchRow("resnet50_tensorflow_fp32", 4, 10.0, 8.0), BenchRow("resnet50_pytorch_fp32", 4, 20.0, 16.0),
+            BenchRow("resnet50_onnxruntime_fp32", 8, 40.0, 24.0), BenchRow("ctpn_onnxruntime_fp32", 1, 2.0, 1.0)]
+    table = frameworks_markdown(rows)
+    assert "### resnet50" in table and "### ctpn" not in table  # no framework variant of CTPN measured
+    assert "| variant | batch | ms per batch in process | ms per batch served | over TensorFlow in process |" in table
+    assert "| resnet50_onnxruntime_fp32 | 8 | 200.0 | 333.3 | 4.00x | 3.00x | 2.00x | 1.50x |" in table
+    assert "| resnet50_tensorflow_fp32 | 4 | 400.0 | 500.0 | 1.00x | 1.00x | 0.50x | 0.50x |" in table
+    assert frameworks_markdown(rows[3:]) == ""
+
+
+def test_tfserving_points_belong_to_their_model_and_get_a_ratio_to_its_baseline():
+    points = [point("resnet50_pytorch_fp32", 1, 10.0), point("resnet50_tensorflow_fp32@tfserving", 1, 5.0)]
+    table = markdown_table(points)
+    assert "## resnet50" in table and "resnet50_tensorflow_fp32@tfserving / baseline" in table
+    assert table.count("## ") == 1 and "| 0.50x |" in table
+
+
+def test_tfserving_command_line_names_the_service_and_the_shapes_of_variable_inputs():
+    from trtrepo.perf.analyzer import tfserving_arguments
+
+    assert tfserving_arguments("resnet50_tensorflow_fp32") == ["--service-kind", "tfserving"]
+    assert tfserving_arguments("ctpn_tensorflow_fp32") == ["--service-kind", "tfserving", "--shape", "input:3,608,800"]
