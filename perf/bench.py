@@ -23,6 +23,7 @@ from trtrepo.engines import get_engine
 from trtrepo.engines.base import load_runner
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import measure
+from trtrepo.perf.sweep import tensorflow_note
 from trtrepo.records import gather, write_records
 
 
@@ -132,7 +133,7 @@ def markdown(rows: list[BenchRow]) -> str:
         "requests in flight per instance (default 2), instances as configured in the repository.\nIn process: the engine called back to back on one batch (GPU variants: "
         "a batch already in GPU memory).\nBaseline: the same model in eager PyTorch fp32.\nLoad: from the artifact to the end "
         "of the first call, in process (compiled engines: from their saved kernels, every compiled size warmed).\n"
-    )
+    ) + tensorflow_note([row.variant for row in rows])
 
 
 #: The study's Table 2 references: each engine against TensorFlow and against PyTorch, both FP32.

@@ -162,7 +162,17 @@ def markdown_table(points: list[PerfPoint]) -> str:
         sections.append("\n".join(lines))
     servers = (" With several servers, throughput is their sum at the concurrency split among them, and p99 the worst "
                "server's.") if several else ""
-    return "\n\n".join(sections) + f"\n\nThroughput counts samples per second; p99 is the request latency.{servers}\n"
+    return ("\n\n".join(sections) + f"\n\nThroughput counts samples per second; p99 is the request latency.{servers}\n"
+            + tensorflow_note(variants))
+
+
+def tensorflow_note(names: list[str]) -> str:
+    """Where TensorFlow ran, for a report that has TensorFlow variants or TF-Serving points (else nothing)."""
+    if not any("_tensorflow_" in name for name in names):
+        return ""
+    return ("TensorFlow: a *_tensorflow_fp32 variant runs TensorFlow (CPU) inside Triton's Python backend on a server "
+            "without Triton's TensorFlow backend, the embedded one included, and natively (tensorflow_savedmodel) on a "
+            "full Triton; a name ending in @tfserving is that SavedModel on TF-Serving.\n")
 
 
 def cell(point: PerfPoint | None) -> str:

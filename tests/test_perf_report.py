@@ -166,6 +166,7 @@ def test_tfserving_points_belong_to_their_model_and_get_a_ratio_to_its_baseline(
     table = markdown_table(points)
     assert "## resnet50" in table and "resnet50_tensorflow_fp32@tfserving / baseline" in table
     assert table.count("## ") == 1 and "| 0.50x |" in table
+    assert "@tfserving is that SavedModel on TF-Serving" in table
 
 
 def test_tfserving_command_line_names_the_service_and_the_shapes_of_variable_inputs():

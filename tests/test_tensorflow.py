@@ -46,6 +46,14 @@ def test_models_without_a_keras_twin_are_not_applicable_rather_than_failed():
                for name in ("resnet50", "efficientnet_lite0", "yolov3", "yolov3_tiny", "ctpn"))
 
 
+def test_without_tensorflow_the_variants_are_skipped_with_how_to_install_it(monkeypatch):
+    import trtrepo.engines.tensorflow as module
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    assert "pip install 'trtrepo[tensorflow]'" in get_engine("tensorflow").unavailable("fp32")
+
+
 @pytest.fixture(scope="module")
 def tf_repo(tmp_path_factory):
     output = tmp_path_factory.mktemp("tf") / "model_repository"
