@@ -62,16 +62,10 @@ def sweep(
     return points
 
 
-def sweep_tfserving(
-    grpc_url: str,
-    models: list[str],
-    concurrencies: list[int],
-    batch_size: int,
-    measurement_ms: int,
-    on_point: Callable[[PerfPoint], None] = lambda _: None,
-    on_failure: Callable[[str], None] | None = None,
-    done: frozenset[tuple[str, int, int, int]] = frozenset(),
-) -> list[PerfPoint]:
+def sweep_tfserving(grpc_url: str, models: list[str], concurrencies: list[int], batch_size: int, measurement_ms: int,
+                    on_point: Callable[[PerfPoint], None] = lambda _: None,
+                    on_failure: Callable[[str], None] | None = None,
+                    done: frozenset[tuple[str, int, int, int]] = frozenset()) -> list[PerfPoint]:
     """Each concurrency against each model of a running TF-Serving: the baseline server, whose points
     (<model>@tfserving) sit beside the Triton variants' in the same report. TF-Serving cannot reload a model with
     other settings, so there is no instance axis: its batch threads are what trtrepo tfserving exported."""

@@ -798,18 +798,19 @@ def bench(
     model_repository: RepoOption = REPOSITORY,
     output: Annotated[Path, typer.Option(help="Folder for bench.csv and bench.md (rows of other variants there are kept).")] = Path("perf/results"),
 ) -> None:
-    """In-process engine throughput against Triton-served throughput at the same batch, and ratios to the baseline.
+    """In-process engine throughput against Triton-served throughput at the same batch, and ratios to the baseline;
+    with TensorFlow or PyTorch FP32 variants measured, each variant's speed-up over them (the study's Table 2).
 
     GPU variants are measured on a batch already in GPU memory on both sides (served: CUDA shared memory)."""
     from trtrepo.perf.bench import bench as run_bench
-    from trtrepo.perf.bench import markdown, write_report
+    from trtrepo.perf.bench import frameworks_markdown, markdown, write_report
 
     variants = repository_variants(model_repository, models)
     with grpc_endpoint(url, model_repository, api_key) as (grpc_url, metrics_url, _):
         console.print(f"measuring {len(variants)} variants at batch {batch_size or 'max_batch_size'}, {seconds:g} s per side ...")
         rows = run_bench(model_repository, grpc_url, variants, batch_size, seconds, metrics_url, requests_per_instance)
     files = write_report(rows, output, model_repository)
-    print(markdown(rows))
+    print(markdown(rows) + frameworks_markdown(rows))
     print(f"wrote {', '.join(str(p) for p in files.values())}")
 
 
