@@ -54,6 +54,28 @@ def test_without_tensorflow_the_variants_are_skipped_with_how_to_install_it(monk
     assert "pip install 'trtrepo[tensorflow]'" in get_engine("tensorflow").unavailable("fp32")
 
 
+@needs_tensorflow
+@pytest.mark.parametrize("model, weights, shapes", [
+    ("efficientnet_lite0", "pretrained", [(2, 3, 224, 224)]),
+    ("yolov3", "random", [(1, 3, 416, 416)]),
+    ("ctpn", "random", [(1, 3, 64, 128), (2, 3, 208, 160)]),  # height and width stay dynamic
+])
+def test_every_keras_twin_matches_its_pytorch_network(model, weights, shapes):
+    """The twins the repository tests do not build (ResNet50's and YOLOv3-tiny's are built and served below)."""
+    from trtrepo.engines.pytorch import network_runner
+    from trtrepo.tf_networks import keras_twin
+
+    spec = get_model(model)
+    network = spec.build_network(weights)
+    twin = keras_twin(spec, network)
+    for shape in shapes:
+        batch = {"input": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
+        result = twin(batch["input"], training=False)
+        ours = dict(zip([t.name for t in spec.outputs], [r.numpy() for r in (result if isinstance(result, list) else [result])]))
+        measured = check_parity(spec, ours, network_runner(spec, network)(batch))
+        assert all(value < 1e-3 for value in measured.values()), measured
+
+
 @pytest.fixture(scope="module")
 def tf_repo(tmp_path_factory):
     output = tmp_path_factory.mktemp("tf") / "model_repository"
