@@ -21,9 +21,9 @@ from trtrepo.config import (
 )
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import load_runner
+from trtrepo.engines.tensorflow import tensorflow_note
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import measure
-from trtrepo.perf.sweep import tensorflow_note
 from trtrepo.records import gather, write_records
 
 

@@ -7,6 +7,7 @@ from typing import Callable
 
 from trtrepo.access import Endpoint
 from trtrepo.config import Variant
+from trtrepo.engines.tensorflow import tensorflow_note
 from trtrepo.errors import UserError
 from trtrepo.perf.analyzer import PerfPoint
 from trtrepo.perf.trial import Trial
@@ -159,14 +160,6 @@ def markdown_table(points: list[PerfPoint]) -> str:
     return ("\n\n".join(sections) + f"\n\nThroughput counts samples per second; p99 is the request latency.{servers}\n"
             + tensorflow_note(variants))
 
-
-def tensorflow_note(names: list[str]) -> str:
-    """Where TensorFlow ran, for a report that has TensorFlow variants or TF-Serving points (else nothing)."""
-    if not any("_tensorflow_" in name for name in names):
-        return ""
-    return ("TensorFlow: a *_tensorflow_fp32 variant runs TensorFlow (CPU) inside Triton's Python backend on a server "
-            "without Triton's TensorFlow backend, the embedded one included, and natively (tensorflow_savedmodel) on a "
-            "full Triton; a name ending in @tfserving is that SavedModel on TF-Serving.\n")
 
 
 def cell(point: PerfPoint | None) -> str:

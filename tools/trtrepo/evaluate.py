@@ -18,6 +18,7 @@ import numpy as np
 
 from trtrepo.client import InferenceClient
 from trtrepo.config import Variant, read_manifest
+from trtrepo.engines.tensorflow import tensorflow_note
 from trtrepo.errors import UserError
 from trtrepo.plots import pyplot, save
 from trtrepo.records import write_records
@@ -315,7 +316,8 @@ def markdown(rows: list, reference: str) -> str:
     first = rows[0]
     return "\n".join(lines) + (f"\n\n{first.images} images, batches of {first.batch_size}, through Triton; "
                                f"speedup, agreement and the measures against the reference relative to {reference}; "
-                               "gate: each variant's accuracy gate (from its manifest) on these images.\n")
+                               "gate: each variant's accuracy gate (from its manifest) on these images.\n"
+                               + tensorflow_note([row.variant for row in rows]))
 
 
 def write_report(rows: list, reference: str, out_dir: Path) -> dict[str, Path]:
@@ -362,4 +364,4 @@ def gate_table(points: list, repo: Path) -> str:
         else:
             why = "reference" if variant == baseline else "not judged (random weights)"
             lines.append(f"| {variant} | {best[variant]:.1f} | {speedup} | {why} | - |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + tensorflow_note(sorted(best))

@@ -120,3 +120,13 @@ def check_parity(spec: "ModelSpec", ours: dict, reference: dict) -> dict[str, fl
     if failed:
         raise UserError(f"{spec.name}: the TensorFlow twin does not match PyTorch: {'; '.join(failed)}")
     return measured
+
+
+def tensorflow_note(names: list[str]) -> str:
+    """Where TensorFlow ran, for a report (sweep, bench, eval, the demo's table) that has TensorFlow variants or
+    TF-Serving points; else nothing."""
+    if not any("_tensorflow_" in name for name in names):
+        return ""
+    return ("TensorFlow: a *_tensorflow_fp32 variant runs TensorFlow (CPU) inside Triton's Python backend on a server "
+            "without Triton's TensorFlow backend, the embedded one included, and natively (tensorflow_savedmodel) on a "
+            "full Triton; a name ending in @tfserving is that SavedModel on TF-Serving.\n")
