@@ -36,7 +36,7 @@ def test_bad_input_gives_one_line_and_non_zero_exit(small_repo, tmp_path):
         (("tune", "--target-rate", "100"), "--target-rate needs --max-p99-ms"),
         (("tune", "--model-repository", str(small_repo), "--models", "resnet5"), "no variants of 'resnet5'"),
         (("serve", "--model-repository", str(tmp_path / "absent")), "does not exist"),
-        (("build", "resnet50", "--engine", "tensorflow"), "(see --help)"),
+        (("build", "resnet50", "--engine", "tflite"), "(see --help)"),
         (("repo", "--plan", str(tmp_path / "absent.toml")), "cannot read plan"),
     ]
     for args, message in cases:

@@ -46,6 +46,17 @@ def test_models_without_a_keras_twin_are_not_applicable_rather_than_failed():
                for name in ("resnet50", "efficientnet_lite0", "yolov3", "yolov3_tiny", "ctpn"))
 
 
+def test_on_a_triton_with_the_tensorflow_backend_the_config_is_native():
+    from trtrepo.config import model_config
+
+    engine = get_engine("tensorflow")
+    config = model_config("resnet50_tensorflow_fp32", get_model("resnet50"), engine, "fp32", True, SMALL)
+    assert (config.platform, config.backend, config.default_model_filename) == ("tensorflow_savedmodel", "", "model.savedmodel")
+    assert [i.name for i in config.input] == ["input"] and [o.name for o in config.output] == ["logits"]
+    python = model_config("resnet50_tensorflow_fp32", get_model("resnet50"), engine, "fp32", False, SMALL)
+    assert python.backend == "python" and python.parameters["artifact"].string_value == "model.savedmodel"
+
+
 def test_without_tensorflow_the_variants_are_skipped_with_how_to_install_it(monkeypatch):
     import trtrepo.engines.tensorflow as module
 
@@ -173,3 +184,17 @@ def test_perf_sweeps_a_tfserving_beside_triton_variants(tf_repo, tf_server, tmp_
     assert set(points) == {"resnet50_pytorch_fp32", "resnet50_tensorflow_fp32@tfserving"}
     assert points["resnet50_tensorflow_fp32@tfserving"].throughput > 0
     assert "resnet50_tensorflow_fp32@tfserving / baseline" in (out / "sweep.md").read_text()
+
+
+@needs_tensorflow
+def test_validate_accepts_the_saved_model_folder_and_names_a_broken_one(tf_repo, tmp_path):
+    import shutil
+
+    from trtrepo.validate import validate_repository
+
+    variant = "resnet50_tensorflow_fp32"
+    shutil.copytree(tf_repo / variant, tmp_path / variant)
+    assert validate_repository(tmp_path) == []
+    (tmp_path / variant / "1" / "model.savedmodel" / "saved_model.pb").unlink()
+    (problem,) = validate_repository(tmp_path)
+    assert problem.endswith("model.savedmodel: not a SavedModel (no saved_model.pb)")

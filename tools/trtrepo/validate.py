@@ -112,13 +112,17 @@ def validate_model(model_dir: Path, tensorrt: str = TARGET_TENSORRT) -> list[str
                     problems.append(f"{path}: missing")
                 elif path.is_file() and path.stat().st_size == 0 or path.is_dir() and not any(path.iterdir()):
                     problems.append(f"{path}: empty")
+                elif name.endswith(".savedmodel") and not (path / "saved_model.pb").is_file():
+                    problems.append(f"{path}: not a SavedModel (no saved_model.pb)")
                 elif name.endswith(".onnx"):
                     problems += [f"{path}: {message}" for message in _onnx_problems(path, config)]
     problems += [f"{config_path}: {message}" for message in _warmup_problems(config)]
     problems += _plan_problems(model_dir, config, tensorrt)
-    reported = {problem.split(": ", 1)[0] for problem in problems}  # a file, or the folder, already found wanting
-    problems += [p for p in _manifest_problems(model_dir) if p.split(": ", 1)[0] not in reported | {str(model_dir)}
-                 and str(model_dir) not in reported]
+    # A file, a folder (a SavedModel) or the variant itself already found wanting: what lies in it is not told again.
+    reported = {problem.split(": ", 1)[0] for problem in problems}
+    if str(model_dir) not in reported:
+        problems += [p for p in _manifest_problems(model_dir) if p.split(": ", 1)[0] != str(model_dir)
+                     and not any(p.split(": ", 1)[0] == seen or p.startswith(seen + "/") for seen in reported)]
     return problems
 
 
