@@ -4,6 +4,7 @@ CPU, which is where CI checks them (on a tiny network: Inductor compiles C++ for
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -149,3 +150,15 @@ def test_dropping_a_build_option_from_the_plan_is_a_rebuild_not_up_to_date():
     assert keys[1]["build_options"] == {"compile_mode": "default", "freezing": "off"}
     # Engines without build options keep the key they had, so their earlier builds stay up to date.
     assert "build_options" not in build_key(Variant("resnet50", "onnxruntime", "fp32"), "random", "d", False, None)
+
+
+def test_a_load_removes_the_cache_folders_of_loads_whose_process_died(tmp_path):
+    from trtrepo.engines.inductor import CACHE_PREFIX, remove_orphaned_caches
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{CACHE_PREFIX}{finished.stdout.strip()}-abc"
+    mine = tmp_path / f"{CACHE_PREFIX}{os.getpid()}-def"
+    for folder in (dead, mine):
+        (folder / "kernels").mkdir(parents=True)
+    remove_orphaned_caches(tmp_path)
+    assert not dead.exists() and mine.is_dir()

@@ -95,15 +95,40 @@ def private_compile_cache() -> Iterator[None]:
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
 
 
+#: A load's own cache folder in the temporary directory: the prefix, then the loading process's id.
+CACHE_PREFIX = "trtrepo-inductor-"
+
+
 def load_into_own_cache(cache: Path) -> None:
-    """Load cache artifacts into a cache folder of this load's own (removed at exit): the kernels served are
-    exactly the artifact's, whatever this machine's shared cache holds, and a load is timed from the artifact."""
+    """Load cache artifacts into a cache folder of this load's own (removed at exit, or by the next load once this
+    process is gone): the kernels served are exactly the artifact's, whatever this machine's shared cache holds, and
+    a load is timed from the artifact."""
     import torch
 
-    folder = tempfile.mkdtemp(prefix="trtrepo-inductor-")
+    remove_orphaned_caches(Path(tempfile.gettempdir()))
+    folder = tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-")
     atexit.register(shutil.rmtree, folder, True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
     torch.compiler.load_cache_artifacts(cache.read_bytes())
+
+
+def remove_orphaned_caches(root: Path) -> None:
+    """Remove the cache folders under ``root`` of loads whose process is gone: a stub killed with SIGKILL (Triton
+    does, past its stub timeout) never runs its exit handlers."""
+    for folder in root.glob(f"{CACHE_PREFIX}*"):
+        pid = folder.name[len(CACHE_PREFIX):].split("-")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def compiled_forward(spec: "ModelSpec", network: "torch.nn.Module", precision: str, mode: str,
