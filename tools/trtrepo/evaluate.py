@@ -364,4 +364,5 @@ def gate_table(points: list, repo: Path) -> str:
         else:
             why = "reference" if variant == baseline else "not judged (random weights)"
             lines.append(f"| {variant} | {best[variant]:.1f} | {speedup} | {why} | - |")
-    return "\n".join(lines) + "\n" + tensorflow_note(sorted(best))
+    note = tensorflow_note(sorted(best))
+    return "\n".join(lines) + "\n" + (f"\n{note}" if note else "")  # a blank line: text right under a table is a row
