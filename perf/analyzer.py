@@ -104,6 +104,11 @@ def measure(
 TFSERVING = "tfserving"
 
 
+def served_variant(name: str) -> str:
+    """The variant a measured name stands for: a point of another server (<variant>@tfserving) is that variant's."""
+    return name.split("@")[0]
+
+
 def tfserving_arguments(model: str) -> list[str]:
     """perf_analyzer's arguments for a TF-Serving model: its PredictionService over gRPC, the serving_default
     signature (which trtrepo tfserving exports), input shapes where the model's vary."""
@@ -217,7 +222,7 @@ def _spec_of(variant: str) -> "ModelSpec | None":
     from trtrepo.config import Variant
     from trtrepo.models import MODELS, get_model
 
-    variant = variant.split("@")[0]  # a model on another server (<model>@tfserving) is that variant
+    variant = served_variant(variant)
     if not Variant.is_variant(variant) or Variant.parse(variant).model not in MODELS:
         return None
     return get_model(Variant.parse(variant).model)

@@ -9,7 +9,7 @@ from trtrepo.access import Endpoint
 from trtrepo.config import Variant
 from trtrepo.engines.tensorflow import tensorflow_note
 from trtrepo.errors import UserError
-from trtrepo.perf.analyzer import PerfPoint
+from trtrepo.perf.analyzer import PerfPoint, served_variant
 from trtrepo.perf.trial import Trial
 from trtrepo.plots import pyplot, save
 from trtrepo.records import gather, read_records, write_records
@@ -75,7 +75,7 @@ def sweep_tfserving(grpc_url: str, models: list[str], concurrencies: list[int], 
     points = []
     for model in models:
         for concurrency in concurrencies:
-            if (f"{model}@{TFSERVING}", 1, 1, concurrency) in done:
+            if tfserving_key(model, concurrency) in done:
                 continue
             try:
                 point = measure_tfserving(model, grpc_url, batch_size, concurrency, measurement_ms)
@@ -85,6 +85,13 @@ def sweep_tfserving(grpc_url: str, models: list[str], concurrencies: list[int], 
             points.append(point)
             on_point(point)
     return points
+
+
+def tfserving_key(model: str, concurrency: int) -> tuple[str, int, int, int]:
+    """point_key of a TF-Serving point: one server, one instance."""
+    from trtrepo.perf.analyzer import TFSERVING
+
+    return f"{model}@{TFSERVING}", 1, 1, concurrency
 
 
 def planned_points(server_counts: list[int], concurrencies: list[int]) -> list[tuple[int, int]]:
@@ -174,7 +181,7 @@ def model_name(name: str, names: list[str]) -> str:
     """The model a measured name belongs to: a variant's model, or for an ensemble such as ctpn_split the
     model of a variant measured beside it whose name it extends (else the ensemble's own name). A variant served
     by another server (<variant>@tfserving) belongs to its variant's model."""
-    name = name.split("@")[0]
+    name = served_variant(name)
     if Variant.is_variant(name):
         return Variant.parse(name).model
     owners = [Variant.parse(n).model for n in names if Variant.is_variant(n) and name.startswith(Variant.parse(n).model + "_")]

@@ -633,11 +633,11 @@ def sweep_with_progress(
     could not be measured, and the sweep goes on. ``done``: points not to measure again; ``checkpoint_dir``:
     where sweep.csv is brought up to date after every point. ``tfserving_url``: sweep these models on that
     TF-Serving instead (perf.sweep.sweep_tfserving; no endpoints, counts or servers)."""
-    from trtrepo.perf.sweep import checkpoint, planned_keys, point_label, sweep, sweep_tfserving
+    from trtrepo.perf.sweep import checkpoint, planned_keys, point_label, sweep, sweep_tfserving, tfserving_key
 
     measured: list = []
-    planned = (len(variants) * len(concurrencies) if tfserving_url else
-               len(planned_keys(variants, counts, server_counts, concurrencies) - done))
+    planned = len(({tfserving_key(v, c) for v in variants for c in concurrencies} if tfserving_url else
+                   planned_keys(variants, counts, server_counts, concurrencies)) - done)
     with progress() as bar:
         task = bar.add_task("perf_analyzer", total=planned)
 
@@ -991,9 +991,8 @@ def tfserving(
     from trtrepo.tfserving import GRPC_PORT, export_tfserving, serve_command
 
     exported = export_tfserving(model_repository, output, base_path, console.print)
-    mount = base_path or str(Path(output).resolve())
     names = ",".join(e.name for e in exported)
-    print(f"wrote {output} ({len(exported)} models)\nserve it:  {serve_command(output, mount)}\n"
+    print(f"wrote {output} ({len(exported)} models)\nserve it:  {serve_command(output, base_path)}\n"
           f"sweep it:  trtrepo perf --service-kind {TFSERVING} --url localhost:{GRPC_PORT} --models {names}")
 
 

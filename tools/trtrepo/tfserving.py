@@ -90,10 +90,10 @@ def tensorflow_variants(repository: Path) -> list[tuple[Path, Exported]]:
 
 def batching_parameters(exported: list[Exported]):
     """The server-wide BatchingParameters: the variant's own where there is one, else the shared thread pool."""
-    parameters = batching_parameters_class()()
-    parameters.num_batch_threads.value = sum(e.num_batch_threads for e in exported)
     if len(exported) == 1:
         return per_model_batching(exported[0])
+    parameters = batching_parameters_class()()
+    parameters.num_batch_threads.value = sum(e.num_batch_threads for e in exported)
     parameters.max_batch_size.value = max(e.max_batch_size for e in exported)
     parameters.batch_timeout_micros.value = min(e.batch_timeout_micros for e in exported)
     return parameters
@@ -157,8 +157,7 @@ def export_tfserving(repository: Path, output: Path, base_path: str | None = Non
                 shutil.rmtree(staged, ignore_errors=True)
         log(f"{exported.name}: versions {', '.join(map(str, exported.versions))} -> {output / exported.name}")
     everything = [exported for _, exported in found]
-    _write_whole(output / MODELS_CONFIG,
-                 text_format.MessageToString(models_config(everything, base_path or str(output.resolve()))))
+    _write_whole(output / MODELS_CONFIG, text_format.MessageToString(models_config(everything, mount_path(output, base_path))))
     _write_whole(output / BATCHING_FILE, text_format.MessageToString(batching_parameters(everything)))
     return everything
 
@@ -169,8 +168,14 @@ def _write_whole(path: Path, text: str) -> None:
     partial.replace(path)
 
 
-def serve_command(output: Path, mount: str = "/models") -> str:
+def mount_path(output: Path, base_path: str | None) -> str:
+    """Where TF-Serving finds the export, as models.config names it: ``base_path``, else the export folder itself."""
+    return base_path or str(Path(output).resolve())
+
+
+def serve_command(output: Path, base_path: str | None) -> str:
     """The docker command that serves an export with TF-Serving's own image, batching as exported, on gRPC 8500."""
+    mount = mount_path(output, base_path)
     return (f"docker run --rm -p {GRPC_PORT}:{GRPC_PORT} -v {Path(output).resolve()}:{mount} tensorflow/serving "
             f"--model_config_file={mount}/{MODELS_CONFIG} --enable_batching "
             f"--batching_parameters_file={mount}/{BATCHING_FILE} --enable_per_model_batching_parameters")

@@ -52,7 +52,9 @@ class TensorFlowEngine(Engine):
         from trtrepo.engines.pytorch import network_runner
         from trtrepo.tf_networks import keras_twin
 
-        import_tensorflow()
+        tf = import_tensorflow()  # before keras, which imports TensorFlow
+        import keras
+
         started = time.perf_counter()
         twin = keras_twin(inputs.spec, inputs.network)
         save_savedmodel(twin, inputs.spec, out_file)
@@ -62,9 +64,6 @@ class TensorFlowEngine(Engine):
         parity = check_parity(inputs.spec, saved, reference)
         inputs.log(f"{inputs.spec.name}: TensorFlow SavedModel, parity with PyTorch "
                    + ", ".join(f"{what} {diff:.2e}" for what, diff in parity.items()))
-        import keras
-
-        tf = import_tensorflow()
         record = {"tensorflow": tf.__version__, "keras": keras.__version__, "parity_max_abs": parity,
                   "build_seconds": round(time.perf_counter() - started, 1)}
         (out_file.parent / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
@@ -94,9 +93,9 @@ class TensorFlowEngine(Engine):
 def save_savedmodel(twin, spec: "ModelSpec", out_file: Path) -> None:
     """Export ``twin`` as a SavedModel whose serving_default signature takes and returns the spec's tensor names
     (what Triton's TensorFlow backend matches config tensors against, and TF-Serving's clients name)."""
+    tf = import_tensorflow()  # before keras, which imports TensorFlow
     import keras
 
-    tf = import_tensorflow()
     signature = [tf.TensorSpec((None, *(d if d > 0 else None for d in t.shape)), t.dtype, name=t.name)
                  for t in spec.inputs]
     names = [t.name for t in spec.outputs]
