@@ -80,7 +80,12 @@ def private_compile_cache() -> Iterator[None]:
 
     # The artifacts record everything compiled in the process; a fresh record keeps earlier variants' out (a private
     # API: a torch without it saves those too, which costs size, not correctness).
-    fresh = getattr(torch.compiler._cache.CacheArtifactManager, "with_fresh_cache", contextlib.nullcontext)
+    try:  # a submodule that nothing may have imported yet
+        from torch.compiler._cache import CacheArtifactManager
+
+        fresh = CacheArtifactManager.with_fresh_cache
+    except (ImportError, AttributeError):
+        fresh = contextlib.nullcontext
     previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="trtrepo-inductor-") as scratch, fresh():
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = scratch
@@ -132,9 +137,13 @@ def process_alive(pid: int) -> bool:
 
 
 def compiled_forward(spec: "ModelSpec", network: "torch.nn.Module", precision: str, mode: str,
-                     device: "torch.device", freezing: bool = False) -> Forward:
+                     device: "torch.device", freezing: bool = False, symbolic: bool = True) -> Forward:
     """The network on ``device`` in ``precision``, channels-last, compiled by Inductor: CUDA tensors in (any float
-    dtype), float32 CUDA tensors out. The same for build and load, so the load finds the build's kernels.
+    dtype), contiguous float32 CUDA tensors out (Triton's tensors are row-major). The same for build and load, so the
+    load finds the build's kernels.
+
+    ``symbolic`` compiles the spec's variable dimensions (CTPN's height and width) once, as symbols; False
+    specialises every shape met, as padded size buckets would (perf/gpu/inductor_settings.py compares the two).
 
     ``freezing`` folds the weights in as constants (batch norms into convolutions, weights laid out once): H200,
     FP16 in process, one run: ResNet50 at batch 256 29.7k img/s against 26.3k, YOLOv3 at 32 4.70k against 4.44k,
@@ -157,7 +166,7 @@ def compiled_forward(spec: "ModelSpec", network: "torch.nn.Module", precision: s
     # Variable dimensions (CTPN's height and width) are traced as symbols, not one compile per image size; the
     # network's own arithmetic may still split them (CTPN: even and odd sizes), each such class compiled once.
     # Fixed shapes are specialised: one set of kernels per batch size.
-    variable = {t.name: [dim + 1 for dim, size in enumerate(t.shape) if size == -1] for t in spec.inputs}
+    variable = {t.name: [dim + 1 for dim, size in enumerate(t.shape) if size == -1 and symbolic] for t in spec.inputs}
     compiled = torch.compile(network, options=COMPILE_MODES[mode] or None,
                              dynamic=None if any(variable.values()) else False)
     names = [t.name for t in spec.inputs]
@@ -170,7 +179,7 @@ def compiled_forward(spec: "ModelSpec", network: "torch.nn.Module", precision: s
                     torch._dynamo.maybe_mark_dynamic(x, dim)
             result = compiled(*args)
             result = result if isinstance(result, (tuple, list)) else (result,)
-            return [r.float() for r in result]
+            return [r.float().contiguous() for r in result]
 
     return forward
 
