@@ -4,9 +4,11 @@
 
 For each model at its batch size: eager FP32 (the study's baseline) and each setting compiled in FP16 with the
 engine's own steps (channels-last, CUDA graph at the batch size), its compile seconds and images/s, in one run.
-Settings: default (the engine's), freezing (weights folded in as constants: no cache artifacts), max-autotune, and
-saved: the default compiled in a cache of its own, its artifacts saved, the compiler reset and the network compiled
-again from them, as a served variant loads (its compile seconds are the load's).
+Settings: default (the engine's), freezing (weights folded in as constants: no cache artifacts), max-autotune, bf16
+(the default in bfloat16 instead of FP16), static (every shape specialised, as padded size buckets would be, instead
+of CTPN's height and width compiled as symbols; the same as default for fixed-shape models), and saved: the default
+compiled in a cache of its own, its artifacts saved, the compiler reset and the network compiled again from them, as
+a served variant loads (its compile seconds are the load's).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> None:
         for setting in settings:
             torch.compiler.reset()
             mode = "max-autotune" if setting == "max-autotune" else "default"
+            precision = "bf16" if setting == "bf16" else "fp16"
             if setting == "saved":
                 with inductor.private_compile_cache():
                     inductor.warm(spec, inductor.compiled_forward(spec, spec.build_network("random"), "fp16", mode,
@@ -58,14 +61,14 @@ def main() -> None:
             start = time.perf_counter()
             if setting == "saved":
                 torch.compiler.load_cache_artifacts(artifacts)
-            forward = inductor.compiled_forward(spec, spec.build_network("random"), "fp16", mode, device,
-                                                freezing=setting == "freezing")
+            forward = inductor.compiled_forward(spec, spec.build_network("random"), precision, mode, device,
+                                                freezing=setting == "freezing", symbolic=setting != "static")
             step = CudaGraphs(forward, (size,))
             step(batch)
             torch.cuda.synchronize()
             compile_s = time.perf_counter() - start
             rate = throughput(step, batch)
-            print(f"| {name} | {size} | inductor fp16 {setting} | {compile_s:.0f} | {rate:.0f} | {rate / base:.2f}x |",
+            print(f"| {name} | {size} | inductor {precision} {setting} | {compile_s:.0f} | {rate:.0f} | {rate / base:.2f}x |",
                   flush=True)
 
 

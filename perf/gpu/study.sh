@@ -70,7 +70,11 @@ for model in ${MODELS//,/ }; do
   if [[ ",$STEPS," == *,bench,* ]]; then
     trtrepo bench --model-repository "$REPO" --models "$variants" --seconds 4 --output "$RESULTS" || status=1
   fi
-  gpu_variants=$(tr , '\n' <<<"$variants" | grep -v onnxruntime | { grep -E "_(${SWEEP_ENGINES//,/|})(_|$)" || true; } | paste -sd, -)
+  # The model's ensembles (ctpn_split) are swept as wholes: their parts (ctpn_backbone_*, ctpn_head_*) only in bench.
+  ensembles=$(cd "$REPO" && { grep -l '^platform: "ensemble"' "${model}"_*/config.pbtxt 2>/dev/null || true; } | xargs -r -n1 dirname | paste -sd, -)
+  parts=$(cd "$REPO" && for name in ${ensembles//,/ }; do sed -n 's/^ *model_name: "\(.*\)"/\1/p' "$name/config.pbtxt"; done)
+  gpu_variants=$( { tr , '\n' <<<"$variants" | grep -v onnxruntime | { grep -E "_(${SWEEP_ENGINES//,/|})(_|$)" || true; } \
+    | { grep -vxF -e "${parts:-/}" || true; }; tr , '\n' <<<"$ensembles"; } | grep . | paste -sd, -)
   if [[ ",$STEPS," == *,sweep,* ]]; then
     trtrepo perf --model-repository "$REPO" --models "$gpu_variants" --instances "$INSTANCES" \
       --concurrency "${SWEEP_CONCURRENCY[$model]}" --batch-size "${SWEEP_BATCH[$model]}" \
