@@ -68,7 +68,8 @@ def main() -> None:
             torch.cuda.synchronize()
             compile_s = time.perf_counter() - start
             rate = throughput(step, batch)
-            print(f"| {name} | {size} | inductor {precision} {setting} | {compile_s:.0f} | {rate:.0f} | {rate / base:.2f}x |",
+            label = f"{precision} default" if setting == precision else f"{precision} {setting}"
+            print(f"| {name} | {size} | inductor {label} | {compile_s:.0f} | {rate:.0f} | {rate / base:.2f}x |",
                   flush=True)
 
 
