@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -22,6 +23,7 @@ from trtrepo.config import (
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import load_runner
 from trtrepo.engines.tensorflow import tensorflow_note
+from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import measure
 from trtrepo.records import gather, write_records
@@ -39,6 +41,9 @@ class BenchRow:
     #: Seconds from loading the artifact in this process to the end of its first call (compiled engines: the load
     #: from their saved kernels, warm-up included).
     load_seconds: float = 0.0
+    #: Whether the server answered the benchmark's batch as the engine does in process: "same", else what differs
+    #: (a served figure over a path that loses the outputs measures nothing); "-" in reports from before the check.
+    served_outputs: str = "-"
 
     @property
     def served_share(self) -> float:
@@ -47,9 +52,9 @@ class BenchRow:
 
 def engine_call(
     repo: Path, variant: str, config: pb.ModelConfig, batch_size: int
-) -> tuple[Callable[[], object], Callable[[], None]]:
-    """One call of the variant's engine on a random batch, in this process, and how to wait for it to finish:
-    the GPU runner on a batch in GPU memory for GPU variants whose engine has one, else the host runner."""
+) -> tuple[Callable[[], dict], Callable[[], None], dict[str, np.ndarray]]:
+    """One call of the variant's engine on a random batch, in this process, how to wait for it to finish, and the
+    batch: the GPU runner on the batch in GPU memory for GPU variants whose engine has one, else the host runner."""
     parsed = Variant.parse(variant)
     spec = get_model(parsed.model)
     engine = get_engine(parsed.engine)
@@ -61,19 +66,28 @@ def engine_call(
         import torch
 
         on_device = {name: torch.from_numpy(array).cuda() for name, array in batch.items()}
-        return (lambda: loaded.gpu(on_device)), torch.cuda.synchronize
-    return (lambda: loaded.host(batch)), (lambda: None)
+        return (lambda: loaded.gpu(on_device)), torch.cuda.synchronize, batch
+    return (lambda: loaded.host(batch)), (lambda: None), batch
+
+
+@dataclass(frozen=True)
+class InProcess:
+    samples_per_second: float
+    load_seconds: float
+    batch: dict[str, np.ndarray]  # the batch measured, and the engine's answer to it (host arrays)
+    outputs: dict[str, np.ndarray]
 
 
 def in_process_throughput(repo: Path, variant: str, config: pb.ModelConfig, batch_size: int,
-                          seconds: float) -> tuple[float, float]:
-    """Samples/s of the variant's engine called back to back in this process, after three warm-up calls, and
-    the seconds its load and first call took."""
+                          seconds: float) -> InProcess:
+    """Samples/s of the variant's engine called back to back in this process, after three warm-up calls, the
+    seconds its load and first call took, and its answer to the batch."""
     loading = time.perf_counter()
-    call, wait = engine_call(repo, variant, config, batch_size)
-    call()
+    call, wait, batch = engine_call(repo, variant, config, batch_size)
+    first = call()
     wait()
     load_seconds = time.perf_counter() - loading
+    outputs = {name: _host(value) for name, value in first.items()}
     for _ in range(2):
         call()
     wait()
@@ -82,7 +96,46 @@ def in_process_throughput(repo: Path, variant: str, config: pb.ModelConfig, batc
         call()
         calls += 1
     wait()
-    return calls * batch_size / (time.perf_counter() - start), load_seconds
+    return InProcess(calls * batch_size / (time.perf_counter() - start), load_seconds, batch, outputs)
+
+
+def _host(value: object) -> np.ndarray:
+    """An engine's output as a host array (GPU runners answer with CUDA tensors)."""
+    return value.cpu().numpy() if hasattr(value, "cpu") else np.asarray(value)
+
+
+#: How far a served output may stray from the engine's own answer, relative to the largest value of that output:
+#: the same engine on both sides, so only summation order differs; an empty or garbled output is far beyond it.
+SERVED_TOLERANCE = 1e-2
+
+
+def served_outputs(variant: str, grpc_url: str, measured: InProcess) -> str:
+    """"same" when the server answers the measured batch as the engine did in process, else what differs, output
+    by output (an output that arrives empty, of another shape, or with other values)."""
+    from trtrepo.client import InferenceClient
+
+    try:
+        served = InferenceClient(variant, url=grpc_url, protocol="grpc").infer(measured.batch)
+    except UserError as exc:
+        return f"no answer: {exc}"
+    return compare_outputs(measured.outputs, served)
+
+
+def compare_outputs(expected_outputs: dict[str, np.ndarray], served: dict[str, np.ndarray]) -> str:
+    """"same", or every output that arrived empty, of another shape or with other values than expected."""
+    problems = []
+    for name, expected in expected_outputs.items():
+        got = served.get(name)
+        if got is None or (got.size == 0 and expected.size):
+            problems.append(f"{name} empty")
+        elif got.shape != expected.shape:
+            problems.append(f"{name} shape {got.shape} (in process {expected.shape})")
+        elif expected.size:
+            scale = float(np.abs(expected).max())
+            stray = float(np.abs(got.astype(np.float64) - expected).max()) / (scale or 1.0)
+            if stray > SERVED_TOLERANCE:
+                problems.append(f"{name} differs by {stray:.1e} of its largest value")
+    return "; ".join(problems) or "same"
 
 
 def bench(
@@ -95,11 +148,12 @@ def bench(
     for variant in variants:
         config = read_config(Path(repo) / variant / CONFIG_FILE)
         batch = batch_size or max(config.max_batch_size, 1)
-        local, load_seconds = in_process_throughput(repo, variant, config, batch, seconds)
+        local = in_process_throughput(repo, variant, config, batch, seconds)
         instances = max(sum(g.count for g in config.instance_group), 1)
         served = measure(variant, grpc_url, batch, requests_per_instance * instances, int(seconds * 1000), instances,
                          on_gpu=runs_on_gpu(config), metrics_url=metrics_url, streaming=is_decoupled(config))
-        rows.append(BenchRow(variant, batch, local, served.throughput, round(load_seconds, 2)))
+        rows.append(BenchRow(variant, batch, local.samples_per_second, served.throughput, round(local.load_seconds, 2),
+                             served_outputs(variant, grpc_url, local)))
     return rows
 
 
@@ -118,21 +172,24 @@ def write_report(rows: list[BenchRow], out_dir: Path, repo: Path | None = None) 
 def markdown(rows: list[BenchRow]) -> str:
     by_name = {r.variant: r for r in rows}
     lines = [
-        "| variant | batch | in-process samples/s | served samples/s | served / in-process | served / baseline | load s |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | batch | in-process samples/s | served samples/s | served / in-process | served / baseline | load s "
+        "| served outputs |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         base = by_name.get(Variant.parse(row.variant).baseline)
         ratio = f"{row.served / base.served:.2f}x" if base and base.served else "-"
         lines.append(
             f"| {row.variant} | {row.batch_size} | {row.in_process:.1f} | {row.served:.1f} | {row.served_share:.0%} | {ratio} "
-            f"| {row.load_seconds:.1f} |"
+            f"| {row.load_seconds:.1f} | {row.served_outputs} |"
         )
     return "\n".join(lines) + (
         "\n\nServed: perf_analyzer over gRPC (GPU variants: tensors in CUDA shared memory), with --requests-per-instance "
         "requests in flight per instance (default 2), instances as configured in the repository.\nIn process: the engine called back to back on one batch (GPU variants: "
         "a batch already in GPU memory).\nBaseline: the same model in eager PyTorch fp32.\nLoad: from the artifact to the end "
         "of the first call, in process (compiled engines: from their saved kernels, every compiled size warmed).\n"
+        "Served outputs: the server's answer to the measured batch against the engine's in process (same: within "
+        f"{SERVED_TOLERANCE:g} of each output's largest value).\n"
     ) + tensorflow_note([row.variant for row in rows])
 
 

@@ -125,6 +125,7 @@ def test_bench_measures_in_process_and_served(server, small_repo):
     rows = bench(small_repo, server.grpc_url, VARIANTS, batch_size=2, seconds=1)
     assert [r.variant for r in rows] == VARIANTS
     assert all(r.in_process > 0 and r.served > 0 for r in rows)
+    assert [r.served_outputs for r in rows] == ["same"] * len(VARIANTS)  # the server answered as the engine does
 
 
 def test_server_that_cannot_load_a_model_fails_with_the_reason(small_repo, tmp_path):

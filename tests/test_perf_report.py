@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from trtrepo.errors import UserError
 from trtrepo.perf.analyzer import PerfPoint, cuda_shared_memory, pooled
-from trtrepo.perf.bench import BenchRow, markdown
+from trtrepo.perf.bench import BenchRow, compare_outputs, markdown
 from trtrepo.perf.bench import write_report as write_bench_report
 from trtrepo.perf.gpu_monitor import triton_gpu_memory_mb, triton_gpu_utilization
 from trtrepo.perf.sweep import markdown_table, planned_points, read_csv, write_report
@@ -174,3 +175,18 @@ def test_tfserving_command_line_names_the_service_and_the_shapes_of_variable_inp
 
     assert tfserving_arguments("resnet50_tensorflow_fp32") == ["--service-kind", "tfserving"]
     assert tfserving_arguments("ctpn_tensorflow_fp32") == ["--service-kind", "tfserving", "--shape", "input:3,608,800"]
+
+
+def test_served_outputs_that_arrive_empty_reshaped_or_changed_are_each_named():
+    expected = {"logits": np.array([[1.0, -4.0]], np.float32), "boxes": np.ones((1, 3, 4), np.float32)}
+    assert compare_outputs(expected, {"logits": np.array([[1.001, -4.0]]), "boxes": np.ones((1, 3, 4))}) == "same"
+    found = compare_outputs(expected, {"logits": np.zeros((0,), np.float32), "boxes": np.ones((1, 4, 3))})
+    assert found == "logits empty; boxes shape (1, 4, 3) (in process (1, 3, 4))"
+    assert compare_outputs(expected, {"logits": np.array([[1.0, -3.0]]), "boxes": np.ones((1, 3, 4))}) == \
+        "logits differs by 2.5e-01 of its largest value"
+    assert compare_outputs({"lines": np.zeros((1, 0, 4))}, {"lines": np.zeros((1, 0, 4))}) == "same"
+
+
+def test_bench_table_says_whether_the_server_answered_as_the_engine():
+    table = markdown([BenchRow("resnet50_pytorch_fp32", 4, 20.0, 10.0, 1.0, "logits empty")])
+    assert "| 1.0 | logits empty |" in table

@@ -800,6 +800,7 @@ def bench(
 ) -> None:
     """In-process engine throughput against Triton-served throughput at the same batch, and ratios to the baseline;
     with TensorFlow or PyTorch FP32 variants measured, each variant's speed-up over them (the study's Table 2).
+    The server's answer to the measured batch is checked against the engine's: exits 1 where they differ.
 
     GPU variants are measured on a batch already in GPU memory on both sides (served: CUDA shared memory)."""
     from trtrepo.perf.bench import bench as run_bench
@@ -812,6 +813,10 @@ def bench(
     files = write_report(rows, output, model_repository)
     print(markdown(rows) + frameworks_markdown(rows))
     print(f"wrote {', '.join(str(p) for p in files.values())}")
+    wrong = [f"{row.variant} ({row.served_outputs})" for row in rows if row.served_outputs != "same"]
+    if wrong:
+        raise UserError(f"served outputs differ from the engine's in process, so their served figures measure a broken "
+                        f"path: {'; '.join(wrong)}")
 
 
 @app.command()
