@@ -1,7 +1,9 @@
 """The Triton Python-backend model behind every non-native variant: it runs the variant's engine.
 
 Imported by the two-line ``model.py`` that `trtrepo repo` writes into each version folder; runs inside
-Triton's Python backend stub, which is why ``triton_python_backend_utils`` is importable here.
+Triton's Python backend stub, which is why ``triton_python_backend_utils`` is importable here. What does not need
+Triton (splitting a batch per request, answering in launch order, pacing, guarding every send) is in
+trtrepo.batches, tested on a CPU; this module turns batches into Triton tensors and responses.
 
 On a GPU instance whose engine has a GPU runner, tensors stay on the GPU: inputs arrive as CUDA tensors (the
 config sets FORCE_CPU_ONLY_INPUT_TENSORS to "no"; clients using CUDA shared memory hand them over without a
@@ -9,58 +11,25 @@ copy), reach PyTorch through DLPack, and outputs go back the same way. Inputs th
 staged through pinned memory. A single request's batch is used as it is; only several are concatenated.
 
 A pipelined (decoupled) model's execute only launches a batch: a worker thread waits for the GPU and answers,
-so the instance already launches the next batch while the GPU runs this one. Without that, the GPU idles for
-every hand-off between the server and this process (H100, ResNet50 FP16 at batch 256: served 83-86% of
-in-process throughput without pipelining, 88-91% with it). execute returns shortly before the batch it
-launched is expected to finish (trtrepo.pacing), not at once, so that the dynamic batcher gathers as many
-requests as it would for a model that is not pipelined.
+so the instance already launches the next batch while the GPU runs this one (trtrepo.batches.Responder). Without
+that, the GPU idles for every hand-off between the server and this process (H100, ResNet50 FP16 at batch 256:
+served 83-86% of in-process throughput without pipelining, 88-91% with it).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from trtrepo.batches import LaunchedBatch, Responder, launched, per_request
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import load_runner
 from trtrepo.models import get_model
-from trtrepo.pacing import BatchPacer
-
-
-#: Inputs in a client's CUDA shared memory are mapped into this process per request (CUDA IPC), and unmapping
-#: one waits until the GPU has finished everything queued (H100: 1.3 s behind a queue of matrix products, 0.1 ms
-#: when idle) and holds up every launch meanwhile. A pipelined instance therefore unmaps the inputs of answered
-#: batches when none is in flight, or, under unbroken load, once per this many batches.
-UNMAP_EVERY = 64
-#: Batches a pipelined instance keeps launched: one running, one queued behind it. execute returns no earlier than
-#: the running one is done, and then only shortly before its own batch is expected to finish (trtrepo.pacing).
-IN_FLIGHT = 2
-
-
-@dataclass
-class LaunchedBatch:
-    """One batch on its way: each request's share of it, and outputs that are valid once ``wait`` returns."""
-
-    sizes: list[int]
-    outputs: dict[str, Any] = field(default_factory=dict)
-    to_tensor: Callable[[str, Any], Any] | None = None  # None: no outputs (a failed batch)
-    wait: Callable[[], None] = lambda: None
-    #: The input tensors, referenced until ``wait`` returns: the GPU reads them after execute has returned.
-    inputs: Any = None
-    error: Exception | None = None
-    #: Seconds the batch kept the GPU busy, once ``wait`` has returned; None where it is not timed (host batches).
-    gpu_seconds: Callable[[], float] | None = None
-    #: Set by the responder once the batch is done.
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 class TritonPythonModel:
@@ -81,80 +50,32 @@ class TritonPythonModel:
                              int(args["model_instance_device_id"]) if on_gpu else 0, threads)
         self.run_on_gpu, self.run = loaded.gpu, loaded.host
         self.on_gpu = on_gpu
-        self.launched: queue.Queue | None = None
+        self.responder: Responder | None = None
         if config.get("model_transaction_policy", {}).get("decoupled", False):
-            self.launched = queue.Queue()
-            self.slots = threading.Semaphore(IN_FLIGHT - 1)
-            self.in_flight = 0
-            self.launching = threading.Lock()  # held while launching, and while unmapping (see UNMAP_EVERY)
-            self.pacer = BatchPacer()
-            self.responder = threading.Thread(target=self._respond_in_turn, name="trtrepo-responder", daemon=True)
-            self.responder.start()
+            self.responder = Responder(self._responses, _error_responses, _send_final, pb_utils.Logger.log_error)
 
     def execute(self, requests: list) -> list | None:
         """Run all requests the dynamic batcher gathered as one batch, then split the outputs back. Pipelined:
         launch the batch and leave the answers to the responder thread."""
-        if self.launched is None:
-            return self._responses(len(requests), self._launch(requests))
-        with self.launching:
-            launch_began = time.monotonic()
-            batch = self._launch(requests)
-            self.launched.put(([r.get_response_sender() for r in requests], batch))
-            self.in_flight += 1
-        self.slots.acquire()  # returns once fewer than IN_FLIGHT batches are unanswered
-        return_at = self.pacer.return_at(sum(batch.sizes), launch_began)  # see trtrepo.pacing
-        if return_at is not None:
-            batch.done.wait(max(0.0, return_at - time.monotonic()))
+        if self.responder is None:
+            return self._responses(len(requests), launched(lambda: self._launch(requests)))
+        self.responder.launch(lambda: self._launch(requests), [r.get_response_sender() for r in requests])
         return None
 
     def _launch(self, requests: list) -> LaunchedBatch:
-        try:
-            return (self._launch_on_gpu if self.run_on_gpu else self._run_on_host)(requests)
-        except Exception as exc:  # reported to every waiting client instead of killing the stub
-            return LaunchedBatch(sizes=[], error=exc)
+        return (self._launch_on_gpu if self.run_on_gpu else self._run_on_host)(requests)
 
     def finalize(self) -> None:
-        if self.launched is not None:
-            self.launched.put(None)
-            self.responder.join()
-
-    def _respond_in_turn(self) -> None:
-        """The responder thread: answers launched batches in launch order, and unmaps their inputs (UNMAP_EVERY)."""
-        answered_inputs = []
-        while (launched := self.launched.get()) is not None:
-            senders, batch = launched
-            try:
-                responses = self._responses(len(senders), batch)
-                timed = batch.error is None and batch.gpu_seconds is not None
-                self.pacer.finished(sum(batch.sizes), batch.gpu_seconds() if timed else None)
-                batch.done.set()
-                for sender, response in zip(senders, responses):
-                    sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-            except Exception as exc:  # a client that went away: later batches still get their answers
-                pb_utils.Logger.log_error(f"trtrepo: answering a batch failed: {exc}")
-            answered_inputs.append(batch.inputs)
-            del launched, batch
-            with self.launching:
-                self.in_flight -= 1
-                if self.in_flight == 0 or len(answered_inputs) >= UNMAP_EVERY:
-                    answered_inputs.clear()
-            self.slots.release()
+        if self.responder is not None:
+            self.responder.stop()
 
     def _responses(self, count: int, batch: LaunchedBatch) -> list:
         """One response per request: its slice of every output, or the batch's error."""
-        try:
-            batch.wait()
-        except Exception as exc:
-            batch.error = exc
-        if batch.error is not None:
-            error = pb_utils.TritonError(f"{batch.error.__class__.__name__}: {batch.error}")
-            return [pb_utils.InferenceResponse(error=error) for _ in range(count)]
-        responses, start = [], 0
-        for size in batch.sizes:
-            tensors = [batch.to_tensor(t.name, batch.outputs[t.name][start : start + size]) for t in self.outputs]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            start += size
-        return responses
+        slices = per_request(batch, [t.name for t in self.outputs])
+        if isinstance(slices, Exception):
+            return _error_responses(count, slices)
+        return [pb_utils.InferenceResponse(output_tensors=[batch.to_tensor(name, value) for name, value in outputs.items()])
+                for outputs in slices]
 
     def _run_on_host(self, requests: list) -> LaunchedBatch:
         per_input = {n: [_host_array(pb_utils.get_input_tensor_by_name(r, n)) for r in requests] for n in self.input_names}
@@ -208,3 +129,12 @@ def _gpu_tensor(name: str, tensor: Any) -> Any:
     Python-backend model on a GPU instance returns in host memory reaches the client empty (H200, numpy and pinned
     torch alike, pipelined or not: perf/reports/h200-inductor/README.md), while DLPack outputs arrive whole."""
     return pb_utils.Tensor.from_dlpack(name, tensor.contiguous())
+
+
+def _error_responses(count: int, exc: Exception) -> list:
+    error = pb_utils.TritonError(f"{exc.__class__.__name__}: {exc}")
+    return [pb_utils.InferenceResponse(error=error) for _ in range(count)]
+
+
+def _send_final(sender: Any, response: Any) -> None:
+    sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
