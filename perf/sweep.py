@@ -9,7 +9,7 @@ from trtrepo.access import Endpoint
 from trtrepo.config import Variant
 from trtrepo.engines.tensorflow import tensorflow_note
 from trtrepo.errors import UserError
-from trtrepo.perf.analyzer import PerfPoint, served_variant
+from trtrepo.perf.analyzer import TFSERVING, PerfPoint, measure_tfserving, served_variant
 from trtrepo.perf.trial import Trial
 from trtrepo.plots import pyplot, save
 from trtrepo.records import gather, read_records, write_records
@@ -70,8 +70,6 @@ def sweep_tfserving(grpc_url: str, models: list[str], concurrencies: list[int], 
     """Each concurrency against each model of a running TF-Serving: the baseline server, whose points
     (<model>@tfserving) sit beside the Triton variants' in the same report. TF-Serving cannot reload a model with
     other settings, so there is no instance axis: its batch threads are what trtrepo tfserving exported."""
-    from trtrepo.perf.analyzer import TFSERVING, measure_tfserving
-
     points = []
     for model in models:
         for concurrency in concurrencies:
@@ -89,8 +87,6 @@ def sweep_tfserving(grpc_url: str, models: list[str], concurrencies: list[int], 
 
 def tfserving_key(model: str, concurrency: int) -> tuple[str, int, int, int]:
     """point_key of a TF-Serving point: one server, one instance."""
-    from trtrepo.perf.analyzer import TFSERVING
-
     return f"{model}@{TFSERVING}", 1, 1, concurrency
 
 

@@ -96,7 +96,7 @@ class Responder:
         self.responses, self.error_responses, self.send, self.log_error = responses, error_responses, send, log_error
         self.unmap_every = unmap_every
         self.pacer = pacer or BatchPacer()
-        self.launched: queue.Queue = queue.Queue()
+        self.unanswered: queue.Queue = queue.Queue()
         self.slots = threading.Semaphore(in_flight - 1)
         self.in_flight = 0
         self.launching = threading.Lock()  # held while launching, and while unmapping (see UNMAP_EVERY)
@@ -109,7 +109,7 @@ class Responder:
         with self.launching:
             launch_began = time.monotonic()
             batch = launched(launch)
-            self.launched.put((senders, batch))
+            self.unanswered.put((senders, batch))
             self.in_flight += 1
         self.slots.acquire()
         return_at = self.pacer.return_at(sum(batch.sizes), launch_began)
@@ -118,12 +118,12 @@ class Responder:
 
     def stop(self) -> None:
         """Answer what is launched, then end the thread."""
-        self.launched.put(None)
+        self.unanswered.put(None)
         self.thread.join()
 
     def _respond_in_turn(self) -> None:
         answered_inputs = []
-        while (item := self.launched.get()) is not None:
+        while (item := self.unanswered.get()) is not None:
             senders, batch = item
             try:
                 responses = self.responses(len(senders), batch)

@@ -139,8 +139,7 @@ def process_alive(pid: int) -> bool:
 def compiled_forward(spec: "ModelSpec", network: "torch.nn.Module", precision: str, mode: str,
                      device: "torch.device", freezing: bool = False, symbolic: bool = True) -> Forward:
     """The network on ``device`` in ``precision``, channels-last, compiled by Inductor: CUDA tensors in (any float
-    dtype), contiguous float32 CUDA tensors out (Triton's tensors are row-major). The same for build and load, so the
-    load finds the build's kernels.
+    dtype), float32 CUDA tensors out. The same for build and load, so the load finds the build's kernels.
 
     ``symbolic`` compiles the spec's variable dimensions (CTPN's height and width) once, as symbols; False
     specialises every shape met, as padded size buckets would (perf/gpu/inductor_settings.py compares the two).
@@ -179,7 +178,7 @@ def compiled_forward(spec: "ModelSpec", network: "torch.nn.Module", precision: s
                     torch._dynamo.maybe_mark_dynamic(x, dim)
             result = compiled(*args)
             result = result if isinstance(result, (tuple, list)) else (result,)
-            return [r.float().contiguous() for r in result]
+            return [r.float() for r in result]
 
     return forward
 
