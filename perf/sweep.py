@@ -11,7 +11,7 @@ from trtrepo.engines.tensorflow import tensorflow_note
 from trtrepo.errors import UserError
 from trtrepo.perf.analyzer import TFSERVING, PerfPoint, measure_tfserving, served_variant
 from trtrepo.perf.trial import Trial
-from trtrepo.plots import pyplot, save
+from trtrepo.plots import pyplot, readable_log_axes, save
 from trtrepo.records import gather, read_records, write_records
 
 
@@ -214,6 +214,7 @@ def plot(points: list[PerfPoint], path: Path) -> Path:
         left.xaxis.get_major_locator().set_params(integer=True)
         right.set(xlabel="throughput (samples/s)", ylabel="p99 latency (ms)", title=f"{model}: latency vs throughput",
                   xscale="log", yscale="log")
+        readable_log_axes(right)
         for axes in (left, right):
             axes.grid(alpha=0.3)
             axes.legend(fontsize=7)

@@ -190,3 +190,17 @@ def test_served_outputs_that_arrive_empty_reshaped_or_changed_are_each_named():
 def test_bench_table_says_whether_the_server_answered_as_the_engine():
     table = markdown([BenchRow("resnet50_pytorch_fp32", 4, 20.0, 10.0, 1.0, "logits empty")])
     assert "| 1.0 | logits empty |" in table
+
+
+def test_latency_panels_label_their_ticks_in_short_plain_numbers():
+    from trtrepo.plots import pyplot, readable_log_axes, short_number
+
+    assert [short_number(v) for v in (0.5, 850, 1200, 28000, 21500)] == ["0.5", "850", "1.2k", "28k", "21.5k"]
+    figure, axes = pyplot().subplots()
+    axes.plot([21000, 29000], [300, 400])
+    axes.set(xscale="log", yscale="log")
+    readable_log_axes(axes)
+    figure.canvas.draw()
+    x_labels = [t.get_text() for t in axes.xaxis.get_ticklabels(minor=True) if t.get_text()]
+    assert x_labels and all("\\times" not in label and label.endswith("k") for label in x_labels)
+    pyplot().close(figure)
