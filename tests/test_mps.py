@@ -116,3 +116,10 @@ def test_serve_mps_without_the_driver_utilities_is_a_one_line_error(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: --mps: {CONTROL} not found") and "Traceback" not in result.stdout
+
+
+def test_mps_with_a_server_trtrepo_does_not_start_is_a_one_line_error():
+    result = trtrepo("perf", "--url", "127.0.0.1:8001", "--models", "ctpn_inductor_fp16", "--mps")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert "--mps runs the servers trtrepo starts; with --url, start MPS where that server runs" in lines[0]

@@ -39,6 +39,12 @@ ApiKeyOption = Annotated[Optional[str], typer.Option(
     help="Key of a server whose restricted APIs (model loading, configs, shared memory) need one; servers that "
          "trtrepo starts on this machine are found without it.")]
 VariantsOption = Annotated[Optional[str], typer.Option(help="Comma-separated variants (default: every model in the repository).")]
+MpsOption = Annotated[bool, typer.Option(
+    "--mps", help="Run the servers this command starts under CUDA's Multi-Process Service (a daemon started for the "
+                  "command and told to quit after it; one already running is used), so that a GPU model's instances, "
+                  "each a process, run on the GPU at once instead of taking turns. Pays where one request does not "
+                  "fill the GPU (H200, CTPN: four instances 2.3x one with MPS, 1.35x without). Needs "
+                  "nvidia-cuda-mps-control.")]
 
 
 # Built from the registry, so that registering an engine is all it takes to offer it here.
@@ -412,11 +418,7 @@ def serve(
     replicas: Annotated[int, typer.Option(
         min=1, help="Servers on the repository behind nginx, which listens on the HTTP and gRPC ports and moves a "
                     "request that meets a failed replica to another; the replicas listen on free loopback ports.")] = 1,
-    mps: Annotated[bool, typer.Option(
-        "--mps", help="Serve under CUDA's Multi-Process Service (a daemon started for this command and told to quit "
-                      "after it; one already running is used), so that a GPU model's instances, each a process, "
-                      "run on the GPU at once instead of taking turns. Pays where one request does not fill the GPU "
-                      "(H200, CTPN: four instances 2.3x one with MPS, 1.35x without). Needs nvidia-cuda-mps-control.")] = False,
+    mps: MpsOption = False,
 ) -> None:
     """Start tritonserver on the repository, wait until it is ready, serve until Ctrl-C, SIGTERM or SIGHUP.
 
@@ -490,27 +492,34 @@ def serve_replicas(repository: str, count: int, ports: "Ports", options: "Server
 
 
 @contextmanager
-def grpc_endpoint(url: str | None, repository: Path, api_key: str | None = None) -> Iterator[Endpoint]:
+def grpc_endpoint(url: str | None, repository: Path, api_key: str | None = None, mps: bool = False) -> Iterator[Endpoint]:
     """The given server, or a server of our own on free loopback ports in explicit model-control mode. ``api_key``
     becomes TRTREPO_API_KEY for this process, where every client and perf_analyzer run of the command looks for it
-    (trtrepo.access.find_key)."""
+    (trtrepo.access.find_key). ``mps``: our server runs under CUDA's MPS (trtrepo.mps)."""
     if url and "," in url:
         raise UserError(f"--url takes one server here, got {url!r}")
-    with grpc_endpoints(url, repository, api_key) as endpoints:
+    with grpc_endpoints(url, repository, api_key, mps=mps) as endpoints:
         yield endpoints[0]
 
 
 @contextmanager
-def grpc_endpoints(urls: str | None, repository: Path, api_key: str | None = None, count: int = 1) -> Iterator[list[Endpoint]]:
+def grpc_endpoints(urls: str | None, repository: Path, api_key: str | None = None, count: int = 1,
+                   mps: bool = False) -> Iterator[list[Endpoint]]:
     """The servers given (a comma-separated list of gRPC addresses), else ``count`` servers of our own on
-    ``repository``, as grpc_endpoint starts one; ``api_key`` as there (one key for all)."""
+    ``repository``, as grpc_endpoint starts one; ``api_key`` and ``mps`` as there (one key and one MPS daemon for all)."""
     from trtrepo.access import normalize_url, use_api_key
+    from trtrepo.mps import shared_gpu
 
     use_api_key(api_key)
     if urls:
+        if mps:
+            raise UserError("--mps runs the servers trtrepo starts; with --url, start MPS where that server runs "
+                            "(trtrepo serve --mps)")
         yield [Endpoint(normalize_url(url)) for url in name_list(urls)]
         return
     with ExitStack() as stack:
+        if mps:
+            stack.enter_context(shared_gpu(say))
         servers = [own_server(repository) for _ in range(count)]
         for index, server in enumerate(servers):
             which = f" {index + 1} of {count}" if count > 1 else ""
@@ -560,6 +569,7 @@ def perf(
                                                     "comma-separated (replicas, one per GPU); default: start as many "
                                                     "as --servers needs.")] = None,
     api_key: ApiKeyOption = None,
+    mps: MpsOption = False,
     model_repository: RepoOption = REPOSITORY,
     output: Annotated[Path, typer.Option(help="Folder for sweep.csv, sweep.md and sweep.png; points already there for "
                                               "other variants, instance counts or concurrencies are kept.")] = Path("perf/results"),
@@ -580,6 +590,8 @@ def perf(
     from trtrepo.perf.sweep import measured_points, planned_keys, planned_points, read_csv
 
     if service_kind is ServiceKind.tfserving:
+        if mps:
+            raise UserError("--mps runs the Triton servers trtrepo starts; TF-Serving is measured where it runs (--url)")
         return perf_tfserving(url, models, concurrency, servers, batch_size, measurement_ms, output, resume)
     counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
     server_counts = int_list(servers, "--servers")
@@ -597,7 +609,7 @@ def perf(
     if done:
         console.print(f"resuming: {len(done)} points already in {output / 'sweep.csv'} are not measured again")
     failures: list[str] = []
-    with grpc_endpoints(url, model_repository, api_key, max(server_counts)) as endpoints:
+    with grpc_endpoints(url, model_repository, api_key, max(server_counts), mps) as endpoints:
         points = sweep_with_progress(endpoints, variants, counts, concurrencies, batch_size, measurement_ms,
                                      on_failure=failures.append, done=done, checkpoint_dir=output,
                                      server_counts=server_counts)
@@ -715,6 +727,7 @@ def tune(
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server in explicit model-control mode; "
                                                     "default: start one.")] = None,
     api_key: ApiKeyOption = None,
+    mps: MpsOption = False,
     model_repository: RepoOption = REPOSITORY,
     output: Annotated[Path, typer.Option(help="Folder for tune.csv, tune.md and tune.png.")] = Path("perf/results/tune"),
 ) -> None:
@@ -749,7 +762,7 @@ def tune(
     everything: list = []
     sections: list[str] = []
     verdicts_by_variant: dict = {}
-    with grpc_endpoint(url, model_repository, api_key) as endpoint:
+    with grpc_endpoint(url, model_repository, api_key, mps) as endpoint:
         for variant in variants:
             started = time.monotonic()
             with Trial(variant, [endpoint]) as trial:
@@ -806,6 +819,7 @@ def bench(
     requests_per_instance: Annotated[int, typer.Option(min=1, help="Served side: requests in flight per model instance.")] = 2,
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
     api_key: ApiKeyOption = None,
+    mps: MpsOption = False,
     model_repository: RepoOption = REPOSITORY,
     output: Annotated[Path, typer.Option(help="Folder for bench.csv and bench.md (rows of other variants there are kept).")] = Path("perf/results"),
 ) -> None:
@@ -818,7 +832,7 @@ def bench(
     from trtrepo.perf.bench import frameworks_markdown, markdown, write_report
 
     variants = repository_variants(model_repository, models)
-    with grpc_endpoint(url, model_repository, api_key) as (grpc_url, metrics_url, _):
+    with grpc_endpoint(url, model_repository, api_key, mps) as (grpc_url, metrics_url, _):
         console.print(f"measuring {len(variants)} variants at batch {batch_size or 'max_batch_size'}, {seconds:g} s per side ...")
         rows = run_bench(model_repository, grpc_url, variants, batch_size, seconds, metrics_url, requests_per_instance)
     files = write_report(rows, output, model_repository)
