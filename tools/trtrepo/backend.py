@@ -49,7 +49,8 @@ class TritonPythonModel:
         loaded = load_runner(spec, engine, artifact, params["precision"], config, on_gpu,
                              int(args["model_instance_device_id"]) if on_gpu else 0, threads)
         self.run_on_gpu, self.run = loaded.gpu, loaded.host
-        self.on_gpu = on_gpu
+        # Outputs go back in GPU memory wherever this process can reach a GPU, from CPU instances too (_gpu_tensor).
+        self.outputs_on_gpu = on_gpu or _cuda_usable()
         self.responder: Responder | None = None
         if config.get("model_transaction_policy", {}).get("decoupled", False):
             self.responder = Responder(self._responses, _error_responses, _send_final, pb_utils.Logger.log_error)
@@ -83,10 +84,14 @@ class TritonPythonModel:
         dtypes = {t.name: t.dtype for t in self.outputs}
 
         def to_tensor(name: str, array: np.ndarray) -> Any:
-            if self.on_gpu:  # an engine without a GPU runner on a GPU instance: outputs in host memory arrive empty
+            if self.outputs_on_gpu:  # host-memory outputs arrive empty where the server has a GPU (_gpu_tensor)
                 import torch
 
-                return _gpu_tensor(name, torch.from_numpy(np.ascontiguousarray(array, dtypes[name])).cuda())
+                on_gpu = torch.from_numpy(np.ascontiguousarray(array, dtypes[name])).cuda()
+                # the copy may still be under way when .cuda() returns; Triton reads the tensor on a stream of its own
+                # (unsynchronised, an H200 served logits 96% off the engine's)
+                torch.cuda.current_stream().synchronize()
+                return _gpu_tensor(name, on_gpu)
             return pb_utils.Tensor(name, array.astype(dtypes[name]))
 
         return LaunchedBatch([a.shape[0] for a in per_input[self.input_names[0]]], self.run(batch), to_tensor)
@@ -123,12 +128,23 @@ def _host_array(tensor: Any) -> np.ndarray:
 
 
 def _gpu_tensor(name: str, tensor: Any) -> Any:
-    """An output of a GPU instance, handed over in GPU memory (DLPack, which takes row-major tensors only).
+    """An output handed over in GPU memory (DLPack, which takes row-major tensors only).
 
-    Never through host memory: with this server (tritonserver 2.51 of nvidia-pytriton 0.7.0) every output a
-    Python-backend model on a GPU instance returns in host memory reaches the client empty (H200, numpy and pinned
-    torch alike, pipelined or not: perf/reports/h200-inductor/README.md), while DLPack outputs arrive whole."""
+    Never through host memory on a machine with a GPU: with this server (tritonserver 2.51 of nvidia-pytriton
+    0.7.0) every output a Python-backend model returns there in host memory reaches the client empty, from GPU and
+    CPU instances alike (H200: numpy and pinned torch, pipelined or not, with the server's pinned memory pool or
+    without it: perf/reports/h200-inductor/README.md), while DLPack outputs in GPU memory arrive whole. On a machine
+    without a GPU, host outputs arrive whole and are what is sent."""
     return pb_utils.Tensor.from_dlpack(name, tensor.contiguous())
+
+
+def _cuda_usable() -> bool:
+    """Whether this process reaches a GPU (PyTorch sees one; asking creates no CUDA context)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 def _error_responses(count: int, exc: Exception) -> list:
