@@ -30,10 +30,9 @@ DEFAULT_PIPE_DIR = Path("/tmp/nvidia-mps")
 QUIT_TIMEOUT_S = 30
 
 
-def mps_running(env: dict[str, str] | None = None) -> bool:
-    """Whether CUDA programs started with this environment reach an MPS control daemon (its control pipe exists)."""
-    env = os.environ if env is None else env
-    return (Path(env.get(PIPE_ENV) or DEFAULT_PIPE_DIR) / "control").exists()
+def mps_running() -> bool:
+    """Whether CUDA programs started from this process reach an MPS control daemon (its control pipe exists)."""
+    return (Path(os.environ.get(PIPE_ENV) or DEFAULT_PIPE_DIR) / "control").exists()
 
 
 @contextmanager
