@@ -28,7 +28,7 @@ import triton_python_backend_utils as pb_utils
 
 from trtrepo.batches import LaunchedBatch, Responder, launched, per_request
 from trtrepo.engines import get_engine
-from trtrepo.engines.base import load_runner
+from trtrepo.engines.base import cuda_available, load_runner
 from trtrepo.models import get_model
 
 
@@ -50,7 +50,7 @@ class TritonPythonModel:
                              int(args["model_instance_device_id"]) if on_gpu else 0, threads)
         self.run_on_gpu, self.run = loaded.gpu, loaded.host
         # Outputs go back in GPU memory wherever this process can reach a GPU, from CPU instances too (_gpu_tensor).
-        self.outputs_on_gpu = on_gpu or _cuda_usable()
+        self.outputs_on_gpu = on_gpu or cuda_available()
         self.responder: Responder | None = None
         if config.get("model_transaction_policy", {}).get("decoupled", False):
             self.responder = Responder(self._responses, _error_responses, _send_final, pb_utils.Logger.log_error)
@@ -87,11 +87,8 @@ class TritonPythonModel:
             if self.outputs_on_gpu:  # host-memory outputs arrive empty where the server has a GPU (_gpu_tensor)
                 import torch
 
-                on_gpu = torch.from_numpy(np.ascontiguousarray(array, dtypes[name])).cuda()
-                # the copy may still be under way when .cuda() returns; Triton reads the tensor on a stream of its own
-                # (unsynchronised, an H200 served logits 96% off the engine's)
-                torch.cuda.current_stream().synchronize()
-                return _gpu_tensor(name, on_gpu)
+                # a blocking copy: .cuda() returns once the tensor is on the GPU, where Triton reads it
+                return _gpu_tensor(name, torch.from_numpy(np.ascontiguousarray(array, dtypes[name])).cuda())
             return pb_utils.Tensor(name, array.astype(dtypes[name]))
 
         return LaunchedBatch([a.shape[0] for a in per_input[self.input_names[0]]], self.run(batch), to_tensor)
@@ -136,15 +133,6 @@ def _gpu_tensor(name: str, tensor: Any) -> Any:
     without it: perf/reports/h200-inductor/README.md), while DLPack outputs in GPU memory arrive whole. On a machine
     without a GPU, host outputs arrive whole and are what is sent."""
     return pb_utils.Tensor.from_dlpack(name, tensor.contiguous())
-
-
-def _cuda_usable() -> bool:
-    """Whether this process reaches a GPU (PyTorch sees one; asking creates no CUDA context)."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
 
 
 def _error_responses(count: int, exc: Exception) -> list:

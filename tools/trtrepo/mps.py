@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 from tritonclient.grpc import model_config_pb2 as pb
 
 from trtrepo.config import read_config
+from trtrepo.environment import variables_set
 from trtrepo.errors import UserError
 
 CONTROL = "nvidia-cuda-mps-control"
@@ -55,22 +56,16 @@ def shared_gpu(on_event: Callable[[str], None] = lambda _: None) -> Iterator[Non
         if started.returncode != 0:
             reason = (started.stderr or started.stdout).strip().splitlines() or [f"exit status {started.returncode}"]
             raise UserError(f"--mps: the MPS control daemon did not start: {reason[-1]}")
-        earlier = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
         on_event(f"MPS: control daemon started (pipe {env[PIPE_ENV]})")
-        try:
-            yield
-        finally:
+        with variables_set(env):
             try:
-                subprocess.run([control], input="quit\n", env={**os.environ, **env}, capture_output=True, text=True,
-                               timeout=QUIT_TIMEOUT_S)
-            except (OSError, subprocess.TimeoutExpired):
-                on_event(f"MPS: the control daemon did not quit in {QUIT_TIMEOUT_S} s")
-            for name, value in earlier.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+                yield
+            finally:
+                try:
+                    subprocess.run([control], input="quit\n", env={**os.environ, **env}, capture_output=True,
+                                   text=True, timeout=QUIT_TIMEOUT_S)
+                except (OSError, subprocess.TimeoutExpired):
+                    on_event(f"MPS: the control daemon did not quit in {QUIT_TIMEOUT_S} s")
 
 
 def unshared_instances(repository: Path) -> list[tuple[str, int]]:

@@ -100,7 +100,10 @@ class Engine(ABC):
 
 
 def cuda_available() -> bool:
-    """Whether an NVIDIA GPU is usable from PyTorch (imported lazily: this runs only when asked)."""
+    """Whether an NVIDIA GPU is usable from PyTorch. Without NVIDIA's device nodes there is none, and PyTorch is not
+    imported to hear so (a Python-backend instance of ONNX Runtime or TensorFlow asks, and never needs it else)."""
+    if not Path("/dev/nvidiactl").exists():
+        return False
     import torch
 
     return torch.cuda.is_available()

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from trtrepo.engines.base import BuildInputs, Engine, GpuRunner, Runner, cuda_available, served_batch_sizes
 from trtrepo.engines.cuda_graphs import CudaGraphs, Forward, Padded
+from trtrepo.environment import variables_set
 from trtrepo.errors import UserError
 
 if TYPE_CHECKING:
@@ -86,18 +87,13 @@ def private_compile_cache() -> Iterator[None]:
         fresh = CacheArtifactManager.with_fresh_cache
     except (ImportError, AttributeError):
         fresh = contextlib.nullcontext
-    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    with tempfile.TemporaryDirectory(prefix="trtrepo-inductor-") as scratch, fresh():
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = scratch
+    with tempfile.TemporaryDirectory(prefix="trtrepo-inductor-") as scratch, fresh(), \
+            variables_set({"TORCHINDUCTOR_CACHE_DIR": scratch}):
         torch.compiler.reset()
         try:
             yield
         finally:
             torch.compiler.reset()
-            if previous is None:
-                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-            else:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
 
 
 #: A load's own cache folder in the temporary directory: the prefix, then the loading process's id.
