@@ -14,6 +14,9 @@ help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 TENSORFLOW ?= 1
+# The tests serve with each of these numpys first on the Python-backend stub's path (trtrepo/stub_python.py says why).
+STUB_TEST_NUMPY := 1.26.4 2.2.6
+NUMPY_WHEELS := $(VENV)/share/trtrepo/numpy-wheels
 
 install: $(STAMP)  ## create .venv with torch, onnxruntime, tensorflow-cpu (TENSORFLOW=0: without), tritonserver (nvidia-pytriton), perf_analyzer (tritonclient)
 
@@ -23,6 +26,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test$(if $(filter 1,$(TENSORFLOW)),$(comma)tensorflow)]"
 	$(if $(filter 1,$(TENSORFLOW)),$(BIN)/pip install -q --no-deps "tensorflow-serving-api==2.19.*")
 	tools/install-system-libs.sh $(BIN)/python
+	$(foreach version,$(STUB_TEST_NUMPY),$(BIN)/pip download -q --no-deps --only-binary=:all: -d $(NUMPY_WHEELS) "numpy==$(version)" &&) true
 	touch $(STAMP)
 
 demo: install  ## build the CPU repository, serve it, classify sample photos, run a short perf sweep (WEIGHTS to override)

@@ -8,7 +8,12 @@ trtrepo.batches, tested on a CPU; this module turns batches into Triton tensors 
 On a GPU instance whose engine has a GPU runner, tensors stay on the GPU: inputs arrive as CUDA tensors (the
 config sets FORCE_CPU_ONLY_INPUT_TENSORS to "no"; clients using CUDA shared memory hand them over without a
 copy), reach PyTorch through DLPack, and outputs go back the same way. Inputs that arrive in host memory are
-staged through pinned memory. A single request's batch is used as it is; only several are concatenated.
+staged through pinned memory. A single request's batch is used as it is; only several are concatenated. Every
+other instance (CPU instances, engines without a GPU runner) takes and returns host memory, and never imports
+PyTorch or touches CUDA for it.
+
+A model refuses to load into a stub whose numpy garbles tensors (numpy 2 under this server's stub:
+trtrepo.stub_python), rather than answer wrong numbers.
 
 A pipelined (decoupled) model's execute only launches a batch: a worker thread waits for the GPU and answers,
 so the instance already launches the next batch while the GPU runs this one (trtrepo.batches.Responder). Without
@@ -28,12 +33,14 @@ import triton_python_backend_utils as pb_utils
 
 from trtrepo.batches import LaunchedBatch, Responder, launched, per_request
 from trtrepo.engines import get_engine
-from trtrepo.engines.base import cuda_available, load_runner
+from trtrepo.engines.base import load_runner
 from trtrepo.models import get_model
+from trtrepo.stub_python import refuse_garbling_stub
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        refuse_garbling_stub(pb_utils)
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         spec = get_model(params["model"])
@@ -49,8 +56,6 @@ class TritonPythonModel:
         loaded = load_runner(spec, engine, artifact, params["precision"], config, on_gpu,
                              int(args["model_instance_device_id"]) if on_gpu else 0, threads)
         self.run_on_gpu, self.run = loaded.gpu, loaded.host
-        # Outputs go back in GPU memory wherever this process can reach a GPU, from CPU instances too (_gpu_tensor).
-        self.outputs_on_gpu = on_gpu or cuda_available()
         self.responder: Responder | None = None
         if config.get("model_transaction_policy", {}).get("decoupled", False):
             self.responder = Responder(self._responses, _error_responses, _send_final, pb_utils.Logger.log_error)
@@ -84,11 +89,6 @@ class TritonPythonModel:
         dtypes = {t.name: t.dtype for t in self.outputs}
 
         def to_tensor(name: str, array: np.ndarray) -> Any:
-            if self.outputs_on_gpu:  # host-memory outputs arrive empty where the server has a GPU (_gpu_tensor)
-                import torch
-
-                # a blocking copy: .cuda() returns once the tensor is on the GPU, where Triton reads it
-                return _gpu_tensor(name, torch.from_numpy(np.ascontiguousarray(array, dtypes[name])).cuda())
             return pb_utils.Tensor(name, array.astype(dtypes[name]))
 
         return LaunchedBatch([a.shape[0] for a in per_input[self.input_names[0]]], self.run(batch), to_tensor)
@@ -125,13 +125,7 @@ def _host_array(tensor: Any) -> np.ndarray:
 
 
 def _gpu_tensor(name: str, tensor: Any) -> Any:
-    """An output handed over in GPU memory (DLPack, which takes row-major tensors only).
-
-    Never through host memory on a machine with a GPU: with this server (tritonserver 2.51 of nvidia-pytriton
-    0.7.0) every output a Python-backend model returns there in host memory reaches the client empty, from GPU and
-    CPU instances alike (H200: numpy and pinned torch, pipelined or not, with the server's pinned memory pool or
-    without it: perf/reports/h200-inductor/README.md), while DLPack outputs in GPU memory arrive whole. On a machine
-    without a GPU, host outputs arrive whole and are what is sent."""
+    """An output of a GPU runner, handed over where it lies (DLPack, which takes row-major tensors only)."""
     return pb_utils.Tensor.from_dlpack(name, tensor.contiguous())
 
 

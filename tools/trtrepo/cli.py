@@ -1035,8 +1035,9 @@ def gpu_pack(
     force: Annotated[bool, typer.Option(help="Pack the server bundle again even if one is there.")] = False,
 ) -> None:
     """Pack what a GPU machine without network needs for perf/gpu/study.sh: the tritonserver + perf_analyzer
-    bundle and the wheels its Python lacks (tritonclient's pure-Python client, python-rapidjson). The project's
-    own code travels with the working tree; PyTorch, ONNX Runtime and numpy are the machine's."""
+    bundle, the wheels its Python lacks (tritonclient's pure-Python client, python-rapidjson) and numpy 1.26 for
+    the Python-backend stub alone (the server's stub garbles tensors under the machine's numpy 2). The project's
+    own code travels with the working tree; PyTorch and ONNX Runtime are the machine's."""
     import subprocess
     import sys
 
@@ -1046,13 +1047,14 @@ def gpu_pack(
             raise UserError(f"{bundle_script}: no bundle script; pass --bundle-script make-triton-bundle.sh")
         console.print(f"packing tritonserver + perf_analyzer with {bundle_script} (about a minute) ...")
         subprocess.run(["bash", str(bundle_script), str(output), python], check=True)
-    wheels = output / "wheels"
-    download = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
-                "--python-version", python, "--implementation", "cp"]
     platforms = ["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64"]
-    for command in (download + ["--platform", "any", "tritonclient==2.50.0"], download + platforms + ["python-rapidjson"]):
+    # numpy 1.26 goes to the Python-backend stub alone (trtrepo.stub_python): the GPU machine's own numpy is 2.
+    for folder, wanted in (("wheels", ["--platform", "any", "tritonclient==2.50.0"]),
+                           ("wheels", platforms + ["python-rapidjson"]), ("stub-wheels", platforms + ["numpy==1.26.4"])):
+        command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d",
+                   str(output / folder), "--python-version", python, "--implementation", "cp", *wanted]
         if subprocess.run(command).returncode != 0:
-            raise UserError(f"pip download failed: {' '.join(command[4:])}")
+            raise UserError(f"pip download failed: {' '.join(wanted)}")
     size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file()) / 2**20
     print(f"packed {output} ({size:.0f} MiB). On the GPU machine, from the repository root, with {output} carried:\n"
           f"  bash perf/gpu/study.sh resnet50,yolov3 bench,sweep,cpu")

@@ -16,6 +16,7 @@ from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, to_image_coords
 from trtrepo.specs import decode_image
+from trtrepo.stub_python import refuse_garbling_stub
 
 
 def _threshold(request: object, name: str, default: float) -> float:
@@ -31,6 +32,7 @@ def _threshold(request: object, name: str, default: float) -> float:
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        refuse_garbling_stub(pb_utils)
         params = {k: v["string_value"] for k, v in json.loads(args["model_config"]).get("parameters", {}).items()}
         self.spec = get_model(params["model"])
         self.detector = params["detector"]

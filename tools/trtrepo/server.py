@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Callable
 from trtrepo.access import LOOPBACK, ServerOptions, write_key_files
 from trtrepo.errors import UserError
 from trtrepo.objectstore import is_remote
+from trtrepo.stub_python import NUMPY2_MARKER, PATH_ENV
 from trtrepo.stubs import StubWatchdog, remove_shared_memory, stubs_of
 
 SYSTEM_BACKEND_DIR = Path("/opt/tritonserver/backends")
@@ -36,6 +38,8 @@ RESTARTS_PARAMETER = "trtrepo_stub_restarts"
 # Per GPU. GPU tensors travel between the server and Python-backend stubs through this pool; Triton's default
 # (64 MB) is smaller than one batch of YOLOv3 outputs (32 x 10647 x 85 floats, 116 MB).
 CUDA_POOL_MB = 4096
+#: Folders put first on the Python-backend stub's path only (trtrepo.stub_python says why a stub may need its own numpy).
+STUB_PATH_ENV = "TRTREPO_STUB_PATH"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class TritonInstallation:
     backend_dir: Path
     source: str
     env: dict[str, str] = field(default_factory=dict)
+    #: The Python-backend stub binary; None where the server has no Python backend trtrepo can reach.
+    stub: Path | None = None
 
     @property
     def backends(self) -> frozenset[str]:
@@ -66,8 +72,9 @@ def find_tritonserver() -> TritonInstallation:
     if on_path:
         upstream = Path(os.environ.get("TRITON_BACKEND_DIR", SYSTEM_BACKEND_DIR))
         stub = upstream / "python" / "triton_python_backend_stub"
-        env = {"PYTHONPATH": python_path, "TRTREPO_PYTHONPATH": python_path}
-        return TritonInstallation(Path(on_path), _shim_backend_dir(upstream, stub), f"PATH ({on_path})", env)
+        env = {"PYTHONPATH": python_path, PATH_ENV: python_path}
+        return TritonInstallation(Path(on_path), _shim_backend_dir(upstream, stub), f"PATH ({on_path})", env,
+                                  stub if stub.is_file() else None)
     spec = importlib.util.find_spec("pytriton")
     if spec is None or spec.origin is None:
         raise UserError("no tritonserver on PATH and nvidia-pytriton is not installed; run `make install`")
@@ -78,8 +85,9 @@ def find_tritonserver() -> TritonInstallation:
     stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise UserError(f"nvidia-pytriton has no Python backend stub for Python {version}; use Python 3.8 to 3.13")
-    env = {"LD_LIBRARY_PATH": _join_paths(str(libs), os.environ.get("LD_LIBRARY_PATH", "")), "TRTREPO_PYTHONPATH": python_path}
-    return TritonInstallation(dist / "bin" / "tritonserver", _shim_backend_dir(dist / "backends", stub), "nvidia-pytriton wheel", env)
+    env = {"LD_LIBRARY_PATH": _join_paths(str(libs), os.environ.get("LD_LIBRARY_PATH", "")), PATH_ENV: python_path}
+    return TritonInstallation(dist / "bin" / "tritonserver", _shim_backend_dir(dist / "backends", stub), "nvidia-pytriton wheel",
+                              env, stub)
 
 
 def _tritonserver_on_path() -> str | None:
@@ -112,6 +120,10 @@ def tritonserver_main() -> None:
     for flag in ("--http-address", "--grpc-address", "--metrics-address"):
         if flag not in given:
             added.append(f"{flag}={LOOPBACK}")
+    try:
+        check_stub_numpy(installation)
+    except UserError as exc:
+        sys.exit(f"error: {exc}")
     os.environ.update(installation.env)
     binary = str(installation.binary)
     os.execv(binary, [binary, *added, *arguments])
@@ -148,10 +160,49 @@ def _shim_backend_dir(upstream: Path, stub: Path) -> Path:
 
 
 def _python_path() -> str:
-    """What the Python backend stub needs to import trtrepo and this environment's packages."""
+    """What the Python backend stub needs to import trtrepo and this environment's packages, behind the folders
+    STUB_PATH_ENV names (a numpy 1.x for the stub where this environment's own is numpy 2)."""
     import trtrepo
 
-    return _join_paths(str(Path(trtrepo.__file__).resolve().parent.parent), *site.getsitepackages())
+    return _join_paths(os.environ.get(STUB_PATH_ENV, ""), str(Path(trtrepo.__file__).resolve().parent.parent),
+                       *site.getsitepackages())
+
+
+@functools.lru_cache(maxsize=None)
+def stub_numpy(python_path: str) -> tuple[str, str]:
+    """(version, folder) of the numpy a Python-backend stub with ``python_path`` first on its path imports, found
+    the way the stub finds it (trtrepo/stub_python.py in an interpreter without site-packages of its own)."""
+    script = Path(__file__).with_name("stub_python.py")
+    try:
+        found = subprocess.run([sys.executable, "-I", "-S", str(script), python_path], capture_output=True, text=True,
+                               timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UserError(f"cannot tell which numpy the Python-backend stub imports: {exc}") from exc
+    lines = found.stdout.split("\n")
+    if found.returncode != 0 or len(lines) < 2:
+        last = (found.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"the Python-backend stub cannot import numpy from its path ({last})")
+    return lines[0], lines[1]
+
+
+def check_stub_numpy(installation: TritonInstallation) -> None:
+    """Refuse, before anything is served, a stub that would import a numpy it garbles tensors with (numpy 2 under a
+    stub built for numpy 1.x; trtrepo/stub_python.py says why)."""
+    if installation.stub is None or PATH_ENV not in installation.env:
+        return
+    version, folder = stub_numpy(installation.env[PATH_ENV])
+    if int(version.split(".")[0]) < 2 or stub_supports_numpy2(installation.stub):
+        return
+    raise UserError(
+        f"the Python-backend stub would import numpy {version} ({folder}), but this tritonserver's stub is built for "
+        f"numpy 1.x and garbles every tensor under numpy 2: install numpy<2 here (pip install 'numpy<2'), or name a "
+        f"folder holding numpy 1.26 in {STUB_PATH_ENV} (put first on the stub's path only)")
+
+
+@functools.lru_cache(maxsize=None)
+def stub_supports_numpy2(stub: Path) -> bool:
+    """Whether a stub binary was built with a pybind11 that knows numpy 2 (it names numpy._core)."""
+    return NUMPY2_MARKER in stub.read_bytes()
 
 
 def _join_paths(*parts: str) -> str:
@@ -262,6 +313,7 @@ class TritonServer:
         return command
 
     def start(self, timeout_s: float = 180) -> "TritonServer":
+        check_stub_numpy(self.installation)
         env = {**os.environ, **self.installation.env}
         try:
             if self.log_file is None:
