@@ -18,7 +18,7 @@ ImagesArgument = Annotated[list[Path], typer.Argument(help="Image files, or fold
 UrlOption = Annotated[Optional[str], typer.Option(help="Server address HOST:PORT; default localhost:8000 (http) or :8001 (grpc).")]
 ApiKeyOption = Annotated[Optional[str], typer.Option(
     envvar="TRTREPO_API_KEY", show_envvar=True,
-    help="Key of a server that restricts model configs (only needed for another host: a trtrepo server on this "
+    help="Key of a server that restricts model configs too (trtrepo's servers do not; a trtrepo server on this "
          "machine is found without it).")]
 ProtocolOption = Annotated[Protocol, typer.Option(help="Triton protocol.")]
 BatchOption = Annotated[int, typer.Option(min=1, help="Images per request (capped at the model's max_batch_size).")]

@@ -23,11 +23,14 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def classify(
-    images: list[Path], model: str, url: str | None, protocol: str, batch_size: int, top_k: int
+    images: list[Path], model: str, url: str | None, protocol: str, batch_size: int, top_k: int,
+    server_labels: bool = False,
 ) -> list[list[tuple[str, float]]]:
     """Preprocess with the model spec, infer through Triton, postprocess: one top-k list per image.
 
     The spec is the model named in the variant (<model>_<engine>_<precision>), ResNet50 for other names.
+    ``server_labels``: the server picks the top-k and names them (Triton's classification extension, class_count),
+    so only k labels travel back; scores are then the model's logits, not probabilities.
     """
     named = Variant.parse(model).model if Variant.is_variant(model) else None
     spec = get_model(named if named in MODELS else "resnet50")
@@ -35,7 +38,15 @@ def classify(
         raise UserError(f"{model} is not a classifier ({spec.task}): use {TASK_CLIENTS[spec.task]}")
     samples = {spec.inputs[0].name: np.stack([spec.preprocess(path) for path in images])}
     client = InferenceClient(model, url=url, protocol=protocol)
-    return spec.postprocess(client.infer_batches(samples, batch_size), top_k)
+    if not server_labels:
+        return spec.postprocess(client.infer_batches(samples, batch_size), top_k)
+    labelled = [o for o in client.config.output if o.label_filename]
+    if not labelled:
+        raise UserError(f"{model} declares no labels file on the server (label_filename): rebuild it with `trtrepo repo`")
+    step = client.batch_step(batch_size)
+    name = spec.inputs[0].name
+    return [row for i in range(0, len(images), step)
+            for row in client.classify({name: samples[name][i:i + step]}, labelled[0].name, top_k)]
 
 
 @app.command()
@@ -46,13 +57,16 @@ def main(
     model: Annotated[str, typer.Option(help="Any ResNet50 or EfficientNet-Lite0 variant in the repository.")] = "resnet50_onnxruntime_fp32",
     batch_size: BatchOption = 8,
     top_k: Annotated[int, typer.Option(min=1, max=1000, help="Labels to print per image.")] = 5,
+    server_labels: Annotated[bool, typer.Option(
+        "--server-labels", help="Let the server pick and name the top-k (Triton's classification extension): only "
+                                "k labels come back instead of every logit; scores are then logits, not probabilities.")] = False,
     as_json: JsonOption = False,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Print the top-k ImageNet labels of each image, as classified by MODEL on the server."""
     use_api_key(api_key)
     paths = collect_images(images)
-    results = classify(paths, model, url, protocol.value, batch_size, top_k)
+    results = classify(paths, model, url, protocol.value, batch_size, top_k, server_labels)
     if as_json:
         print(json.dumps([{"image": str(p), "top": [{"label": l, "score": s} for l, s in r]} for p, r in zip(paths, results)], indent=2))
         return

@@ -158,3 +158,21 @@ def test_a_folder_artifact_digest_follows_every_file_in_it(tmp_path):
     (saved / "variables" / "variables.index").write_bytes(b"other")
     assert artifact_digest(saved) != before
     assert artifact_digest(saved / "saved_model.pb") == file_digest(saved / "saved_model.pb")
+
+
+@pytest.mark.parametrize("model, engine, labelled", [
+    ("resnet50", "onnxruntime", True), ("efficientnet_lite0", "tensorflow", True), ("yolov3_tiny", "pytorch", False),
+    ("ctpn", "onnxruntime", False),
+])
+def test_image_inputs_declare_nchw_and_classifiers_name_their_labels_file(model, engine, labelled, tmp_path):
+    from trtrepo.config import LABELS_FILE, ensemble_config, write_labels
+
+    spec = get_model(model)
+    config = model_config(f"{model}_{engine}_fp32", spec, get_engine(engine), "fp32", True, ServingOptions(warmup=False))
+    assert [i.format for i in config.input] == [pb.ModelInput.FORMAT_NCHW]
+    assert [o.label_filename for o in config.output][:1] == ([LABELS_FILE] if labelled else [""])
+    write_labels(spec, tmp_path)
+    assert (tmp_path / LABELS_FILE).is_file() == labelled
+    if labelled:
+        assert (tmp_path / LABELS_FILE).read_text().splitlines()[967] == "espresso"
+    assert ensemble_config("whole", [(f"{model}_{engine}_fp32", spec)], 1).input[0].format == pb.ModelInput.FORMAT_NCHW

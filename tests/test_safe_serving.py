@@ -130,10 +130,10 @@ def test_default_serve_is_loopback_only_refuses_the_upload_and_lets_perf_in_with
                          "--concurrency", "1", "--measurement-ms", "300", "--output", str(tmp_path / "perf"))
         assert result.returncode == 0, result.stderr
         assert InferenceClient(VARIANT, url=f"localhost:{served.ports.http}").api_key == key_files[0].read_text().strip()
-        # A client without the key (another user, another host) still infers: configs come from the open metadata.
+        # A client without the key (another user, another host) still reads the config and infers.
         monkeypatch.setenv("TRTREPO_KEY_DIR", str(tmp_path / "no-keys"))
         bare = InferenceClient(VARIANT, url=f"localhost:{served.ports.http}")
-        assert bare.api_key is None and [o.name for o in bare.config.output] == ["logits"]
+        assert bare.api_key is None and [(o.name, o.label_filename) for o in bare.config.output] == [("logits", "labels.txt")]
         assert bare.infer({"input": np.zeros((1, 3, 224, 224), np.float32)})["logits"].shape == (1, 1000)
         monkeypatch.setenv("TRTREPO_KEY_DIR", str(key_dir))
     finally:

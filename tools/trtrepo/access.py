@@ -20,9 +20,11 @@ from typing import Iterable, NamedTuple
 from trtrepo.errors import UserError
 
 LOOPBACK = "127.0.0.1"
-#: Triton's API names (--http-restricted-api / --grpc-restricted-protocol). Health, metadata, inference and
-#: statistics stay open: they are what a client of a deployed model needs.
-RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "trace", "logging")
+#: Triton's API names (--http-restricted-api / --grpc-restricted-protocol): what runs code (a model load), maps host
+#: memory (shared-memory registration) or names files the server writes (trace, logging). Health, metadata, model
+#: config, statistics and inference stay open: they only describe or use what is served, and every standard client
+#: (perf_analyzer, Model Analyzer, NVIDIA's example clients) reads the model config first.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 #: The header that carries the key. Triton's gRPC server expects it behind this prefix.
 KEY_HEADER = "trtrepo-key"
 GRPC_KEY_PREFIX = "triton-grpc-protocol-"
@@ -74,7 +76,8 @@ class ServerOptions:
         where = "this machine only" if self.loopback else f"anyone who can reach {self.host}"
         if not self.restricted:
             return f"every API, model loading (code execution) included, is open to {where}"
-        return f"inference, health, metadata and statistics are open to {where}; {', '.join(self.restricted)} need the key"
+        return (f"inference, health, metadata, model config and statistics are open to {where}; "
+                f"{', '.join(self.restricted)} need the key")
 
 
 class Endpoint(NamedTuple):

@@ -36,7 +36,7 @@ WeightsOption = Annotated[
 RepoOption = Annotated[Path, typer.Option("--model-repository", "--repo", help="Model repository folder.")]
 ApiKeyOption = Annotated[Optional[str], typer.Option(
     envvar="TRTREPO_API_KEY", show_envvar=True,
-    help="Key of a server whose restricted APIs (model loading, configs, shared memory) need one; servers that "
+    help="Key of a server whose restricted APIs (model loading, shared memory, trace, logging) need one; servers that "
          "trtrepo starts on this machine are found without it.")]
 VariantsOption = Annotated[Optional[str], typer.Option(help="Comma-separated variants (default: every model in the repository).")]
 MpsOption = Annotated[bool, typer.Option(
@@ -405,7 +405,7 @@ def serve(
     metrics_port: Annotated[int, typer.Option(min=1, max=65535, help="Prometheus metrics port.")] = 8002,
     api_key: Annotated[Optional[str], typer.Option(
         envvar="TRTREPO_API_KEY", show_envvar=True,
-        help="Key for the restricted APIs (model repository, model config, shared memory, trace, logging). "
+        help="Key for the restricted APIs (model repository, shared memory, trace, logging). "
              "Default: a new random key per start, printed once and written to a file only you can read, "
              "where trtrepo's commands and clients on this machine find it.")] = None,
     unrestricted: Annotated[bool, typer.Option(
@@ -423,7 +423,8 @@ def serve(
     """Start tritonserver on the repository, wait until it is ready, serve until Ctrl-C, SIGTERM or SIGHUP.
 
     Secure by default: listens on 127.0.0.1, and the APIs that load models (code execution with the Python
-    backend), read configs or map shared memory need the key. A Python-backend model whose stub process dies is
+    backend), map shared memory or set trace and log files need the key; health, metadata, model configs, statistics
+    and inference are open, so perf_analyzer and Triton's own clients work without it. A Python-backend model whose stub process dies is
     reloaded. A signal stops the server and its stubs (a second one kills them at once) and exits non-zero."""
     import time
     from contextlib import nullcontext

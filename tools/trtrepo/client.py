@@ -58,9 +58,9 @@ def triton_client(url: str, protocol: str, api_key: str | None = None, **options
 class InferenceClient:
     """A connection to one model on a Triton server, checked at construction: server live, model ready.
 
-    ``api_key`` opens the restricted APIs (model config, repository, shared memory); without one, the key
-    that trtrepo's launcher left for a server on this machine is used (trtrepo.access.find_key). Without any,
-    a model whose config is restricted is described from its metadata instead."""
+    ``api_key`` opens the restricted APIs (model repository, shared memory); without one, the key that trtrepo's
+    launcher left for a server on this machine is used (trtrepo.access.find_key). A server that restricts configs
+    too (older trtrepo, other deployments) describes the model from its metadata instead."""
 
     def __init__(
         self, model: str, url: str | None = None, protocol: str = "http", timeout_s: float = 60, concurrency: int = 1,
@@ -169,6 +169,20 @@ class InferenceClient:
 
     def _outputs(self, result: object) -> dict[str, np.ndarray]:
         return {o.name: result.as_numpy(o.name) for o in self.config.output}
+
+    def classify(self, inputs: dict[str, np.ndarray], output: str, top_k: int) -> list[list[tuple[str, float]]]:
+        """The server's top_k (label, score) per sample of ``output``, through Triton's classification extension
+        (class_count): only k labels travel back, not the whole output; scores are the output's own values."""
+        tensors, _ = self._request(inputs)
+        requested = [self._module.InferRequestedOutput(output, class_count=top_k)]
+        try:
+            result = self._client.infer(self.model, tensors, outputs=requested)
+        except Exception as exc:
+            raise UserError(f"inference on {self.model!r} failed: {_short(exc)}") from exc
+        rows = result.as_numpy(output).reshape(len(next(iter(inputs.values()))), -1)
+        # Each entry reads "score:index:label" (the label after the second colon may hold colons itself).
+        return [[(entry.decode().split(":", 2)[2], float(entry.decode().split(":", 2)[0])) for entry in row]
+                for row in rows]
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One request with the given batch; returns every output of the model."""

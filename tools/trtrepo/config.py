@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from trtrepo.engines import Engine
 from trtrepo.engines.base import graph_batch_sizes
 from trtrepo.errors import UserError
-from trtrepo.specs import ModelSpec
+from trtrepo.specs import ModelSpec, TensorSpec
 
 CONFIG_FILE = "config.pbtxt"
 #: What a variant was built from and the files it holds (written by trtrepo.repository, read by validate).
@@ -20,6 +20,8 @@ MANIFEST_FILE = "manifest.json"
 #: The one version folder trtrepo writes per model.
 VERSION = "1"
 PYTHON_MODEL_FILE = "model.py"
+#: A classifier's class names, one a line, in its model folder: its output's label_filename.
+LABELS_FILE = "labels.txt"
 # Python-backend parameter: "no" hands inputs to the model where they lie (GPU memory for CUDA shared memory clients).
 GPU_INPUTS_PARAMETER = "FORCE_CPU_ONLY_INPUT_TENSORS"
 #: Python-backend parameter: the instance count, by which trtrepo's backend divides the cores among its instances.
@@ -163,8 +165,9 @@ def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, nat
         config.backend = "python"
         for key, value in {"model": spec.name, "engine": engine.name, "precision": precision, "artifact": engine.artifact}.items():
             config.parameters[key].string_value = value
-    for tensor, target in [(t, config.input) for t in spec.inputs] + [(t, config.output) for t in spec.outputs]:
-        target.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"), dims=list(tensor.shape))
+    add_tensors(config, spec.inputs, spec.outputs)
+    if spec.labelled_output:
+        next(o for o in config.output if o.name == spec.labelled_output).label_filename = LABELS_FILE
     shapes = {t.name: spec.shape_range(t)[1] for t in spec.inputs}
     apply_serving_options(config, options, shapes)
     return config
@@ -188,10 +191,7 @@ def pipeline_config(name: str, model: str, detector: str, instances: int = 1) ->
 def ensemble_config(name: str, steps: list[tuple[str, ModelSpec]], max_batch_size: int) -> pb.ModelConfig:
     """A Triton ensemble chaining models whose tensors connect by name (CTPN: backbone features -> head)."""
     config = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
-    for tensor in steps[0][1].inputs:
-        config.input.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"), dims=list(tensor.shape))
-    for tensor in steps[-1][1].outputs:
-        config.output.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"), dims=list(tensor.shape))
+    add_tensors(config, steps[0][1].inputs, steps[-1][1].outputs)
     for model, spec in steps:
         step = config.ensemble_scheduling.step.add(model_name=model, model_version=-1)
         for tensor in spec.inputs:
@@ -199,6 +199,22 @@ def ensemble_config(name: str, steps: list[tuple[str, ModelSpec]], max_batch_siz
         for tensor in spec.outputs:
             step.output_map[tensor.name] = tensor.name
     return config
+
+
+def add_tensors(config: pb.ModelConfig, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
+    """The config's inputs and outputs from tensor specs; image inputs declare their layout (format)."""
+    for tensor in inputs:
+        config.input.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"),
+                         dims=list(tensor.shape),
+                         format=pb.ModelInput.Format.Value(f"FORMAT_{tensor.image_format or 'NONE'}"))
+    for tensor in outputs:
+        config.output.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"), dims=list(tensor.shape))
+
+
+def write_labels(spec: ModelSpec, model_dir: Path) -> None:
+    """A classifier's labels file (class names, one a line) into its model folder, where its config names it."""
+    if spec.labelled_output:
+        (Path(model_dir) / LABELS_FILE).write_text("".join(f"{name}\n" for name in spec.class_names))
 
 
 def apply_serving_options(config: pb.ModelConfig, options: ServingOptions, warmup_shapes: dict | None = None) -> None:

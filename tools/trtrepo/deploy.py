@@ -2,7 +2,7 @@
 
 Plain manifests (Deployment, Service, HorizontalPodAutoscaler) and a KServe InferenceService alternative, built as
 data and written as YAML. The servers start as `trtrepo serve` starts them: explicit model control with every
-model loaded, and the safe-serving defaults (model repository, config, shared-memory, trace and logging APIs
+model loaded, and the safe-serving defaults (model repository, shared-memory, trace and logging APIs
 behind a key), the key and the store's credentials read from Secrets that the user creates, never written here.
 """
 

@@ -31,6 +31,7 @@ from trtrepo import __version__
 from trtrepo.calibration import DEFAULT_CALIBRATION_IMAGES, CalibrationSet, calibration_set
 from trtrepo.config import (
     CONFIG_FILE,
+    LABELS_FILE,
     MANIFEST_FILE,
     SERVING_OPTION_TYPES,
     VERSION,
@@ -45,6 +46,7 @@ from trtrepo.config import (
     read_config,
     read_manifest,
     write_config,
+    write_labels,
 )
 from trtrepo.engines import ENGINES, BuildInputs, Engine, get_engine
 from trtrepo.engines.pytorch import network_runner
@@ -70,8 +72,8 @@ DEFAULT_PLAN = Path("repo.toml")
 RANDOM_SEED = 0
 LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "polygraphy")
 #: Changes when what a build writes changes, so that older builds are rebuilt once (2: zero-data warm-up; the
-#: version folder's files and hashes in the manifest).
-BUILD_LAYOUT = 2
+#: version folder's files and hashes in the manifest; 3: image input formats, classifiers' labels files).
+BUILD_LAYOUT = 3
 LOCK_FILE = ".trtrepo.lock"
 #: Files an engine keeps in the version folder across rebuilds: TensorRT's tactic timings, which save build time
 #: and decide no scale or weight. INT8 scales are calibrated in every build (trtrepo.quantization), so changed
@@ -365,10 +367,11 @@ def build_key(variant: Variant, weights: str, digest: str, native: bool, calibra
 
 
 def folder_files(model_dir: Path) -> dict[str, dict]:
-    """Every file of a variant's version folder (relative path -> size and SHA-256). Not config.pbtxt, which
-    `trtrepo config` edits in place by design."""
+    """Every file of a variant's version folder, and its labels file (relative path -> size and SHA-256). Not
+    config.pbtxt, which `trtrepo config` edits in place by design."""
+    paths = [*sorted((Path(model_dir) / VERSION).rglob("*")), Path(model_dir) / LABELS_FILE]
     return {str(path.relative_to(model_dir)): {"bytes": path.stat().st_size, "sha256": file_digest(path)}
-            for path in sorted((Path(model_dir) / VERSION).rglob("*")) if path.is_file()}
+            for path in paths if path.is_file()}
 
 
 def files_intact(model_dir: Path, manifest: dict) -> bool:
@@ -485,6 +488,7 @@ def build_variant(variant: Variant, inputs: BuildInputs, repo_dir: Path, native:
         if report is not None and not report.passed:
             config.parameters[BELOW_GATE_PARAMETER].string_value = report.line()
         write_config(config, staged)
+        write_labels(inputs.spec, staged)
         manifest = {**key, "onnx_sha256": file_digest(inputs.onnx_path), "artifact_sha256": artifact_digest(artifact),
                     "files": folder_files(staged),
                     "gate_result": report.as_dict() if report else None,

@@ -25,6 +25,9 @@ class TensorSpec:
     name: str
     dtype: str
     shape: tuple[int, ...]
+    #: An image input's layout as Triton's configs declare it ("NCHW"), which clients such as NVIDIA's example
+    #: image client read to lay out their tensors; "" for tensors that are not images.
+    image_format: str = ""
 
     @property
     def triton_dtype(self) -> str:
@@ -67,6 +70,10 @@ class ModelSpec(ABC):
     #: The Keras twin of the network ("module:function" in trtrepo.tf_networks), which the TensorFlow engine
     #: builds; None where there is none.
     keras_twin: str | None = None
+    #: A classifier's output of one score per class: its config names a labels file (class_names, one a line), so
+    #: Triton's classification extension answers "score:index:label"; None for other models.
+    labelled_output: str | None = None
+    class_names: list[str]
 
     def twin_tolerances(self) -> tuple[Tolerance, ...]:
         """What a twin in another framework must match at build: by default every output within 1e-3."""

@@ -117,6 +117,7 @@ def validate_model(model_dir: Path, tensorrt: str = TARGET_TENSORRT) -> list[str
                 elif name.endswith(".onnx"):
                     problems += [f"{path}: {message}" for message in _onnx_problems(path, config)]
     problems += [f"{config_path}: {message}" for message in _warmup_problems(config)]
+    problems += _label_problems(model_dir, config)
     problems += _plan_problems(model_dir, config, tensorrt)
     # A file, a folder (a SavedModel) or the variant itself already found wanting: what lies in it is not told again.
     reported = {problem.split(": ", 1)[0] for problem in problems}
@@ -175,6 +176,24 @@ def _warmup_problems(config: pb.ModelConfig) -> list[str]:
                                 f"{list(sample.dims)}, the input is {pb.DataType.Name(inputs[name].data_type)} {declared}")
         if config.max_batch_size and warmup.batch_size > config.max_batch_size:
             problems.append(f"warm-up {warmup.name!r} has batch {warmup.batch_size} above max_batch_size {config.max_batch_size}")
+    return problems
+
+
+def _label_problems(model_dir: Path, config: pb.ModelConfig) -> list[str]:
+    """Each output's label_filename names a file in the model folder with one label a line per class (the output's
+    last dimension), as Triton's classification extension reads it."""
+    problems = []
+    for output in config.output:
+        if not output.label_filename:
+            continue
+        path = model_dir / output.label_filename
+        if Path(output.label_filename).is_absolute() or ".." in Path(output.label_filename).parts or not path.is_file():
+            problems.append(f"{path}: labels file of output {output.name!r} missing")
+            continue
+        classes = output.dims[-1] if output.dims else -1
+        lines = len(path.read_text(errors="replace").splitlines())
+        if classes > 0 and lines != classes:
+            problems.append(f"{path}: {lines} labels for the {classes} classes of output {output.name!r}")
     return problems
 
 

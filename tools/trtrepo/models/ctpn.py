@@ -111,7 +111,7 @@ OUTPUTS = (
     TensorSpec("side", "float32", (-1, -1, K)),
 )
 FEATURES = TensorSpec("features", "float32", (512, -1, -1))
-IMAGE = TensorSpec("input", "float32", (3, -1, -1))
+IMAGE = TensorSpec("input", "float32", (3, -1, -1), image_format="NCHW")
 # Built and tuned for: short side 600, long side up to 1000 (the preprocessing's range), down to 64 px.
 IMAGE_RANGE = ((3, 64, 64), (3, 608, 800), (3, 1008, 1008))
 

@@ -22,8 +22,9 @@ class ImageNetClassifier(ModelSpec):
     """A 224x224 RGB classifier with 1000 ImageNet logits; subclasses give network, weights and preprocessing."""
 
     task = CLASSIFICATION
-    inputs = (TensorSpec("input", "float32", (3, 224, 224)),)
+    inputs = (TensorSpec("input", "float32", (3, 224, 224), image_format="NCHW"),)
     outputs = (TensorSpec("logits", "float32", (1000,)),)
+    labelled_output = "logits"
 
     @property
     def class_names(self) -> list[str]:

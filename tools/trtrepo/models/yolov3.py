@@ -74,7 +74,7 @@ class YOLOv3(ModelSpec):
     task = DETECTION
     cfg = "yolov3.cfg"
     pretrained_url = "https://pjreddie.com/media/files/yolov3.weights"
-    inputs = (TensorSpec("input", "float32", (3, INPUT_SIZE, INPUT_SIZE)),)
+    inputs = (TensorSpec("input", "float32", (3, INPUT_SIZE, INPUT_SIZE), image_format="NCHW"),)
     weight_choices = "coco|random|PATH (.weights or state dict)"
     class_names = COCO_NAMES
     keras_twin = "darknet:darknet"
