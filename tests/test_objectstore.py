@@ -38,14 +38,14 @@ def test_push_uploads_what_changed_and_triton_serves_it_from_s3(s3, small_repo, 
 
     first = trtrepo("push", str(repo), url)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.startswith(f"{url}: uploaded 4 files") and ", 0 unchanged, deleted 0" in first.stdout
+    assert first.stdout.startswith(f"{url}: uploaded 5 files") and ", 0 unchanged, deleted 0" in first.stdout
     again = trtrepo("push", str(repo), "s3://models/prod", "--endpoint-url", s3)
-    assert again.returncode == 0 and again.stdout.startswith(f"{url}: uploaded 0 files (0.0 MiB), 4 unchanged")
+    assert again.returncode == 0 and again.stdout.startswith(f"{url}: uploaded 0 files (0.0 MiB), 5 unchanged")
 
     edited = trtrepo("config", str(repo / MODEL), "--instances", "2")
     assert edited.returncode == 0, edited.stderr
     after_edit = trtrepo("push", str(repo), url)
-    assert "uploaded 1 files" in after_edit.stdout and "3 unchanged" in after_edit.stdout
+    assert "uploaded 1 files" in after_edit.stdout and "4 unchanged" in after_edit.stdout
 
     checked = trtrepo("validate", url)
     assert checked.returncode == 0 and checked.stdout.strip() == f"{url}: ok", checked.stderr

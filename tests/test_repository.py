@@ -57,7 +57,7 @@ def test_up_to_date_means_the_files_are_there_too(tmp_path):
     build_repository(plan)
     artifact = tmp_path / variant.name / "1" / "model.onnx"
     manifest = json.loads((tmp_path / variant.name / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"1/model.onnx"}
+    assert set(manifest["files"]) == {"1/model.onnx", "labels.txt"}
     artifact.unlink()
     assert [r.status for r in build_repository(plan)] == ["built"] and artifact.stat().st_size > 0
     with artifact.open("r+b") as file:

@@ -6,6 +6,7 @@ nothing here claims a plan was built. Where TensorRT exists, test_engines builds
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import sys
 import types
@@ -21,7 +22,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from conftest import ROOT, trtrepo
 from trtrepo.calibration import calibration_set
-from trtrepo.config import ServingOptions, model_config, write_config
+from trtrepo.config import ServingOptions, model_config, write_config, write_labels
 from trtrepo.engines import BuildInputs, get_engine
 from trtrepo.engines import tensorrt as trt_engine
 from trtrepo.errors import UserError
@@ -43,6 +44,7 @@ def fake_tensorrt(monkeypatch):
     module = types.ModuleType("tensorrt")
     module.__version__ = trt_engine.TARGET_TENSORRT + ".18"
     module.ProfilingVerbosity = types.SimpleNamespace(DETAILED="detailed")
+    module.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # torch._dynamo's find_spec() reads it
     monkeypatch.setitem(sys.modules, "tensorrt", module)
     return module
 
@@ -192,6 +194,7 @@ def plan_folder(repo: Path, kind: int, built_with: str | None = trt_engine.TARGE
     (folder / "1").mkdir(parents=True)
     (folder / "1" / "model.plan").write_bytes(b"not a plan")
     write_config(config, folder)
+    write_labels(get_model("resnet50"), folder)
     (folder / "manifest.json").write_text(json.dumps({"versions": {"tensorrt": built_with}}))
     return folder
 
