@@ -260,6 +260,10 @@ def _largest_output_bytes(model: str) -> int:
     return max(math.prod(shape) * dtypes[name].itemsize for name, shape in spec.typical_output_shapes().items())
 
 
+#: Seconds a perf_analyzer run may take beyond ten of its measurement windows.
+PERF_ANALYZER_SLACK_S = 120
+
+
 def _run_perf_analyzer(
     variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, arguments: list[str]
 ) -> tuple[dict | None, list[float], str]:
@@ -277,7 +281,12 @@ def _run_perf_analyzer(
             "-f", str(report),
             *arguments,
         ]
-        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        # Three windows and perf_analyzer's warm-up, with room to spare: past it the server is stuck, not slow.
+        limit_s = PERF_ANALYZER_SLACK_S + 10 * measurement_ms / 1000
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=limit_s)
+        except subprocess.TimeoutExpired:
+            return None, [], f"perf_analyzer did not finish within {limit_s:.0f} s (the server stopped answering?)"
         if result.returncode == 0 and report.is_file():
             return next(csv.DictReader(report.open())), [float(x) for x in WINDOW_LINE.findall(result.stdout)], ""
     lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()] or ["no output"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 import urllib.request
 import sys
 from dataclasses import replace
@@ -16,7 +17,7 @@ from PIL import Image
 from trtrepo.imagesets import shipped_photos
 from trtrepo.config import ServingOptions, Variant
 from trtrepo.repository import RepoPlan, build_repository, load_plan
-from trtrepo.server import Ports, TritonServer, free_port
+from trtrepo.server import Ports, TritonServer, free_port, is_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ServingOptions(max_batch_size=4, preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup=True)
@@ -152,3 +153,55 @@ def s3(monkeypatch):
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="models")
     yield endpoint
     server.stop()
+
+
+class Served:
+    """`trtrepo serve` in a subprocess, as a user (or systemd) runs it, on free ports, once it answers."""
+
+    def __init__(self, repo: Path, *extra: str) -> None:
+        self.ports = Ports.free()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trtrepo.cli", "serve", "--model-repository", str(repo), "--http-port", str(self.ports.http),
+             "--grpc-port", str(self.ports.grpc), "--metrics-port", str(self.ports.metrics), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=interruptible)
+        self._stderr: list[str] = []
+        deadline = time.monotonic() + 180
+        while not is_ready(self.ports.http):
+            assert self.process.poll() is None, self.process.communicate()
+            assert time.monotonic() < deadline, "trtrepo serve not ready in 180 s"
+            time.sleep(0.3)
+
+    def child(self, program: str) -> int | None:
+        """The launcher's child process running ``program`` (tritonserver, nginx), if one runs."""
+        from trtrepo.stubs import children
+
+        for pid in children(self.process.pid):
+            try:
+                if Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name == program:
+                    return pid
+            except OSError:
+                continue
+        return None
+
+    @property
+    def server_pid(self) -> int:
+        pid = self.child("tritonserver")
+        assert pid is not None, "no tritonserver under trtrepo serve"
+        return pid
+
+    def stderr_so_far(self) -> str:
+        """What the launcher has written to stderr until now (its events), read without blocking."""
+        import os
+        import select
+
+        while select.select([self.process.stderr], [], [], 0.5)[0]:
+            chunk = os.read(self.process.stderr.fileno(), 1 << 16).decode(errors="replace")
+            if not chunk:
+                break
+            self._stderr.append(chunk)
+        return "".join(self._stderr)
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str, str]:
+        self.process.send_signal(signum)
+        out, err = self.process.communicate(timeout=60)
+        return self.process.returncode, out, "".join(self._stderr) + err

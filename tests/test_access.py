@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -74,6 +76,20 @@ def test_key_files_are_private_and_found_only_for_this_machine(key_dir):
     assert find_key("example.org:18001") is None  # never sent to another host unasked
     assert find_key("localhost:18002") is None
     assert find_key("example.org:18001", "given") == "given"
+
+
+def test_a_key_file_whose_launcher_is_gone_is_never_sent(key_dir):
+    """A launcher killed with SIGKILL leaves its key file; whatever listens on that port later must not get it."""
+    launcher = subprocess.Popen([sys.executable, "-c", "import sys; from trtrepo.access import write_key_files; "
+                                 "write_key_files([18003], 'stale'); print(flush=True); sys.stdin.read()"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    launcher.stdout.readline()
+    assert find_key("localhost:18003") == "stale"  # its launcher runs
+    launcher.kill()
+    launcher.wait()
+    assert (key_dir / "18003.key").is_file() and find_key("localhost:18003") is None
+    (key_dir / "18003.key").write_text("no-owner\n")  # a file without its writer's identity is not trusted either
+    assert find_key("localhost:18003") is None
 
 
 def test_environment_key_wins_over_the_key_file(monkeypatch):

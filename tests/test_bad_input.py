@@ -6,6 +6,7 @@ The README's "Bad input" table lists these cases; keep the two in step.
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import urllib.error
@@ -312,3 +313,25 @@ def test_malformed_json_is_refused_and_the_server_goes_on(server):
     assert refused.value.code >= 400 and "failed to parse the request JSON" in refused.value.read().decode()
     with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready", timeout=10) as response:
         assert response.status == 200
+
+
+PIPELINE = '[[pipeline]]\nname = "{}"\ndetector = "yolov3_tiny_onnxruntime_fp32"\n'
+DETECTOR = '[[variant]]\nmodel = "yolov3_tiny"\nengine = "onnxruntime"\nprecision = "fp32"\n'
+ENSEMBLE = '[[ensemble]]\nname = "{}"\nsteps = ["efficientnet_lite0_onnxruntime_fp32"]\n'
+
+
+@pytest.mark.parametrize("text, message", [
+    (DETECTOR + PIPELINE.format("../escaped"), "pipeline name '../escaped' is not a model folder name"),
+    (DETECTOR + PIPELINE.format("/tmp/absolute"), "pipeline name '/tmp/absolute' is not a model folder name"),
+    (DETECTOR + PIPELINE.format("sub/dir"), "pipeline name 'sub/dir' is not a model folder name"),
+    (DETECTOR + PIPELINE.format("yolov3_tiny_onnxruntime_fp32"), "is already a variant's"),
+    (VARIANT_TABLE + ENSEMBLE.format("efficientnet_lite0_onnxruntime_fp32"), "is already a variant's"),
+    (VARIANT_TABLE + DETECTOR + PIPELINE.format("both") + ENSEMBLE.format("both"), "ensemble name 'both' is already a pipeline's"),
+])
+def test_pipeline_and_ensemble_names_stay_one_folder_of_their_own(tmp_path, text, message):
+    from trtrepo.repository import load_plan
+
+    plan = tmp_path / "repo.toml"
+    plan.write_text(text)
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_plan(plan, output=tmp_path / "out", backends="python")

@@ -74,3 +74,39 @@ def test_push_to_a_store_that_does_not_answer_is_one_line(tmp_path, small_repo, 
     result = trtrepo("push", str(tmp_path), f"s3://http://127.0.0.1:{free_port()}/models/prod")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: s3://http://127.0.0.1:") and "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+def test_object_keys_that_climb_out_write_nothing_outside_and_are_refused(s3, small_repo, tmp_path):
+    """Keys as the QA pass planted them: validate, deploy and serve each refuse the store with one line."""
+    import boto3
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    client = boto3.client("s3", endpoint_url=s3)
+    client.upload_file(str(small_repo / MODEL / "config.pbtxt"), "models", f"repo/{MODEL}/config.pbtxt")
+    climbing = [f"repo/../../../../../../..{outside}/pwned.txt", f"repo/x/../../../../../../..{outside}/pwned2"]
+    for key in climbing:
+        client.put_object(Bucket="models", Key=key, Body=b"planted")
+    url = f"s3://{s3}/models/repo"
+    for command in (("validate", url), ("serve", "--model-repository", url, "--http-port", str(free_port()))):
+        result = trtrepo(*command)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "object key" in result.stderr and "would leave" in result.stderr and "refused" in result.stderr
+    assert list(outside.iterdir()) == []
+
+
+def test_push_refuses_symbolic_links_rather_than_following_or_skipping_them(small_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(small_repo / MODEL, repo / MODEL)
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key = x")
+    (repo / MODEL / "1" / "notes.txt").symlink_to(secret)
+    result = trtrepo("push", str(repo), "s3://http://127.0.0.1:9/models/prod")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    # validate, which push runs first, names the link that leaves its model folder
+    assert f"not pushed: {repo / MODEL / '1' / 'notes.txt'}" in result.stderr and str(secret) in result.stderr
+    (repo / MODEL / "1" / "notes.txt").unlink()
+    (repo / MODEL / "2").symlink_to(repo / MODEL / "1")  # a linked version folder is refused too, not skipped
+    result = trtrepo("push", str(repo), "s3://http://127.0.0.1:9/models/prod")
+    assert result.returncode == 2 and f"{repo / MODEL / '2'}: a symbolic link" in result.stderr

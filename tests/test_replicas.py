@@ -16,7 +16,8 @@ import pytest
 from conftest import ROOT, interruptible, resnet_client
 from trtrepo.client import InferenceClient
 from trtrepo.imagesets import shipped_photos
-from trtrepo.replicas import ReplicaSet, find_nginx, nginx_config
+from trtrepo.nginx import find_nginx
+from trtrepo.replicas import ReplicaSet, balancer_config
 from trtrepo.server import Ports
 
 MODEL = "efficientnet_lite0_onnxruntime_fp32"
@@ -31,7 +32,7 @@ def nginx_missing() -> str | None:
 
 
 def test_nginx_config_marks_replicas_that_are_not_ready_down(tmp_path):
-    config = nginx_config(tmp_path, Ports(8000, 8001, 8002), "127.0.0.1",
+    config = balancer_config(tmp_path, Ports(8000, 8001, 8002), "127.0.0.1",
                           [(Ports(9000, 9001, 9002), True), (Ports(9100, 9101, 9102), False)])
     assert "server 127.0.0.1:9000 max_fails=1 fail_timeout=2s;" in config
     assert "server 127.0.0.1:9100 max_fails=1 fail_timeout=2s down;" in config
@@ -51,8 +52,8 @@ def one_model_repo(small_repo, tmp_path):
 @pytest.mark.skipif(nginx_missing() is not None, reason=f"{nginx_missing()}")
 def test_a_replica_killed_under_load_loses_no_request(one_model_repo):
     batch = {"input": get_batch()}
-    sent, failed, errors, retried = [0], [0], [], [0]
-    with ReplicaSet(one_model_repo, 2, Ports.free()) as balanced:
+    sent, failed, errors, retried, events = [0], [0], [], [0], []
+    with ReplicaSet(one_model_repo, 2, Ports.free(), on_event=events.append) as balanced:
         reference = InferenceClient(MODEL, url=balanced.http_url).infer(batch)["logits"]
         stop = threading.Event()
 
@@ -71,16 +72,23 @@ def test_a_replica_killed_under_load_loses_no_request(one_model_repo):
         worker.start()
         time.sleep(3)
         before_kill = sent[0]
-        balanced.servers[0].process.send_signal(signal.SIGKILL)
-        time.sleep(6)
+        killed = balanced.servers[0].process
+        killed.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("replica 1" in e and "ready again" in e for e in events):
+            time.sleep(0.5)
+        back = sent[0]
+        time.sleep(2)
         stop.set()
         worker.join(timeout=60)
-        taken_out = not balanced.ready[0] and balanced.ready[1]
+        restarted = balanced.servers[0].process is not killed and balanced.servers[0].process.poll() is None
         grpc = InferenceClient(MODEL, url=balanced.grpc_url, protocol="grpc").infer(batch)["logits"]
     print(f"\nreplica kill: sent {sent[0]}, retried {retried[0]}, failed {failed[0]} ({before_kill} before the kill)")
     assert failed[0] == 0, errors[:3]
     assert before_kill > 3 and sent[0] > before_kill + 3  # requests went on after the kill
-    assert taken_out  # the watcher took the dead replica out of the balancer
+    assert any("replica 1" in e and "taken out of the balancer" in e for e in events), events
+    assert restarted and any("killed by SIGKILL" in e and "restarting it" in e for e in events), events
+    assert sent[0] > back  # and the balancer sends to it again
     assert np.allclose(grpc, reference, atol=1e-4)  # gRPC goes through nginx as well
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,7 @@ from trtrepo.config import ServingOptions, Variant
 from trtrepo.engines import get_engine
 from trtrepo.errors import UserError
 from trtrepo.repository import RepoPlan, build_repository
+from trtrepo.validate import validate_repository
 
 OPTIONS = ServingOptions(max_batch_size=2, preferred_batch_sizes=(2,), warmup=False)
 
@@ -99,21 +103,50 @@ def test_a_second_build_into_the_same_repository_is_refused(tmp_path):
             build_repository(plan_for(tmp_path / "repo", Variant("efficientnet_lite0", "onnxruntime", "fp32", OPTIONS)))
 
 
-def test_a_build_stopped_between_its_two_renames_is_undone(tmp_path):
-    """The old variant parked in the staging folder (publish's first rename done, not its second) comes back."""
+def test_a_build_stopped_between_its_two_renames_is_undone(tmp_path, monkeypatch):
+    """A build killed (SIGKILL: no finally runs) after publish parked the old variant, before the new one went in:
+    the next build puts the old variant back under its own name and finds it up to date."""
+    from trtrepo import repository
+
+    variant = Variant("efficientnet_lite0", "onnxruntime", "fp32", OPTIONS)
+    plan = plan_for(tmp_path / "repo", variant)
+    build_repository(plan)
+    staging = repository.staging_dir(plan.output)
+    staging.mkdir()
+    staged = Path(tempfile.mkdtemp(prefix=f"{variant.name}.", dir=staging))  # as build_variant stages a build
+    rename = os.rename
+
+    def killed_at_the_second(source, destination):
+        if Path(source) == staged:
+            raise SystemExit("killed")  # stands for the SIGKILL: nothing after the first rename runs
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", killed_at_the_second)
+    with pytest.raises(SystemExit):
+        repository.publish(staged, plan.output / variant.name)
+    monkeypatch.undo()
+    assert not (plan.output / variant.name).exists()
+    messages = []
+    assert [r.status for r in build_repository(plan, log=messages.append)] == ["up to date"]
+    assert f"{variant.name}: restored the previous build" in messages[0]
+    assert sorted(p.name for p in plan.output.iterdir() if not p.name.startswith(".")) == [variant.name]
+    assert validate_repository(plan.output) == [] and not staging.exists()
+
+
+def test_trash_of_a_finished_publish_is_never_restored(tmp_path):
+    """Killed while deleting the old folder (after both renames): the new variant stays, the trash goes."""
     from trtrepo.repository import recover_staging, staging_dir
 
     repo = tmp_path / "repo"
-    repo.mkdir()
-    parked = staging_dir(repo) / "resnet50_onnxruntime_fp32.old"
-    (parked / "1").mkdir(parents=True)
-    (parked / "config.pbtxt").write_text('name: "resnet50_onnxruntime_fp32"')
-    half_built = staging_dir(repo) / "resnet50_pytorch_fp32.x1y2"
+    (repo / "resnet50_onnxruntime_fp32").mkdir(parents=True)
+    (repo / "resnet50_onnxruntime_fp32" / "config.pbtxt").write_text("new")
+    half_deleted = staging_dir(repo) / "resnet50_onnxruntime_fp32.old"
+    (half_deleted / "1").mkdir(parents=True)
+    half_built = staging_dir(repo) / "resnet50_pytorch_fp32.x1y2"  # mkdtemp's name for a build in progress
     half_built.mkdir()
-    messages = []
-    recover_staging(repo, messages.append)
-    assert (repo / "resnet50_onnxruntime_fp32" / "config.pbtxt").is_file()
-    assert not half_built.exists() and "restored the previous build" in messages[0]
+    recover_staging(repo, print)
+    assert (repo / "resnet50_onnxruntime_fp32" / "config.pbtxt").read_text() == "new"
+    assert not half_deleted.exists() and not half_built.exists()
 
 
 def test_asking_for_ctpn_brings_the_split_ensemble_and_its_parts():

@@ -61,9 +61,10 @@ class ServerOptions:
             return self
         return replace(self, api_key=secrets.token_urlsafe(24))
 
-    def server_flags(self) -> list[str]:
-        """tritonserver's flags for these options (call on ``keyed()`` options)."""
-        flags = [f"--http-address={self.host}", f"--grpc-address={self.host}", f"--metrics-address={self.host}"]
+    def server_flags(self, http_host: str | None = None) -> list[str]:
+        """tritonserver's flags for these options (call on ``keyed()`` options); ``http_host``: where HTTP listens
+        instead, behind a front (trtrepo.nginx)."""
+        flags = [f"--http-address={http_host or self.host}", f"--grpc-address={self.host}", f"--metrics-address={self.host}"]
         if self.restricted:
             if not self.api_key:
                 raise UserError("restricted APIs need a key")
@@ -133,8 +134,20 @@ def key_dir() -> Path:
     return Path(os.environ.get(KEY_DIR_ENV) or Path.home() / ".config" / "trtrepo" / "keys")
 
 
+def process_identity(pid: int) -> str:
+    """A process id with its start time (/proc's field 22), which a later process given the same id does not share;
+    "" when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return f"{pid} {stat[stat.rfind(')') + 2:].split()[19]}"
+
+
 def write_key_files(ports: Iterable[int], api_key: str) -> list[Path]:
-    """One file per port, readable by this user only, so that this machine's trtrepo commands find the key."""
+    """One file per port, readable by this user only, so that this machine's trtrepo commands find the key; its
+    second line names the process that wrote it (the launcher, whose servers die with it), so a file it left behind
+    is known stale."""
     folder = key_dir()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     written = []
@@ -143,14 +156,15 @@ def write_key_files(ports: Iterable[int], api_key: str) -> list[Path]:
         path.unlink(missing_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as file:
-            file.write(api_key + "\n")
+            file.write(f"{api_key}\n{process_identity(os.getpid())}\n")
         written.append(path)
     return written
 
 
 def find_key(url: str, explicit: str | None = None) -> str | None:
     """The key to send to the server at ``url``: the one given, else TRTREPO_API_KEY, else, for a server on this
-    machine only (a key is never sent to another host unasked), the key file its launcher wrote for that port."""
+    machine only (a key is never sent to another host unasked), the key file its launcher wrote for that port, if
+    that launcher still runs (a stale key is never sent to whatever listens on the port now)."""
     if explicit:
         return explicit
     if os.environ.get(KEY_ENV):
@@ -160,6 +174,10 @@ def find_key(url: str, explicit: str | None = None) -> str | None:
     if not is_loopback(host) or not path.is_file():
         return None
     try:
-        return path.read_text().strip() or None
+        key, _, owner = path.read_text().partition("\n")
     except OSError:
         return None
+    owner = owner.strip()
+    if not key.strip() or not owner or process_identity(int(owner.split()[0])) != owner:
+        return None
+    return key.strip()

@@ -424,9 +424,12 @@ def serve(
 
     Secure by default: listens on 127.0.0.1, and the APIs that load models (code execution with the Python
     backend), map shared memory or set trace and log files need the key; health, metadata, model configs, statistics
-    and inference are open, so perf_analyzer and Triton's own clients work without it. A Python-backend model whose stub process dies is
-    reloaded. A signal stops the server and its stubs (a second one kills them at once) and exits non-zero."""
-    import time
+    and inference are open, so perf_analyzer and Triton's own clients work without it. HTTP goes through nginx, which
+    refuses what would crash this tritonserver (form-encoded bodies over 4 MB) and bounds bodies, headers and slow
+    senders. A server that dies is started again (at most 5 times in 5 minutes); a Python-backend model whose stub
+    dies or stops is reloaded. A signal stops the server and its stubs (a second one kills them at once) and exits
+    non-zero."""
+    import threading
     from contextlib import nullcontext
 
     from trtrepo.access import RESTRICTED_APIS, ServerOptions
@@ -434,6 +437,10 @@ def serve(
     from trtrepo.server import Ports, TritonServer
 
     with shared_gpu(say) if mps else nullcontext():
+        if model_repository.startswith("s3://"):  # Triton downloads the store into a folder: keys must stay in it
+            from trtrepo.objectstore import S3Location
+
+            S3Location.parse(model_repository).check_keys()
         note = None if mps or is_remote(model_repository) else unshared_note(Path(model_repository))
         if note:
             console.print(f"note: {note}")
@@ -442,7 +449,7 @@ def serve(
             serve_replicas(model_repository, replicas, Ports(http_port, grpc_port, metrics_port), options, model_control_mode.value)
             return
         server = TritonServer(model_repository, Ports(http_port, grpc_port, metrics_port), log_file, model_control_mode.value,
-                              options=options, log_format=log_format.value, on_event=say)
+                              options=options, log_format=log_format.value, on_event=say, guard=True)
         if not options.loopback:
             console.print(f"[yellow]warning: listening on {host}: {server.options.exposure()}[/yellow]")
         if unrestricted:
@@ -460,16 +467,15 @@ def serve(
                 print(f"API key (shown once; trtrepo commands on this machine find it): {server.api_key}")
             print("Ctrl-C stops the server.", flush=True)
             try:
-                while server.process.poll() is None:
-                    time.sleep(0.5)
+                server.supervise(threading.Event())  # returns only by raising: too many restarts, or a signal
             except KeyboardInterrupt:
                 console.print("stopping tritonserver ...")
                 raise
-        raise UserError(f"tritonserver {server.exit_reason()}: {server.log_error()}")
 
 
 def serve_replicas(repository: str, count: int, ports: "Ports", options: "ServerOptions", model_control: str) -> None:
-    """`trtrepo serve --replicas N`: N servers behind nginx until Ctrl-C or a signal, or until none is left."""
+    """`trtrepo serve --replicas N`: N supervised servers behind nginx until Ctrl-C or a signal, or until none is
+    left."""
     import time
 
     from trtrepo.replicas import ReplicaSet

@@ -21,17 +21,19 @@ def _short(exc: Exception) -> str:
 
 #: The first wait before a request is sent again (InferenceClient's retries).
 RETRY_WAIT_S = 0.1
-#: What a request that no server answered fails with: a refused or reset connection, a balancer with no replica
-#: to give it to, gRPC's UNAVAILABLE. A model's own error (bad input) is never retried.
-UNANSWERED = ("502", "503", "bad gateway", "service unavailable", "unavailable", "connection refused",
-              "connection reset", "broken pipe", "remotedisconnected", "connection aborted")
+#: The statuses of a request that no server answered: a balancer with no replica to give it to (HTTP 502, 503,
+#: 504), gRPC's UNAVAILABLE. A model's own error (bad input, 400) is never retried; neither is any other status.
+UNANSWERED_STATUSES = frozenset({"502", "503", "504", "StatusCode.UNAVAILABLE"})
 
 
 def unanswered(exc: Exception) -> bool:
-    """Whether a failed request never reached a server that answered it, so that sending it again is safe."""
+    """Whether a failed request never reached a server that answered it (a refused or reset connection, or one of
+    UNANSWERED_STATUSES), so that sending it again is safe. Decided by type and status code, never by message."""
+    from tritonclient.utils import InferenceServerException
+
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
-    return any(marker in _short(exc).lower() for marker in UNANSWERED)
+    return isinstance(exc, InferenceServerException) and str(exc.status()) in UNANSWERED_STATUSES
 
 
 def triton_client(url: str, protocol: str, api_key: str | None = None, **options: object):

@@ -28,7 +28,7 @@ CONTROL = "nvidia-cuda-mps-control"
 PIPE_ENV, LOG_ENV = "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"
 #: Where CUDA looks for a running daemon when CUDA_MPS_PIPE_DIRECTORY is not set.
 DEFAULT_PIPE_DIR = Path("/tmp/nvidia-mps")
-QUIT_TIMEOUT_S = 30
+CONTROL_TIMEOUT_S = 30
 
 
 def mps_running() -> bool:
@@ -52,7 +52,11 @@ def shared_gpu(on_event: Callable[[str], None] = lambda _: None) -> Iterator[Non
         env = {PIPE_ENV: str(Path(folder, "pipe")), LOG_ENV: str(Path(folder, "log"))}
         for path in env.values():
             Path(path).mkdir()
-        started = subprocess.run([control, "-d"], env={**os.environ, **env}, capture_output=True, text=True)
+        try:
+            started = subprocess.run([control, "-d"], env={**os.environ, **env}, capture_output=True, text=True,
+                                     timeout=CONTROL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"--mps: the MPS control daemon did not start within {CONTROL_TIMEOUT_S} s") from None
         if started.returncode != 0:
             reason = (started.stderr or started.stdout).strip().splitlines() or [f"exit status {started.returncode}"]
             raise UserError(f"--mps: the MPS control daemon did not start: {reason[-1]}")
@@ -63,9 +67,9 @@ def shared_gpu(on_event: Callable[[str], None] = lambda _: None) -> Iterator[Non
             finally:
                 try:
                     subprocess.run([control], input="quit\n", env={**os.environ, **env}, capture_output=True,
-                                   text=True, timeout=QUIT_TIMEOUT_S)
+                                   text=True, timeout=CONTROL_TIMEOUT_S)
                 except (OSError, subprocess.TimeoutExpired):
-                    on_event(f"MPS: the control daemon did not quit in {QUIT_TIMEOUT_S} s")
+                    on_event(f"MPS: the control daemon did not quit in {CONTROL_TIMEOUT_S} s")
 
 
 def unshared_instances(repository: Path) -> list[tuple[str, int]]:

@@ -12,12 +12,14 @@ deleted from the store, the index last, so an interrupted push is finished by th
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from trtrepo.errors import UserError
+from trtrepo.paths import contained, symbolic_links
 
 SCHEMES = ("s3://", "gs://", "as://")
 #: What the last push uploaded: repository-relative path -> SHA-256, stored at <prefix>/INDEX.
@@ -61,6 +63,21 @@ class S3Location:
     def key(self, relative: str) -> str:
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
+    def relative(self, key: str) -> str:
+        """An object key's path below the prefix (the inverse of key())."""
+        return key[len(self.prefix):].lstrip("/") if self.prefix else key
+
+    def check_keys(self) -> None:
+        """Refuse (one line) a store whose object keys would leave the folder a server downloads it into."""
+        client = s3_client(self)
+        try:
+            for key, _ in _objects(client, self):
+                contained(Path("/repository"), self.relative(key), f"{self.triton_url}: object key")
+        except Exception as exc:
+            if isinstance(exc, UserError):
+                raise
+            raise _one_line(exc, self) from exc
+
 
 @dataclass(frozen=True)
 class PushReport:
@@ -83,6 +100,11 @@ def repository_files(repo: Path) -> dict[str, tuple[Path, str]]:
     repo = Path(repo)
     if not repo.is_dir():
         raise UserError(f"{repo}: model repository does not exist; run `trtrepo repo` first")
+    links = symbolic_links(repo)
+    if links:
+        raise UserError(f"{links[0]}: a symbolic link (to {os.readlink(links[0])}); a store holds files, and a link "
+                        f"may lead out of the repository: replace it with the file itself"
+                        + (f" ({len(links) - 1} more links)" if len(links) > 1 else ""))
     files = {}
     for model_dir in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
         listed = read_manifest(model_dir).get("files") or {}
@@ -154,9 +176,8 @@ def fetch(location: S3Location, target: Path, configs_only: bool = False) -> Pat
                 if not key.endswith(INDEX) and (not configs_only or key.endswith("/config.pbtxt"))]
         if not keys:
             raise UserError(f"{location.triton_url}: no model repository there")
-        for key in keys:
-            relative = key[len(location.prefix):].lstrip("/") if location.prefix else key
-            path = Path(target) / relative
+        paths = [contained(Path(target), location.relative(key), f"{location.triton_url}: object key") for key in keys]
+        for key, path in zip(keys, paths):
             path.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(location.bucket, key, str(path))
     except Exception as exc:

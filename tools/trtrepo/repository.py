@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -68,6 +69,8 @@ from trtrepo.models import MODELS, get_model
 from trtrepo.server import find_tritonserver
 from trtrepo.specs import ModelSpec
 
+#: A model folder name a plan may give a pipeline or ensemble: one path component, no hidden folder.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 DEFAULT_PLAN = Path("repo.toml")
 RANDOM_SEED = 0
 LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "polygraphy")
@@ -187,6 +190,7 @@ def load_plan(
                  if not wanted or Variant.parse(entry["detector"]).model in wanted]
     ensembles = [(name, steps) for name, steps in ensembles_all
                  if not wanted or name in wanted or any(Variant.parse(step).model in wanted for step in steps)]
+    _check_model_names(plan_file, [v.name for v in variants], [name for name, _ in pipelines], [name for name, _ in ensembles])
     return RepoPlan(
         output=Path(output or repository.get("output", "model_repository")),
         weights=weights or repository.get("weights", "imagenet"),
@@ -228,6 +232,20 @@ def _gate_plan(table: dict, plan_file: Path, eval_dir: Path | None, allow_below:
     plan_eval = table.get("eval_dir")
     return GatePlan(defaults, tuple(per_model), eval_dir or (Path(plan_eval) if plan_eval else None),
                     table.get("eval_images", base.eval_images), allow_below)
+
+
+def _check_model_names(plan_file: Path, variants: list[str], pipelines: list[str], ensembles: list[str]) -> None:
+    """Pipeline and ensemble names become folders of the repository: one plain folder name each, none taken twice
+    (a pipeline named like its detector would overwrite it)."""
+    taken = {name: "a variant" for name in variants}
+    for kind, names in (("pipeline", pipelines), ("ensemble", ensembles)):
+        for name in names:
+            if not MODEL_NAME.fullmatch(name):
+                raise UserError(f"{plan_file}: {kind} name {name!r} is not a model folder name (letters, digits, "
+                                "_ . -, not starting with a dot or dash)")
+            if name in taken:
+                raise UserError(f"{plan_file}: {kind} name {name!r} is already {taken[name]}'s: pick another")
+            taken[name] = f"a {kind}"
 
 
 def _with_split_parts(models: set[str], ensembles: list[tuple[str, tuple[str, ...]]]) -> set[str]:
@@ -406,7 +424,8 @@ def signals_deferred() -> Iterator[None]:
 
 def publish(staged: Path, target: Path) -> None:
     """Put a fully built variant folder in place of the old one: two renames that no signal splits."""
-    trash = staged.parent / f"{staged.name}.old"
+    trash = staged.parent / f"{target.name}.old"  # the name recover_staging() puts back
+    shutil.rmtree(trash, ignore_errors=True)
     with signals_deferred():
         if target.exists():
             os.rename(target, trash)
@@ -421,7 +440,9 @@ def recover_staging(repo_dir: Path, log: Callable[[str], None]) -> None:
         return
     for leftover in sorted(staging.iterdir()):
         target = Path(repo_dir) / leftover.name.removesuffix(".old")
-        if leftover.name.endswith(".old") and not target.exists():
+        # Parked whole by publish's first rename; once its second rename is done the parked folder is only trash
+        # (perhaps half deleted), and the variant in place stays.
+        if leftover.name.endswith(".old") and not target.exists() and (leftover / CONFIG_FILE).is_file():
             os.rename(leftover, target)
             log(f"{target.name}: restored the previous build (the last build stopped while replacing it)")
         else:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,7 @@ from typing import Callable
 from trtrepo.access import LOOPBACK, ServerOptions, write_key_files
 from trtrepo.errors import UserError
 from trtrepo.objectstore import is_remote
+from trtrepo.process import die_with_parent
 from trtrepo.stub_python import NUMPY2_MARKER, PATH_ENV
 from trtrepo.stubs import StubWatchdog, remove_shared_memory, stubs_of
 
@@ -38,6 +40,11 @@ RESTARTS_PARAMETER = "trtrepo_stub_restarts"
 # Per GPU. GPU tensors travel between the server and Python-backend stubs through this pool; Triton's default
 # (64 MB) is smaller than one batch of YOLOv3 outputs (32 x 10647 x 85 floats, 116 MB).
 CUDA_POOL_MB = 4096
+#: A supervised server that dies is started again, at most this often within RESTART_WINDOW_S, waiting
+#: RESTART_WAIT_S, doubled after each restart in the window.
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 300.0
+RESTART_WAIT_S = 1.0
 #: Folders put first on the Python-backend stub's path only (trtrepo.stub_python says why a stub may need its own numpy).
 STUB_PATH_ENV = "TRTREPO_STUB_PATH"
 
@@ -231,7 +238,9 @@ class TritonServer:
 
     ``options`` say where it listens and what it guards (loopback and a per-start key by default, see
     trtrepo.access); ``log_file`` "-" sends the server log to this process's stdout (for a process manager);
-    ``watch_stubs`` reloads a Python-backend model whose stub died (explicit model-control mode only).
+    ``watch_stubs`` reloads a Python-backend model whose stub died or stopped (explicit model-control mode only);
+    ``guard`` puts nginx with its limits (trtrepo.nginx) on the HTTP port, tritonserver's HTTP behind it on loopback.
+    supervise() starts the server again whenever it dies. The server is killed if this process dies, however.
     """
 
     def __init__(
@@ -246,6 +255,7 @@ class TritonServer:
         log_format: str = "default",
         watch_stubs: bool = True,
         on_event: Callable[[str], None] = lambda _: None,
+        guard: bool = False,
     ) -> None:
         if model_control not in MODEL_CONTROL_MODES:
             raise UserError(f"model control mode must be one of {', '.join(MODEL_CONTROL_MODES)}, got {model_control!r}")
@@ -271,6 +281,16 @@ class TritonServer:
         self.on_event = on_event
         self.watchdog: StubWatchdog | None = None
         self._key_files: list[Path] = []
+        self._log_offset = 0
+        self.front: "Nginx | None" = None
+        self.internal_http = free_port() if guard else ports.http
+        if guard:
+            from trtrepo.nginx import Nginx, http_server, nginx_config, upstream
+
+            listen = f"{self.options.host}:{ports.http}"
+            self.front = Nginx(lambda folder: nginx_config(folder, http_server(listen, "triton_http"),
+                                                           upstream("triton_http", [(self.internal_http, True)])))
+        self.restarts: list[float] = []  # when supervise() started the server again
 
     @property
     def api_key(self) -> str | None:
@@ -298,14 +318,14 @@ class TritonServer:
             str(self.installation.binary),
             f"--model-repository={self.repository}",
             f"--backend-directory={self.installation.backend_dir}",
-            f"--http-port={self.ports.http}",
+            f"--http-port={self.internal_http}",
             f"--grpc-port={self.ports.grpc}",
             f"--metrics-port={self.ports.metrics}",
             f"--model-control-mode={self.model_control}",
             # Clients that keep connections open would otherwise hold shutdown for 30 s.
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
             f"--log-format={self.log_format}",
-            *self.options.server_flags(),
+            *self.options.server_flags(LOOPBACK if self.front else None),
         ]
         command += [f"--cuda-memory-pool-byte-size={gpu}:{self.cuda_pool_mb << 20}" for gpu in range(self.gpus)]
         if self.model_control == "explicit":
@@ -314,23 +334,67 @@ class TritonServer:
 
     def start(self, timeout_s: float = 180) -> "TritonServer":
         check_stub_numpy(self.installation)
-        env = {**os.environ, **self.installation.env}
+        wanted = (self.ports.http, self.ports.grpc, self.ports.metrics, self.internal_http)
+        taken = [port for port in dict.fromkeys(wanted) if not port_free(self.options.host, port)]
+        if taken:
+            raise UserError(f"port {', '.join(map(str, taken))} on {self.options.host} is in use (another server?): "
+                            "pick free ports")
         try:
-            if self.log_file is None:
-                self.process = subprocess.Popen(self.command(), env=env, start_new_session=True)
-            else:
-                with self.log_file.open("wb") as log:
-                    self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                    start_new_session=True)
-            if self.api_key:
-                self._key_files = write_key_files({self.ports.http, self.ports.grpc}, self.api_key)
-            self._wait_ready(timeout_s)
-            if self.watch_stubs:
-                self.watchdog = StubWatchdog(self.process.pid, self.python_models, self.reload_model, self.on_event).start()
+            if self.front is not None:
+                self.front.start(lambda: port_open(self.connect_host, self.ports.http))
+            self._launch(timeout_s)
         except BaseException:  # not ready, or a signal while waiting: leave no server behind
             self.stop()
             raise
         return self
+
+    def _launch(self, timeout_s: float) -> None:
+        """Start the tritonserver process, write the key files, wait until it is ready, watch its stubs."""
+        env = {**os.environ, **self.installation.env}
+        if self.log_file is None:
+            self.process = subprocess.Popen(self.command(), env=env, start_new_session=True, preexec_fn=die_with_parent)
+        else:
+            # Appended: the log of a server that died stays above its restart's.
+            self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+            with self.log_file.open("ab") as log:
+                self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                start_new_session=True, preexec_fn=die_with_parent)
+        if self.api_key:
+            self._key_files = write_key_files({self.ports.http, self.ports.grpc}, self.api_key)
+        self._wait_ready(timeout_s)
+        if self.watch_stubs:
+            self.watchdog = StubWatchdog(self.process.pid, self.python_models, self.reload_model, self.on_event).start()
+
+    def supervise(self, stop: threading.Event, timeout_s: float = 180) -> None:
+        """Until ``stop`` is set: whenever the server dies (a signal, a crash, an out-of-memory kill), report why and
+        start it again on the same ports with the same key and repository, waiting longer after each restart; more
+        than RESTART_LIMIT restarts within RESTART_WINDOW_S end it with a UserError naming the last cause."""
+        while not stop.wait(0.5):
+            if self.front is not None and not self.front.running():
+                self.on_event(f"nginx in front of tritonserver exited ({self.front.reason()}); starting it again")
+                self.front.start(lambda: port_open(self.connect_host, self.ports.http))
+            if self.process is None or self.process.poll() is None:
+                continue
+            cause = f"tritonserver {self.exit_reason()}: {self.log_error()}"
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
+            if len(self.restarts) >= RESTART_LIMIT:
+                raise UserError(f"{cause}; not restarted again after {RESTART_LIMIT} restarts within "
+                                f"{RESTART_WINDOW_S:.0f} s")
+            wait = RESTART_WAIT_S * 2 ** len(self.restarts)
+            self.on_event(f"{cause}; restarting it in {wait:.0f} s "
+                          f"(restart {len(self.restarts) + 1} of at most {RESTART_LIMIT} within {RESTART_WINDOW_S:.0f} s)")
+            self._stop_process(0)
+            if stop.wait(wait):
+                return
+            self.restarts.append(time.monotonic())
+            started = time.monotonic()
+            try:
+                self._launch(timeout_s)
+            except UserError as exc:
+                self.on_event(f"restart failed: {exc}")
+                continue
+            self.on_event(f"tritonserver is ready again ({time.monotonic() - started:.1f} s after its restart)")
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -354,7 +418,10 @@ class TritonServer:
         the notices a machine without a GPU always logs, else its last line."""
         if self.log_file is None:
             return "see the server log above"
-        lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
+        with self.log_file.open("rb") as log:
+            log.seek(self._log_offset)
+            text = log.read().decode(errors="replace")
+        lines = [line for line in text.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("E") and not any(n in line for n in GPU_ABSENT_NOTICES)]
         failures = [line for line in errors if "failed to load" in line]
         chosen = failures[:1] or errors[-1:] or [f"last log line: {lines[-1]}" if lines else "no log output"]
@@ -402,16 +469,27 @@ class TritonServer:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGINT lets Triton unload models and finish in-flight requests; after ``timeout_s``, or at a second
-        signal meanwhile, the server and its stubs are killed. Either way no stub outlives the call."""
+        signal meanwhile, the server and its stubs are killed. Either way no stub outlives the call; the front goes
+        with it."""
+        try:
+            self._stop_process(timeout_s)
+        finally:
+            if self.front is not None:
+                self.front.stop()
+
+    def _stop_process(self, timeout_s: float) -> None:
+        """The tritonserver process, its stubs, its shared memory, its watchdog and its key files gone."""
         if self.watchdog is not None:
             self.watchdog.stop()
+            self.watchdog = None
         for path in self._key_files:
             path.unlink(missing_ok=True)
+        self._key_files = []
         if self.process is None:
             return
         stubs = stubs_of(self.process.pid) if self.process.poll() is None else []
         try:
-            if self.process.poll() is None:
+            if self.process.poll() is None and timeout_s > 0:
                 self.process.send_signal(signal.SIGINT)
                 try:
                     self.process.wait(timeout_s)
@@ -446,6 +524,26 @@ def gpu_count() -> int:
     except (OSError, subprocess.TimeoutExpired):
         return 0
     return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a TCP port can be bound on ``host`` now (nothing listens there)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: past closed connections' TIME_WAIT
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError:
+            return False
+    return True
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host``:``port``."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def is_ready(http_port: int, host: str = LOOPBACK) -> bool:

@@ -3,12 +3,15 @@
 Triton runs each instance of a Python-backend model in a stub process of its own. When a stub dies (killed,
 out of memory), Triton 2.51 keeps the model READY and answers each of its requests with "Stub process ... is
 not healthy", forever. StubWatchdog notices the missing stub and reloads the model through the
-model-repository API, with the config it is serving, so the model recovers within seconds.
+model-repository API, with the config it is serving, so the model recovers within seconds. A stopped stub
+(SIGSTOP, SIGTSTP) fails its requests the same way, and when it is continued tritonserver aborts (a
+boost::interprocess::lock_exception, every model gone): the watchdog kills a stub it finds stopped, then reloads it.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +28,15 @@ class Stub:
     model: str  # the model folder's name
     instance: str  # Triton's instance name, <model>_<group>_<index>
     shm_region: str  # its shared-memory region in /dev/shm
+
+
+def process_state(pid: int) -> str:
+    """The state letter /proc gives a process (R, S, D, T stopped, Z, ...); "" when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rfind(")") + 2:].split()[0]
 
 
 def children(parent: int) -> list[int]:
@@ -121,6 +133,10 @@ class StubWatchdog:
         """One look at the process table; reloads (and returns) the models short of stubs for two scans running."""
         alive: dict[str, int] = {}
         for stub in stubs_of(self.server_pid):
+            if process_state(stub.pid) == "T":
+                self.report(f"{stub.model}: its Python stub {stub.pid} is stopped; killing it")
+                os.kill(stub.pid, signal.SIGKILL)
+                continue
             alive[stub.model] = alive.get(stub.model, 0) + 1
         # The server is asked only when the stubs disagree with what it said last (a reload changed the instances,
         # a model came or went, or a stub died), not every scan.

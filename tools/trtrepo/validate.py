@@ -5,12 +5,12 @@ with the inputs, and a variant built by trtrepo still holds every file its manif
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Iterator
 
 from tritonclient.grpc import model_config_pb2 as pb
-
-import json
 
 from trtrepo.config import (
     CONFIG_FILE,
@@ -24,6 +24,7 @@ from trtrepo.config import (
 )
 from trtrepo.engines.tensorrt import TARGET_TENSORRT, plan_load_problem
 from trtrepo.errors import UserError
+from trtrepo.paths import contained, symbolic_links
 
 # Default model file name per platform or backend (Triton's conventions).
 MODEL_FILES = {
@@ -95,6 +96,8 @@ def validate_model(model_dir: Path, tensorrt: str = TARGET_TENSORRT) -> list[str
     except UserError as exc:
         return [str(exc)]
     problems = [f"{config_path}: {message}" for message in _config_problems(config, model_dir.name)]
+    problems += [f"{link}: symbolic link to {os.readlink(link)}, out of the model folder (Triton would read it)"
+                 for link in symbolic_links(model_dir) if not link.resolve().is_relative_to(model_dir.resolve())]
     versions = sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
     if not versions:
         problems.append(f"{model_dir}: no numeric version folder (such as 1/)")
@@ -211,7 +214,11 @@ def _manifest_problems(model_dir: Path) -> list[str]:
         return [f"{path}: not a manifest; rebuild the variant with `trtrepo repo`"]
     problems = []
     for name, entry in (manifest.get("files") or {}).items():
-        file = model_dir / name
+        try:
+            file = contained(model_dir, str(name), "manifest entry")
+        except UserError as exc:
+            problems.append(f"{path}: {exc}")
+            continue
         if not file.is_file():
             problems.append(f"{file}: listed in the manifest but missing; rebuild with `trtrepo repo`")
         elif isinstance(entry, dict) and file.stat().st_size != entry.get("bytes"):
