@@ -35,6 +35,7 @@ def test_manifest_records_inputs_and_only_changes_rebuild(tmp_path):
     plan = plan_for(tmp_path, variant)
     assert [r.status for r in build_repository(plan)] == ["built"]
     model_dir = tmp_path / variant.name
+    assert model_dir.stat().st_mode & 0o777 == 0o755  # readable by a server running as another user
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["weights"]["source"] == "random" and len(manifest["weights"]["sha256"]) == 64
     assert manifest["native_backend"] is True and manifest["versions"]["onnxruntime"]

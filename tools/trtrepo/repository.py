@@ -486,6 +486,7 @@ def build_variant(variant: Variant, inputs: BuildInputs, repo_dir: Path, native:
     staging = staging_dir(repo_dir)
     staging.mkdir(exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f"{variant.name}.", dir=staging))
+    staged.chmod(0o755)  # mkdtemp's 0700 would hide the published variant from a server running as another user
     try:
         version_dir = staged / VERSION
         version_dir.mkdir()
