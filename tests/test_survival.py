@@ -28,7 +28,8 @@ from trtrepo.client import InferenceClient, unanswered
 from trtrepo.errors import UserError
 from trtrepo.nginx import FORM_BODY_LIMIT
 from trtrepo.server import Ports, TritonServer, is_ready, port_free
-from trtrepo.stubs import process_state, stubs_of
+from trtrepo.process import process_state
+from trtrepo.stubs import stubs_of
 
 pytestmark = pytest.mark.integration
 VARIANT = "efficientnet_lite0_onnxruntime_fp32"
@@ -257,10 +258,11 @@ def test_a_killed_launcher_leaves_no_server_and_no_key_anyone_is_sent(served):
         time.sleep(0.2)
     assert [process_state(pid) for pid in children] in (["", ""], ["Z", ""], ["", "Z"], ["Z", "Z"])
     assert find_key(f"127.0.0.1:{served.ports.grpc}") is None and (key_dir() / f"{served.ports.grpc}.key").exists()
-    deadline = time.monotonic() + 10
-    while not port_free("127.0.0.1", served.ports.http) and time.monotonic() < deadline:  # nginx's workers go too
+    ports = (served.ports.http, served.ports.grpc, served.ports.metrics)
+    deadline = time.monotonic() + 10  # nginx's workers and tritonserver's stubs, which may hold its sockets, go too
+    while not all(port_free("127.0.0.1", port) for port in ports) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert all(port_free("127.0.0.1", port) for port in (served.ports.http, served.ports.grpc, served.ports.metrics))
+    assert all(port_free("127.0.0.1", port) for port in ports)
 
 
 def test_restarts_stop_after_the_limit_with_the_cause(repo, monkeypatch):

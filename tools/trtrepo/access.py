@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 from trtrepo.errors import UserError
+from trtrepo.process import process_identity
 
 LOOPBACK = "127.0.0.1"
 #: Triton's API names (--http-restricted-api / --grpc-restricted-protocol): what runs code (a model load), maps host
@@ -132,16 +133,6 @@ def use_api_key(api_key: str | None) -> None:
 
 def key_dir() -> Path:
     return Path(os.environ.get(KEY_DIR_ENV) or Path.home() / ".config" / "trtrepo" / "keys")
-
-
-def process_identity(pid: int) -> str:
-    """A process id with its start time (/proc's field 22), which a later process given the same id does not share;
-    "" when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return f"{pid} {stat[stat.rfind(')') + 2:].split()[19]}"
 
 
 def write_key_files(ports: Iterable[int], api_key: str) -> list[Path]:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from trtrepo.access import LOOPBACK
 from trtrepo.errors import UserError
 from trtrepo.process import end_with_parent
 
@@ -48,8 +49,6 @@ def find_nginx() -> Path:
 
 def upstream(name: str, ports: list[tuple[int, bool]]) -> list[str]:
     """An upstream group over loopback ports (those marked False are down), fewest connections first."""
-    from trtrepo.access import LOOPBACK
-
     lines = [f"  upstream {name} {{", "    least_conn;"]
     for port, ready in ports:
         lines.append(f"    server {LOOPBACK}:{port} max_fails=1 fail_timeout=2s{'' if ready else ' down'};")

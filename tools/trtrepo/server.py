@@ -22,6 +22,7 @@ from typing import Callable
 
 from trtrepo.access import LOOPBACK, ServerOptions, write_key_files
 from trtrepo.errors import UserError
+from trtrepo.nginx import Nginx, http_server, nginx_config, upstream
 from trtrepo.objectstore import is_remote
 from trtrepo.process import die_with_parent
 from trtrepo.stub_python import NUMPY2_MARKER, PATH_ENV
@@ -282,11 +283,9 @@ class TritonServer:
         self.watchdog: StubWatchdog | None = None
         self._key_files: list[Path] = []
         self._log_offset = 0
-        self.front: "Nginx | None" = None
+        self.front: Nginx | None = None
         self.internal_http = free_port() if guard else ports.http
         if guard:
-            from trtrepo.nginx import Nginx, http_server, nginx_config, upstream
-
             listen = f"{self.options.host}:{ports.http}"
             self.front = Nginx(lambda folder: nginx_config(folder, http_server(listen, "triton_http"),
                                                            upstream("triton_http", [(self.internal_http, True)])))

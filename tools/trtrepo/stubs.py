@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from trtrepo.process import process_state
+
 STUB_BINARY = "triton_python_backend_stub"
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
@@ -28,15 +30,6 @@ class Stub:
     model: str  # the model folder's name
     instance: str  # Triton's instance name, <model>_<group>_<index>
     shm_region: str  # its shared-memory region in /dev/shm
-
-
-def process_state(pid: int) -> str:
-    """The state letter /proc gives a process (R, S, D, T stopped, Z, ...); "" when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat[stat.rfind(")") + 2:].split()[0]
 
 
 def children(parent: int) -> list[int]:
