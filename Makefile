@@ -14,7 +14,7 @@ help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 TENSORFLOW ?= 1
-# The tests serve with each of these numpys first on the Python-backend stub's path (trtrepo/stub_python.py says why).
+# The tests serve with each of these numpys first on the Python-backend stub's path (trtrepo/backend/stub_python.py says why).
 STUB_TEST_NUMPY := 1.26.4 2.2.6
 NUMPY_WHEELS := $(VENV)/share/trtrepo/numpy-wheels
 
@@ -32,8 +32,11 @@ $(STAMP): pyproject.toml
 demo: install  ## build the CPU repository, serve it, classify sample photos, run a short perf sweep (WEIGHTS to override)
 	$(BIN)/trtrepo demo $(if $(WEIGHTS),--weights $(WEIGHTS))
 
-test: install  ## unit and integration tests (starts the real tritonserver and perf_analyzer)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+# The import layers first (pyproject's [tool.importlinter]), then the suite on every core (pytest-xdist: the tests
+# wait on servers and subprocesses as much as they compute). PYTEST_ARGS="-n 0" runs it in one process.
+test: install  ## import layers, then unit and integration tests (starts the real tritonserver and perf_analyzer)
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest -q -n auto $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 repo: install  ## build model_repository/ from repo.toml (its weights, or WEIGHTS=imagenet|random|PATH)

@@ -13,31 +13,14 @@ from typing import Annotated
 
 import typer
 
-from trtrepo.access import use_api_key
+from trtrepo.accuracy.evaluate import find_text
+from trtrepo.cli.app import run_app
 from trtrepo.clients.options import ApiKeyOption, ImagesArgument, JsonOption, OutOption, Protocol, ProtocolOption, UrlOption, WorkersOption
-from trtrepo.client import InferenceClient, collect_images
-from trtrepo.errors import run_app
-from trtrepo.models import get_model
 from trtrepo.models.ctpn import CTPN, TextLine
-from trtrepo.specs import load_image
+from trtrepo.serving.access import use_api_key
+from trtrepo.serving.client import collect_images
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
-WAVE = 16  # images prepared and in flight at once
-
-
-def find_text(
-    images: list[Path], model: str, url: str | None, protocol: str, line_score: float = CTPN.line_min_score,
-    workers: int = 2, on_done=lambda count: None,
-) -> list[list[TextLine]]:
-    """Resize here, infer through Triton (the whole model or the split ensemble), connect proposals here."""
-    spec = get_model("ctpn")
-    client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
-    results: list[list[TextLine]] = []
-    for start in range(0, len(images), WAVE):
-        prepared = [spec.resize(load_image(path)) for path in images[start : start + WAVE]]
-        outputs = client.infer_many([{"input": array[None]} for array, _ in prepared], lambda: on_done(1))
-        results += [spec.postprocess(out, scale=scale, line_min_score=line_score)[0] for out, (_, scale) in zip(outputs, prepared)]
-    return results
 
 
 def annotate(image_path: Path, lines: list[TextLine], out_dir: Path) -> Path:

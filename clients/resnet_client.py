@@ -11,12 +11,13 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from trtrepo.client import InferenceClient, collect_images
-from trtrepo.access import use_api_key
+from trtrepo.cli.app import run_app
 from trtrepo.clients.options import ApiKeyOption, BatchOption, ImagesArgument, JsonOption, Protocol, ProtocolOption, UrlOption
-from trtrepo.config import Variant
-from trtrepo.errors import UserError, run_app
+from trtrepo.errors import UserError
+from trtrepo.format.config import Variant
 from trtrepo.models import MODELS, get_model
+from trtrepo.serving.access import use_api_key
+from trtrepo.serving.client import InferenceClient, collect_images
 from trtrepo.specs import CLASSIFICATION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__)

@@ -17,13 +17,14 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from trtrepo.access import use_api_key
+from trtrepo.cli.app import run_app
 from trtrepo.clients.options import ApiKeyOption, BatchOption, ImagesArgument, JsonOption, OutOption, Protocol, ProtocolOption, UrlOption, WorkersOption
-from trtrepo.client import InferenceClient, collect_images
-from trtrepo.config import Variant
-from trtrepo.errors import UserError, run_app
+from trtrepo.errors import UserError
+from trtrepo.format.config import Variant
 from trtrepo.models import get_model
 from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, LETTERBOXES, YOLOv3, Detection, to_image_coords
+from trtrepo.serving.access import use_api_key
+from trtrepo.serving.client import InferenceClient, collect_images
 from trtrepo.specs import DETECTION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)

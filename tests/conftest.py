@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from trtrepo.build.plan import RepoPlan, load_plan
+
+from trtrepo.build.repository import build_repository
+from trtrepo.format.config import ServingOptions, Variant
 from trtrepo.imagesets import shipped_photos
-from trtrepo.config import ServingOptions, Variant
-from trtrepo.repository import RepoPlan, build_repository, load_plan
-from trtrepo.server import Ports, TritonServer, free_port, is_ready
+from trtrepo.serving.server import Ports, TritonServer, free_port, is_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ServingOptions(max_batch_size=4, preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup=True)
@@ -173,7 +175,7 @@ class Served:
 
     def child(self, program: str) -> int | None:
         """The launcher's child process running ``program`` (tritonserver, nginx), if one runs."""
-        from trtrepo.stubs import children
+        from trtrepo.serving.stubs import children
 
         for pid in children(self.process.pid):
             try:
@@ -205,3 +207,14 @@ class Served:
         self.process.send_signal(signum)
         out, err = self.process.communicate(timeout=60)
         return self.process.returncode, out, "".join(self._stderr) + err
+
+
+#: Fixtures that build a repository or start a server: a test that uses one is an integration test, marked or not.
+COSTLY_FIXTURES = frozenset({"small_repo", "server", "ctpn_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`-m "not integration"` leaves out every test that builds or serves (the quick unit run)."""
+    for item in items:
+        if COSTLY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from trtrepo.access import (
+from trtrepo.serving.access import (
     KEY_ENV,
     RESTRICTED_APIS,
     ServerOptions,
@@ -80,7 +80,7 @@ def test_key_files_are_private_and_found_only_for_this_machine(key_dir):
 
 def test_a_key_file_whose_launcher_is_gone_is_never_sent(key_dir):
     """A launcher killed with SIGKILL leaves its key file; whatever listens on that port later must not get it."""
-    launcher = subprocess.Popen([sys.executable, "-c", "import sys; from trtrepo.access import write_key_files; "
+    launcher = subprocess.Popen([sys.executable, "-c", "import sys; from trtrepo.serving.access import write_key_files; "
                                  "write_key_files([18003], 'stale'); print(flush=True); sys.stdin.read()"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     launcher.stdout.readline()

@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 
 from conftest import resnet_client, trtrepo, yolo_client
-from trtrepo.client import InferenceClient
 from trtrepo.errors import UserError
-from trtrepo.server import free_port
+from trtrepo.serving.client import InferenceClient
+from trtrepo.serving.server import free_port
 
 VARIANT = "resnet50_onnxruntime_fp32"
 
@@ -329,7 +329,7 @@ ENSEMBLE = '[[ensemble]]\nname = "{}"\nsteps = ["efficientnet_lite0_onnxruntime_
     (VARIANT_TABLE + DETECTOR + PIPELINE.format("both") + ENSEMBLE.format("both"), "ensemble name 'both' is already a pipeline's"),
 ])
 def test_pipeline_and_ensemble_names_stay_one_folder_of_their_own(tmp_path, text, message):
-    from trtrepo.repository import load_plan
+    from trtrepo.build.plan import load_plan
 
     plan = tmp_path / "repo.toml"
     plan.write_text(text)

@@ -1,4 +1,4 @@
-"""A batch's way from launch to answers (trtrepo.batches), on a CPU without Triton: splitting per request, the
+"""A batch's way from launch to answers (trtrepo.backend.batches), on a CPU without Triton: splitting per request, the
 guard around every send, and the pipelined Responder's order, errors and limit on batches in flight."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from trtrepo.batches import LaunchedBatch, Responder, launched, per_request, send_each
+from trtrepo.backend.batches import LaunchedBatch, Responder, launched, per_request, send_each
 
 
 def batch_of(sizes: list[int], **fields) -> LaunchedBatch:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trtrepo.calibration import calibration_set
-from trtrepo.imagesets import EVALUATION_PHOTOS, ImageSample, evaluation_photos, shipped_photos
+from trtrepo.build.calibration import calibration_set
 from trtrepo.errors import UserError
+from trtrepo.imagesets import EVALUATION_PHOTOS, ImageSample, evaluation_photos, shipped_photos
 from trtrepo.models import get_model
 
 

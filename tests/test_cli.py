@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 from conftest import trtrepo
-from trtrepo.config import read_config
+from trtrepo.format.config import read_config
 
 
 def test_help_lists_every_command():

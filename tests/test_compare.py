@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 
 from conftest import trtrepo
+from trtrepo.accuracy.compare import compare_variants, first_growth
 from trtrepo.imagesets import ImageSample
-from trtrepo.compare import compare_variants, first_growth
 
 
 def test_compare_int8_against_fp32_writes_the_per_layer_report(small_repo, darknet_photos, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from trtrepo.config import (
+from trtrepo.format.config import (
     GPU_INPUTS_PARAMETER,
     INSTANCES_PARAMETER,
     ServingOptions,
@@ -165,7 +165,7 @@ def test_a_folder_artifact_digest_follows_every_file_in_it(tmp_path):
     ("ctpn", "onnxruntime", False),
 ])
 def test_image_inputs_declare_nchw_and_classifiers_name_their_labels_file(model, engine, labelled, tmp_path):
-    from trtrepo.config import LABELS_FILE, ensemble_config, write_labels
+    from trtrepo.format.config import LABELS_FILE, ensemble_config, write_labels
 
     spec = get_model(model)
     config = model_config(f"{model}_{engine}_fp32", spec, get_engine(engine), "fp32", True, ServingOptions(warmup=False))

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from trtrepo.accuracy.evaluate import read_icdar
+from trtrepo.accuracy.metrics import match_boxes, precision_recall_f
 from trtrepo.errors import UserError
-from trtrepo.evaluate import read_icdar
-from trtrepo.metrics import match_boxes, precision_recall_f
 from trtrepo.models import get_model
 from trtrepo.models.ctpn import ANCHOR_HEIGHTS, K, connect, proposals
 from trtrepo.specs import load_image
@@ -84,7 +84,7 @@ def test_icdar_ground_truth_and_prf(tmp_path):
 
 @pytest.mark.integration
 def test_whole_model_and_split_ensemble_agree_on_different_image_sizes(ctpn_server, tmp_path):
-    from trtrepo.client import InferenceClient
+    from trtrepo.serving.client import InferenceClient
 
     spec = get_model("ctpn")
     rng = np.random.default_rng(3)
@@ -103,7 +103,7 @@ def test_whole_model_and_split_ensemble_agree_on_different_image_sizes(ctpn_serv
 @pytest.mark.integration
 def test_ctpn_client_and_text_evaluation_through_both_deployments(ctpn_server, tmp_path):
     from conftest import run_cli, ROOT
-    from trtrepo.evaluate import evaluate_text
+    from trtrepo.accuracy.evaluate import evaluate_text
 
     Image.new("RGB", (300, 200), (255, 255, 255)).save(tmp_path / "page.png")
     (tmp_path / "gt").mkdir()
@@ -117,3 +117,5 @@ def test_ctpn_client_and_text_evaluation_through_both_deployments(ctpn_server, t
                                     tmp_path / "gt", line_score=0.0)
     assert reference == "ctpn_pytorch_fp32" and [r.variant for r in rows] == ["ctpn_pytorch_fp32", "ctpn_split"]
     assert all(0 <= r.precision <= 1 and 0 <= r.recall <= 1 and r.seconds_per_batch > 0 for r in rows)
+    # The split ensemble is the whole network cut in two: its lines are the reference's, line for line.
+    assert [r.f_vs_reference for r in rows] == [1.0, 1.0]

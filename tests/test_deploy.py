@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import trtrepo
-from trtrepo.deploy import KEY_ENV, QUEUE_METRIC, Deployment, inference_service, manifests
+from trtrepo.serving.deploy import KEY_ENV, QUEUE_METRIC, Deployment, inference_service, manifests
 
 #: Two Kubernetes releases a cluster may run (kubernetes-validate ships their schemas).
 KUBERNETES = ("1.30.0", "1.37.0")

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from trtrepo.format.validate import validate_repository
 from trtrepo.imagesets import shipped_photos
-from trtrepo.server import Ports, TritonServer
-from trtrepo.validate import validate_repository
+from trtrepo.serving.server import Ports, TritonServer
 
 pytestmark = pytest.mark.integration
 CLASSIFIERS = ("efficientnet_lite0_onnxruntime_fp32", "efficientnet_lite0_onnxruntime_int8")

@@ -7,11 +7,11 @@ import onnx
 import pytest
 
 from conftest import trtrepo
-from trtrepo.calibration import calibration_set
+from trtrepo.build.calibration import calibration_set
+from trtrepo.build.export import export_onnx
 from trtrepo.engines import BuildInputs, get_engine
 from trtrepo.engines.base import cuda_available, graph_batch_sizes, load_runner
 from trtrepo.engines.tensorrt import profile_shapes
-from trtrepo.export import export_onnx
 from trtrepo.models import get_model
 
 TENSORRT_MISSING = get_engine("tensorrt").unavailable("fp32")

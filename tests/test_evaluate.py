@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import PHOTO_LABELS, trtrepo
+from trtrepo.accuracy.evaluate import evaluate, labelled_images
 from trtrepo.errors import UserError
-from trtrepo.evaluate import evaluate, labelled_images
 from trtrepo.models.imagenet import imagenet_class_names
 
 LITE0 = ["efficientnet_lite0_pytorch_fp32", "efficientnet_lite0_onnxruntime_fp32", "efficientnet_lite0_onnxruntime_int8"]
@@ -62,7 +62,8 @@ def test_accuracy_study_through_triton_on_real_photos(server, labelled_photos):
     assert by_name[reference].top5 == 1.0 and by_name[reference].top1 >= 1 / len(PHOTO_LABELS)
     assert by_name["efficientnet_lite0_onnxruntime_fp32"].agreement == 1.0
     int8 = by_name["efficientnet_lite0_onnxruntime_int8"]
-    assert 0.0 <= int8.agreement <= 1.0 and int8.top5 >= 0.75
+    # INT8 passed its build-time gate; on these four photos it may part with FP32 on one at most.
+    assert int8.agreement >= 0.75 and int8.top5 >= 0.75
 
 
 @pytest.mark.integration

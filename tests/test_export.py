@@ -5,8 +5,8 @@ from __future__ import annotations
 import onnx
 
 from conftest import trtrepo
+from trtrepo.build.export import PARITY_TOLERANCE, export_onnx
 from trtrepo.engines import get_engine
-from trtrepo.export import PARITY_TOLERANCE, export_onnx
 from trtrepo.models import get_model
 
 

@@ -12,23 +12,16 @@ import pytest
 from PIL import Image
 
 from conftest import trtrepo
-from trtrepo.calibration import calibration_set
+from trtrepo.accuracy.measures import GateThresholds, task_measures
+from trtrepo.accuracy.metrics import coco_map
+from trtrepo.build.calibration import calibration_set
+from trtrepo.build.gate import GatePlan, GateReport, build_within_gate, evaluation_set, skip_reason
+from trtrepo.build.plan import load_plan
 from trtrepo.engines.base import BuildInputs, Engine
 from trtrepo.errors import UserError
-from trtrepo.gate import (
-    BELOW_GATE_PARAMETER,
-    GatePlan,
-    GateReport,
-    GateThresholds,
-    build_within_gate,
-    evaluation_set,
-    skip_reason,
-    task_measures,
-)
-from trtrepo.metrics import coco_map
+from trtrepo.format.config import BELOW_GATE_PARAMETER
+from trtrepo.format.validate import repository_warnings
 from trtrepo.models import get_model
-from trtrepo.repository import load_plan
-from trtrepo.validate import repository_warnings
 
 
 def test_classifier_agreement_counts_changed_top1_and_top5():

@@ -123,7 +123,7 @@ def test_without_a_gpu_the_engine_says_why(tmp_path):
 
 
 def test_compile_mode_is_a_plan_option_of_the_inductor_engine_only(tmp_path):
-    from trtrepo.repository import load_plan
+    from trtrepo.build.plan import load_plan
 
     def plan(engine: str, mode: object):
         path = tmp_path / "plan.toml"
@@ -140,8 +140,8 @@ def test_compile_mode_is_a_plan_option_of_the_inductor_engine_only(tmp_path):
 
 
 def test_dropping_a_build_option_from_the_plan_is_a_rebuild_not_up_to_date():
-    from trtrepo.config import Variant
-    from trtrepo.repository import build_key
+    from trtrepo.build.repository import build_key
+    from trtrepo.format.config import Variant
 
     frozen = Variant("resnet50", "inductor", "fp16", build_options=(("freezing", "on"),))
     plain = Variant("resnet50", "inductor", "fp16")

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from conftest import resnet_client, trtrepo
-from trtrepo.access import Endpoint
-from trtrepo.client import InferenceClient, triton_client
 from trtrepo.clients.resnet_client import classify
 from trtrepo.errors import UserError
 from trtrepo.perf.bench import bench
 from trtrepo.perf.sweep import sweep
-from trtrepo.server import Ports, TritonServer, free_port
+from trtrepo.serving.access import Endpoint
+from trtrepo.serving.client import InferenceClient, triton_client
+from trtrepo.serving.server import Ports, TritonServer, free_port
 
 pytestmark = pytest.mark.integration
 VARIANTS = ["resnet50_onnxruntime_fp32", "resnet50_pytorch_fp32"]
@@ -141,7 +141,7 @@ def test_server_that_cannot_load_a_model_fails_with_the_reason(small_repo, tmp_p
 @pytest.fixture
 def pipelined(server):
     """VARIANTS[1] reloaded as a pipelined (decoupled) model, restored afterwards."""
-    from trtrepo.config import apply_serving_options, config_to_json, serving_options_of
+    from trtrepo.format.config import apply_serving_options, config_to_json, serving_options_of
 
     client = InferenceClient(VARIANTS[1], url=server.grpc_url, protocol="grpc")
     original = client.model_config(VARIANTS[1])
@@ -189,8 +189,8 @@ def test_tune_finds_a_clearly_better_config_applies_it_and_plans_capacity(small_
     (the old config kept) and reloads it, and the capacity plan shows its arithmetic."""
     import shutil
 
-    from trtrepo.config import read_config
-    from trtrepo.perf.tune import read_csv
+    from trtrepo.format.config import read_config
+    from trtrepo.perf.tune_report import read_csv
 
     variant = "efficientnet_lite0_onnxruntime_fp32"
     repository = tmp_path / "repo"

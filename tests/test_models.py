@@ -8,7 +8,7 @@ import torch
 
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
-from trtrepo.weights import download_state_dict
+from trtrepo.models.weights import download_state_dict
 
 spec = get_model("resnet50")
 

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import trtrepo
 from trtrepo.errors import UserError
-from trtrepo.mps import CONTROL, LOG_ENV, PIPE_ENV, mps_running, shared_gpu, unshared_instances
+from trtrepo.serving.mps import CONTROL, LOG_ENV, PIPE_ENV, mps_running, shared_gpu, unshared_instances
 
 CONFIG = """name: "{name}"
 backend: "{backend}"

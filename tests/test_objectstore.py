@@ -10,8 +10,8 @@ import pytest
 from conftest import resnet_client, trtrepo
 from trtrepo.errors import UserError
 from trtrepo.imagesets import shipped_photos
-from trtrepo.objectstore import INDEX, S3Location, is_remote
-from trtrepo.server import Ports, TritonServer, free_port
+from trtrepo.serving.objectstore import INDEX, S3Location, is_remote
+from trtrepo.serving.server import Ports, TritonServer, free_port
 
 MODEL = "efficientnet_lite0_onnxruntime_fp32"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trtrepo.metrics import match_by_class
+from trtrepo.accuracy.metrics import match_by_class
 from trtrepo.models import get_model
 from trtrepo.models.yolov3 import CFG_DIR, DEFAULT_CONF, DEFAULT_IOU, INPUT_SIZE, to_image_coords
 from trtrepo.specs import load_image

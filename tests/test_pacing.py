@@ -1,10 +1,10 @@
-"""When a pipelined model returns from execute (trtrepo.pacing; pure logic, no GPU)."""
+"""When a pipelined model returns from execute (trtrepo.backend.pacing; pure logic, no GPU)."""
 
 from __future__ import annotations
 
 import pytest
 
-from trtrepo.pacing import BatchPacer
+from trtrepo.backend.pacing import BatchPacer
 
 
 def test_untimed_sizes_return_at_once():

@@ -7,10 +7,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from trtrepo import quantization
-from trtrepo.calibration import CalibrationSet, calibration_set
+from trtrepo.build.calibration import CalibrationSet, calibration_set
+from trtrepo.build.export import export_onnx
+from trtrepo.engines import quantization
 from trtrepo.engines import BuildInputs
-from trtrepo.export import export_onnx
 from trtrepo.models import get_model
 
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, interruptible, resnet_client
-from trtrepo.client import InferenceClient
 from trtrepo.imagesets import shipped_photos
-from trtrepo.nginx import find_nginx
-from trtrepo.replicas import ReplicaSet, balancer_config
-from trtrepo.server import Ports
+from trtrepo.serving.client import InferenceClient
+from trtrepo.serving.nginx import find_nginx
+from trtrepo.serving.replicas import ReplicaSet, balancer_config
+from trtrepo.serving.server import Ports
 
 MODEL = "efficientnet_lite0_onnxruntime_fp32"
 

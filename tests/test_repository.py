@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from trtrepo.config import ServingOptions, Variant
+from trtrepo.build.plan import RepoPlan
+
+from trtrepo.build.repository import build_repository
 from trtrepo.engines import get_engine
 from trtrepo.errors import UserError
-from trtrepo.repository import RepoPlan, build_repository
-from trtrepo.validate import validate_repository
+from trtrepo.format.config import ServingOptions, Variant
+from trtrepo.format.validate import validate_repository
 
 OPTIONS = ServingOptions(max_batch_size=2, preferred_batch_sizes=(2,), warmup=False)
 
@@ -95,7 +97,7 @@ def test_a_failed_rebuild_keeps_the_previous_variant_and_the_others_are_built(tm
 def test_a_second_build_into_the_same_repository_is_refused(tmp_path):
     import fcntl
 
-    from trtrepo.repository import LOCK_FILE
+    from trtrepo.build.publish import LOCK_FILE
 
     (tmp_path / "repo").mkdir()
     with (tmp_path / "repo" / LOCK_FILE).open("a") as held:
@@ -107,8 +109,7 @@ def test_a_second_build_into_the_same_repository_is_refused(tmp_path):
 def test_a_build_stopped_between_its_two_renames_is_undone(tmp_path, monkeypatch):
     """A build killed (SIGKILL: no finally runs) after publish parked the old variant, before the new one went in:
     the next build puts the old variant back under its own name and finds it up to date."""
-    from trtrepo import repository
-
+    from trtrepo.build import repository
     variant = Variant("efficientnet_lite0", "onnxruntime", "fp32", OPTIONS)
     plan = plan_for(tmp_path / "repo", variant)
     build_repository(plan)
@@ -136,7 +137,7 @@ def test_a_build_stopped_between_its_two_renames_is_undone(tmp_path, monkeypatch
 
 def test_trash_of_a_finished_publish_is_never_restored(tmp_path):
     """Killed while deleting the old folder (after both renames): the new variant stays, the trash goes."""
-    from trtrepo.repository import recover_staging, staging_dir
+    from trtrepo.build.publish import recover_staging, staging_dir
 
     repo = tmp_path / "repo"
     (repo / "resnet50_onnxruntime_fp32").mkdir(parents=True)
@@ -152,7 +153,7 @@ def test_trash_of_a_finished_publish_is_never_restored(tmp_path):
 
 def test_asking_for_ctpn_brings_the_split_ensemble_and_its_parts():
     from conftest import ROOT
-    from trtrepo.repository import load_plan
+    from trtrepo.build.plan import load_plan
 
     plan = load_plan(ROOT / "repo.toml", ["ctpn"], backends="python")
     models = {v.model for v in plan.variants}

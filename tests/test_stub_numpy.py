@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from conftest import trtrepo
-from trtrepo.client import InferenceClient
+from trtrepo.backend.stub_python import PATH_ENV
 from trtrepo.errors import UserError
-from trtrepo.server import (STUB_PATH_ENV, Ports, TritonServer, check_stub_numpy, find_tritonserver, is_ready,
-                            stub_numpy, stub_supports_numpy2)
-from trtrepo.stub_python import PATH_ENV
-from trtrepo.stubs import stubs_of
+from trtrepo.serving.client import InferenceClient
+from trtrepo.serving.installation import STUB_PATH_ENV, check_stub_numpy, find_tritonserver, stub_numpy, stub_supports_numpy2
+from trtrepo.serving.server import Ports, TritonServer, is_ready
+from trtrepo.serving.stubs import stubs_of
 
 VARIANT = "efficientnet_lite0_onnxruntime_fp32"
 WHEELS = Path(sys.prefix) / "share" / "trtrepo" / "numpy-wheels"

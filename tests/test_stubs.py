@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trtrepo.stubs import STUB_BINARY, StubWatchdog, resident_bytes, stubs_of
+from trtrepo.serving.stubs import STUB_BINARY, StubWatchdog, resident_bytes, stubs_of
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A default `trtrepo serve` survives what clients send it and comes back from what kills it.
 
-Each hostile request goes to a real default server (nginx's guard in front of tritonserver, trtrepo.nginx); after
+Each hostile request goes to a real default server (nginx's guard in front of tritonserver, trtrepo.serving.nginx); after
 each, a normal request is answered within 30 s by the same tritonserver process: the guard stopped what would have
 crashed it. Then the faults: tritonserver killed, a stub stopped and resumed, the launcher killed, under a client
 loop whose failed requests are counted.
@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 
 from conftest import Served, trtrepo
-from trtrepo import server as server_module
-from trtrepo.access import find_key, key_dir
-from trtrepo.client import InferenceClient, unanswered
 from trtrepo.errors import UserError
-from trtrepo.nginx import FORM_BODY_LIMIT
-from trtrepo.server import Ports, TritonServer, is_ready, port_free
-from trtrepo.process import process_state
-from trtrepo.stubs import stubs_of
+from trtrepo.serving import server as server_module
+from trtrepo.serving.access import find_key, key_dir
+from trtrepo.serving.client import InferenceClient, unanswered
+from trtrepo.serving.nginx import FORM_BODY_LIMIT
+from trtrepo.serving.process import process_state
+from trtrepo.serving.server import Ports, TritonServer, is_ready, port_free
+from trtrepo.serving.stubs import stubs_of
 
 pytestmark = pytest.mark.integration
 VARIANT = "efficientnet_lite0_onnxruntime_fp32"

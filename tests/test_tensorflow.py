@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 
 from conftest import SMALL, trtrepo, yolo_client
-from trtrepo.client import InferenceClient
-from trtrepo.config import Variant
+from trtrepo.build.plan import RepoPlan
+from trtrepo.build.repository import build_repository
 from trtrepo.engines import get_engine
 from trtrepo.engines.tensorflow import check_parity
 from trtrepo.errors import UserError
+from trtrepo.format.config import Variant
 from trtrepo.models import get_model
-from trtrepo.repository import RepoPlan, build_repository
-from trtrepo.server import Ports, TritonServer
+from trtrepo.serving.client import InferenceClient
+from trtrepo.serving.server import Ports, TritonServer
 
 needs_tensorflow = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                                       reason="TensorFlow is not installed (make install TENSORFLOW=1)")
@@ -47,7 +48,7 @@ def test_models_without_a_keras_twin_are_not_applicable_rather_than_failed():
 
 
 def test_on_a_triton_with_the_tensorflow_backend_the_config_is_native():
-    from trtrepo.config import model_config
+    from trtrepo.format.config import model_config
 
     engine = get_engine("tensorflow")
     config = model_config("resnet50_tensorflow_fp32", get_model("resnet50"), engine, "fp32", True, SMALL)
@@ -142,7 +143,7 @@ def test_tfserving_export_parses_with_tfserving_protos_and_mirrors_triton_batchi
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    from trtrepo.tfserving import batching_parameters_class
+    from trtrepo.build.tfserving import batching_parameters_class
 
     result = trtrepo("tfserving", str(tf_repo), "--output", str(tmp_path / "tfs"), "--base-path", "/models")
     assert result.returncode == 0, result.stderr
@@ -167,8 +168,8 @@ def test_perf_sweeps_a_tfserving_beside_triton_variants(tf_repo, tf_server, tmp_
     (no TF-Serving binary exists here): the TF-Serving points land in the same report as the Triton variant's."""
     from tfserving_standin import StandIn
 
+    from trtrepo.build.tfserving import export_tfserving
     from trtrepo.perf.sweep import read_csv
-    from trtrepo.tfserving import export_tfserving
 
     export_tfserving(tf_repo, tmp_path / "tfs")
     out = tmp_path / "perf"
@@ -190,7 +191,7 @@ def test_perf_sweeps_a_tfserving_beside_triton_variants(tf_repo, tf_server, tmp_
 def test_validate_accepts_the_saved_model_folder_and_names_a_broken_one(tf_repo, tmp_path):
     import shutil
 
-    from trtrepo.validate import validate_repository
+    from trtrepo.format.validate import validate_repository
 
     variant = "resnet50_tensorflow_fp32"
     shutil.copytree(tf_repo / variant, tmp_path / variant)

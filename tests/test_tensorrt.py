@@ -21,15 +21,15 @@ from polygraphy.backend.trt import CreateConfig, Profile
 from tritonclient.grpc import model_config_pb2 as pb
 
 from conftest import ROOT, trtrepo
-from trtrepo.calibration import calibration_set
-from trtrepo.config import ServingOptions, model_config, write_config, write_labels
+from trtrepo.build.calibration import calibration_set
+from trtrepo.build.export import export_onnx
+from trtrepo.build.plan import load_plan
 from trtrepo.engines import BuildInputs, get_engine
 from trtrepo.engines import tensorrt as trt_engine
 from trtrepo.errors import UserError
-from trtrepo.export import export_onnx
+from trtrepo.format.config import ServingOptions, model_config, write_config, write_labels
+from trtrepo.format.validate import validate_repository
 from trtrepo.models import get_model
-from trtrepo.repository import load_plan
-from trtrepo.validate import validate_repository
 
 GRAPHS = ServingOptions(kind="gpu", max_batch_size=32, preferred_batch_sizes=(16, 32), cuda_graphs=True)
 
@@ -229,8 +229,8 @@ def test_config_command_refuses_cpu_instances_for_a_plan(tmp_path):
 
 
 def test_a_rebuild_keeps_the_timing_cache_and_never_an_old_calibration_cache(tmp_path):
-    from trtrepo.config import Variant
-    from trtrepo.repository import build_variant
+    from trtrepo.build.repository import build_variant
+    from trtrepo.format.config import Variant
 
     spec = get_model("efficientnet_lite0")
     variant = Variant("efficientnet_lite0", "pytorch", "fp32")

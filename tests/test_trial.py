@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trtrepo.config import ServingOptions, apply_serving_options, serving_options_of
 from trtrepo.errors import UserError
+from trtrepo.format.config import ServingOptions, apply_serving_options, serving_options_of
 from trtrepo.perf.trial import changed_config
 from tritonclient.grpc import model_config_pb2 as pb
 

@@ -7,10 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from trtrepo.config import ServingOptions
 from trtrepo.errors import UserError
-from trtrepo.perf.tune import (Candidate, Goal, SearchSpace, TunePoint, capacity, checkpoint, failure_reason, judge,
-                               pareto_front, read_csv, resumed, run_to_run, search)
+from trtrepo.format.config import ServingOptions
+from trtrepo.perf.tune import search
+from trtrepo.perf.tune_report import checkpoint, read_csv, resumed
+from trtrepo.perf.tune_space import Candidate, Goal, SearchSpace, TunePoint, failure_reason
+from trtrepo.perf.tune_verdict import capacity, judge, pareto_front, run_to_run
 
 START = ServingOptions(max_batch_size=8, instances=1, preferred_batch_sizes=(8,), max_queue_delay_us=2000)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import trtrepo
-from trtrepo.validate import validate_repository
+from trtrepo.format.validate import validate_repository
 
 
 def link_weights_copy_the_rest(source: str, target: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import yolo_client
-from trtrepo.evaluate import evaluate_detection
+from trtrepo.accuracy.evaluate import evaluate_detection
 from trtrepo.models import get_model
 from trtrepo.models.yolov3 import to_image_coords
 

@@ -43,7 +43,7 @@ mkdir -p "$TB" "$RESULTS"
 # shellcheck disable=SC1091
 source "$TB/env.sh"
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target "$SITE" "$PACK"/wheels/*.whl .
-# The machine's numpy is 2, which this server's Python-backend stub garbles tensors with (tools/trtrepo/stub_python.py):
+# The machine's numpy is 2, which this server's Python-backend stub garbles tensors with (tools/trtrepo/backend/stub_python.py):
 # the stub alone gets the packed numpy 1.26, first on its path; everything else here keeps the machine's.
 STUB_SITE=/tmp/trtrepo-stub-numpy
 python3 -m pip install -q --no-index --no-deps --upgrade --target "$STUB_SITE" "$PACK"/stub-wheels/numpy-*.whl

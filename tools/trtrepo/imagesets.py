@@ -19,6 +19,7 @@ from trtrepo.specs import IMAGE_SUFFIXES, load_image
 if TYPE_CHECKING:
     from PIL import Image
 
+
 #: Shipped photos kept out of calibration: the accuracy gate's default evaluation set. Darknet's sample photos
 #: hold the objects a detector is judged on; skimage's second motorcycle view is the left one's unseen twin.
 EVALUATION_PHOTOS = frozenset({"dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg", "kite.jpg", "person.jpg",

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from trtrepo.errors import UserError
 
+
 Record = TypeVar("Record")
 
 

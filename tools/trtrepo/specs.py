@@ -14,6 +14,7 @@ from trtrepo.errors import UserError
 if TYPE_CHECKING:
     import torch
 
+
 # numpy dtype name -> Triton data type without the TYPE_ prefix (model_config.proto's DataType).
 _TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "int8": "INT8", "int32": "INT32", "int64": "INT64", "uint8": "UINT8"}
 

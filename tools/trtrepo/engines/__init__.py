@@ -10,6 +10,7 @@ from trtrepo.engines.tensorflow import TensorFlowEngine
 from trtrepo.engines.tensorrt import TensorRTEngine
 from trtrepo.errors import UserError
 
+
 ENGINES: dict[str, type[Engine]] = {
     "onnxruntime": OnnxRuntimeEngine, "pytorch": PyTorchEngine, "inductor": InductorEngine, "tensorrt": TensorRTEngine,
     "tensorflow": TensorFlowEngine,

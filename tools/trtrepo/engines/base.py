@@ -14,8 +14,9 @@ from trtrepo.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from trtrepo.calibration import CalibrationSet
+    from trtrepo.build.calibration import CalibrationSet
     from trtrepo.specs import ModelSpec
+
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 #: Named CUDA tensors in, named CUDA tensors out: the served path on a GPU, with no trip through host memory.

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     import torch
 
+
 Forward = Callable[[list["torch.Tensor"]], list["torch.Tensor"]]
 MAX_GRAPHS = 8  # captured shapes per instance; further shapes run eagerly
 

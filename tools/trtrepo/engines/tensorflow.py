@@ -23,6 +23,7 @@ from trtrepo.tf_networks import import_tensorflow
 if TYPE_CHECKING:
     from trtrepo.specs import ModelSpec
 
+
 #: The signature Triton's TensorFlow backend and TF-Serving call by default.
 SIGNATURE = "serving_default"
 #: Beside the SavedModel: TensorFlow and Keras versions, parity with PyTorch, build time (the manifest's engine_build).

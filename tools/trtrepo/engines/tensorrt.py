@@ -2,7 +2,7 @@
 
 Kept thin on purpose: TensorRT needs an NVIDIA GPU and the tensorrt package, and where either is missing
 `unavailable` says so in one line before anything is imported. INT8 is explicit quantization: the plan is built
-from the Q/DQ ONNX model of the shared calibration (trtrepo.quantization, TensorRT's symmetric encoding, kept
+from the Q/DQ ONNX model of the shared calibration (trtrepo.engines.quantization, TensorRT's symmetric encoding, kept
 beside the plan as int8_qdq.onnx), never through TensorRT's implicit calibrator, which TensorRT 10.1 deprecated
 ("superseded by explicit quantization") and 11 removed. The timing cache lives beside the plan, so rebuilds reuse
 tactic timings; layers.json is the engine inspector's report of which ONNX layers were fused into which.
@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trtrepo import quantization
+from trtrepo.engines import quantization
 from trtrepo.engines.base import BuildInputs, Engine, GpuRunner, Runner, cuda_available
 from trtrepo.errors import UserError
 
 if TYPE_CHECKING:
     from trtrepo.specs import ModelSpec
+
 
 #: The Triton release this project deploys to (the server of nvidia-pytriton 0.7.0, 2.51.0, is release 24.10) and
 #: the TensorRT its NGC containers (tritonserver:24.10-py3, tensorrt:24.10-py3) ship: TensorRT 10.5.0.18 (Triton

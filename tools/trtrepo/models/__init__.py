@@ -14,6 +14,7 @@ from trtrepo.errors import UserError
 if TYPE_CHECKING:
     from trtrepo.specs import ModelSpec
 
+
 #: Model name -> "module:class" of its spec.
 MODELS: dict[str, str] = {
     "resnet50": "trtrepo.models.resnet50:ResNet50",

@@ -22,8 +22,9 @@ from torch import nn
 from torchvision.models import vgg16
 
 from trtrepo.errors import UserError
+from trtrepo.models.weights import apply_state_dict, read_state_dict
 from trtrepo.specs import TEXT, ModelSpec, TensorSpec
-from trtrepo.weights import apply_state_dict, read_state_dict
+
 
 ANCHOR_HEIGHTS = (11, 16, 23, 33, 48, 68, 97, 139, 198, 273)  # 11 to 273 px, each about 1/0.7 of the last
 ANCHOR_WIDTH = 16  # the feature map's stride

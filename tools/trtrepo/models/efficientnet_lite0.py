@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+
 # torch and torchvision are imported where used, as in resnet50.py.
 
 # Lite models were trained on TF-style input: (pixel - 127) / 128, bicubic resize to 256, centre crop 224.
@@ -43,7 +44,7 @@ class EfficientNetLite0(ImageNetClassifier):
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
             raise UserError("efficientnet_lite0: pip install efficientnet-lite-pytorch==0.1.0 for its network code") from exc
-        from trtrepo.weights import apply_state_dict, read_state_dict
+        from trtrepo.models.weights import apply_state_dict, read_state_dict
 
         network = EfficientNet.from_name("efficientnet-lite0")
         if weights != "random":

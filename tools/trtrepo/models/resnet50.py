@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+
 # torch and torchvision are imported where the network or the preprocessing is used: a server stub running another
 # engine's artifact of this model needs the spec alone. The pretrained weights' own evaluation transform: resize the short side to 232, centre crop 224.
 RESIZE, CROP = 232, 224
@@ -27,7 +28,7 @@ class ResNet50(ImageNetClassifier):
     def build_network(self, weights: str) -> torch.nn.Module:
         from torchvision.models import ResNet50_Weights, resnet50
 
-        from trtrepo.weights import apply_state_dict, download_state_dict, read_state_dict
+        from trtrepo.models.weights import apply_state_dict, download_state_dict, read_state_dict
 
         network = resnet50(weights=None)
         if weights in ("imagenet", "pretrained"):

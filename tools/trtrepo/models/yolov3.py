@@ -18,11 +18,12 @@ import torch
 
 from trtrepo.errors import UserError
 from trtrepo.models.darknet import DarknetNetwork, box_count, load_darknet_weights, parse_cfg
+from trtrepo.models.weights import DOWNLOAD_TIMEOUT_S, apply_state_dict, read_state_dict
 from trtrepo.specs import DETECTION, ModelSpec, TensorSpec, Tolerance, load_image
-from trtrepo.weights import DOWNLOAD_TIMEOUT_S, apply_state_dict, read_state_dict
 
 if TYPE_CHECKING:
     from PIL import Image
+
 
 CFG_DIR = Path(__file__).with_name("cfg")
 COCO_NAMES = [line.strip() for line in (CFG_DIR / "coco.names").read_text().splitlines() if line.strip()]

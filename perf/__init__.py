@@ -1,1 +1,0 @@
-"""Performance sweeps: perf_analyzer over instance counts and concurrency, tables and plots."""

@@ -1,0 +1,73 @@
+"""Task measures of one set of outputs against another (top-1 agreement, box recall, mAP@.5, text-line F) and the
+least a variant must score on them: what the build's gate, `trtrepo eval` and `trtrepo compare` judge by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from trtrepo.accuracy.metrics import DETECTION_CONF, classifier_agreement, coco_map, match_boxes, match_by_class, precision_recall_f
+from trtrepo.errors import UserError
+from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT, ModelSpec
+
+if TYPE_CHECKING:
+    from trtrepo.engines.base import Runner
+
+
+EVALUATION_BATCH = 8
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """The least a variant must score against FP32; only the measures of the model's task apply."""
+
+    top1_agreement: float = 0.99
+    box_recall: float = 0.95
+    map50: float = 0.95
+    text_f: float = 0.95
+
+    def for_task(self, task: str) -> dict[str, float]:
+        return {name: getattr(self, name) for name in GATED_MEASURES[task]}
+
+    def updated(self, values: dict[str, float], where: str) -> "GateThresholds":
+        for name, value in values.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise UserError(f"{where}: {name} must be a share between 0 and 1, got {value!r}")
+        return replace(self, **{name: float(value) for name, value in values.items()})
+
+
+GATE_KEYS = tuple(f.name for f in fields(GateThresholds))
+GATED_MEASURES = {CLASSIFICATION: ("top1_agreement",), DETECTION: ("box_recall", "map50"), TEXT: ("text_f",)}
+
+
+def run_batches(spec: ModelSpec, runner: "Runner", samples: list[np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """The runner's outputs for every sample, one batch at a time (one sample at a time where sizes vary)."""
+    name = spec.inputs[0].name
+    if len({sample.shape for sample in samples}) > 1:
+        batch_size = 1
+    return [runner({name: np.stack(samples[start : start + batch_size])}) for start in range(0, len(samples), batch_size)]
+
+
+def task_measures(spec: ModelSpec, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """The task's measures of ``candidate`` outputs against ``reference`` outputs of the same batches."""
+    if spec.task == CLASSIFICATION:
+        name = spec.outputs[0].name
+        return classifier_agreement(np.concatenate([o[name] for o in reference]), np.concatenate([o[name] for o in candidate]))
+    if spec.task == DETECTION:
+        truth = [[(d.class_id, d.box) for d in found] for o in reference for found in spec.postprocess(o)]
+        kept = [[(d.class_id, d.box) for d in found] for o in candidate for found in spec.postprocess(o)]
+        ranked = [[(d.class_id, d.box, d.score) for d in found] for o in candidate
+                  for found in spec.postprocess(o, conf=DETECTION_CONF)]
+        total = sum(map(len, truth))
+        recall = sum(match_by_class(k, t) for k, t in zip(kept, truth)) / total if total else 1.0
+        map50_95, map50 = coco_map(truth, ranked)
+        return {"box_recall": recall, "map50": map50, "map50_95": map50_95, "reference_boxes": float(total)}
+    truth = [[line.bounds() for line in lines] for o in reference for lines in spec.postprocess(o)]
+    found = [[line.bounds() for line in lines] for o in candidate for lines in spec.postprocess(o)]
+    matched = sum(match_boxes(f, t) for f, t in zip(found, truth))
+    if not sum(map(len, truth)) and not sum(map(len, found)):
+        return {"text_f": 1.0, "reference_lines": 0.0}
+    return {"text_f": precision_recall_f(matched, sum(map(len, found)), sum(map(len, truth)))[2],
+            "reference_lines": float(sum(map(len, truth)))}

@@ -1,0 +1,58 @@
+"""The Python that Triton's Python-backend stub runs: its import path, and whether its numpy can cross the stub.
+
+Standard library only at import: triton_utils_shim.py runs this file inside the stub before any package is
+importable, and trtrepo.serving.server runs it (``python -I -S stub_python.py PATH``) to learn which numpy the stub will
+import before it starts a server.
+
+Why numpy matters: the stub of tritonserver 2.51 (nvidia-pytriton 0.7.0, Triton 24.10) is compiled with a pybind11
+older than 2.12, against numpy 1.x's C API (its binary imports ``numpy.core.multiarray`` and knows no
+``numpy._core``). Imported together with numpy 2 it misreads the dtype of every tensor it builds from memory: an
+input arrives as its first element repeated, and an output in host memory is refused by the server ("output tensor
+shape does not match size of output"). An echo model shows it on a CPU; GPU visibility and the server's memory
+pools change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+from typing import Any
+
+
+#: The environment variable that names the folders the stub puts first on its path.
+PATH_ENV = "TRTREPO_PYTHONPATH"
+#: Found in stub binaries whose pybind11 knows numpy 2's module layout (2.12 and newer).
+NUMPY2_MARKER = b"numpy._core"
+
+
+def put_first(entries: str) -> None:
+    """The folders of ``entries`` (os.pathsep-separated, their .pth files processed so editable installs work) in
+    front of sys.path: the stub embeds the system's libpython and ignores PYTHONPATH."""
+    added: list[str] = []
+    for entry in filter(None, entries.split(os.pathsep)):
+        before = set(sys.path)
+        site.addsitedir(entry)
+        added += [p for p in sys.path if p not in before]
+    sys.path[:] = added + [p for p in sys.path if p not in added]
+
+
+def refuse_garbling_stub(pb_utils: Any) -> None:
+    """Inside a stub, at a model's load: fail it with the reason where tensors built from memory come out wrong (a
+    known tensor sent through DLPack, the way every request's input is built), rather than answer wrong numbers."""
+    import numpy as np
+
+    sent = np.arange(1, 7, dtype=np.float32)
+    received = pb_utils.Tensor.from_dlpack("probe", pb_utils.Tensor("sent", sent)).as_numpy()
+    if not np.array_equal(received, sent):
+        raise RuntimeError(f"this Python-backend stub garbles tensors with numpy {np.__version__} "
+                           f"({os.path.dirname(np.__file__)}): {sent.tolist()} came back as {received.tolist()}; "
+                           "it needs numpy < 2 first on its path")
+
+
+if __name__ == "__main__":  # which numpy a stub with these folders first would import: its version and folder
+    put_first(sys.argv[1] if len(sys.argv) > 1 else "")
+    import numpy
+
+    print(numpy.__version__)
+    print(os.path.dirname(numpy.__file__))

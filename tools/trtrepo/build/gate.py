@@ -1,0 +1,168 @@
+"""The accuracy gate: every variant that is not the FP32 reference is run beside the model's PyTorch FP32 network
+on images it was not calibrated on, and judged by the task's own measure before it is published.
+
+Classifiers: top-1 agreement with FP32 (and FP32's top-1 among the variant's top 5, reported). Detectors: the
+share of FP32's boxes (client threshold) the variant finds with the same class at IoU >= 0.5, and COCO mAP of
+the variant's boxes (evaluation threshold) against FP32's. Text: F-measure of the variant's lines against FP32's.
+A variant below its gate may keep fewer nodes in reduced precision (mixed precision, where its engine can):
+the fewest of the nodes that cost most are kept in float until it passes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from trtrepo.accuracy.measures import EVALUATION_BATCH, GateThresholds, run_batches, task_measures
+from trtrepo.errors import UserError
+from trtrepo.imagesets import ImageSample, evaluation_photos, images_in, with_crops
+from trtrepo.specs import ModelSpec
+
+if TYPE_CHECKING:
+    from trtrepo.build.calibration import CalibrationSet
+    from trtrepo.engines.base import BuildInputs, Engine, Runner
+
+
+#: Whole images first, then crops of them: 8 photos give 112 samples, so one disagreement still passes 99%.
+DEFAULT_EVALUATION_IMAGES = 112
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """The plan's [gate] table: thresholds (defaults, and per model), the evaluation images, and whether a
+    variant below its gate is published anyway (marked) instead of set aside."""
+
+    defaults: GateThresholds = GateThresholds()
+    per_model: tuple[tuple[str, GateThresholds], ...] = ()
+    eval_dir: Path | None = None
+    eval_images: int = DEFAULT_EVALUATION_IMAGES
+    allow_below: bool = False
+
+    def thresholds_for(self, model: str) -> GateThresholds:
+        return dict(self.per_model).get(model, self.defaults)
+
+
+def skip_reason(spec: ModelSpec, engine: str, precision: str, weights: str) -> str | None:
+    """Why a variant is not judged: it is the reference itself, its weights are random, or it is a part of a
+    model served split, judged whole."""
+    if engine == "pytorch" and precision == "fp32":
+        return "the FP32 reference itself"
+    if weights == "random":
+        return "random weights: agreement with FP32 would mean nothing"
+    return spec.judged_whole_as and f"a part of a split model: judged whole, as {spec.judged_whole_as}"
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    samples: tuple[ImageSample, ...]
+    source: str
+
+    def describe(self) -> dict:
+        return {"source": self.source, "samples": len(self.samples), "files": len({s.path for s in self.samples})}
+
+
+def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", count: int) -> EvaluationSet:
+    """``count`` samples from ``eval_dir`` (else the shipped evaluation photos), none of them a calibration
+    image; crops and mirror images when there are fewer files."""
+    files = images_in(eval_dir, "evaluation") if eval_dir else evaluation_photos()
+    source = str(eval_dir) if eval_dir else "photos shipped with installed packages, kept out of calibration"
+    calibrated = {path.resolve() for path in calibration.files} if calibration else set()
+    unseen = [path for path in files if path.resolve() not in calibrated]
+    if not unseen:
+        where = eval_dir or "the shipped evaluation photos"
+        raise UserError(f"{where}: no image that calibration did not use; pass --eval-dir with other images")
+    if len(unseen) < len(files):
+        source += f" ({len(files) - len(unseen)} left out: calibration used them)"
+    return EvaluationSet(with_crops(unseen, count), source)
+
+
+@dataclass
+class GateReport:
+    """What a variant scored against FP32, the thresholds applied, and whether it passed."""
+
+    measures: dict[str, float]
+    thresholds: dict[str, float]
+    evaluation: dict
+    kept_in_float: list[str] = field(default_factory=list)
+    trials: int = 1
+
+    @property
+    def passed(self) -> bool:
+        return all(self.measures[name] >= least for name, least in self.thresholds.items())
+
+    def shortfall(self) -> float:
+        """How far the worst gated measure falls below its threshold (0 when it passes)."""
+        return max(0.0, *(least - self.measures[name] for name, least in self.thresholds.items()))
+
+    def line(self) -> str:
+        """``top1_agreement 0.991 >= 0.99`` for each gated measure."""
+        return ", ".join(f"{name} {self.measures[name]:.3f} {'>=' if self.measures[name] >= least else '<'} {least:g}"
+                         for name, least in self.thresholds.items())
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed, **asdict(self)}
+
+
+class Gate:
+    """One model's gate: its evaluation samples, preprocessed once, and the FP32 network's outputs on them."""
+
+    def __init__(self, spec: ModelSpec, reference: "Runner", evaluation: EvaluationSet, thresholds: GateThresholds) -> None:
+        self.spec = spec
+        self.evaluation = evaluation
+        self.thresholds = thresholds.for_task(spec.task)
+        self.samples = [spec.preprocess_image(sample.load()) for sample in evaluation.samples]
+        self.reference = run_batches(spec, reference, self.samples, EVALUATION_BATCH)
+
+    def judge(self, candidate: "Runner", batch_size: int = EVALUATION_BATCH) -> GateReport:
+        measures = task_measures(self.spec, self.reference, run_batches(self.spec, candidate, self.samples, batch_size))
+        return GateReport(measures, dict(self.thresholds), self.evaluation.describe())
+
+
+def build_within_gate(
+    engine: "Engine", inputs: "BuildInputs", precision: str, artifact: Path, judge: Callable[[Path], GateReport],
+    log: Callable[[str], None], name: str,
+) -> GateReport:
+    """Build the artifact and judge it; below the gate, where the engine can mix precisions, keep the fewest of
+    its costliest nodes in float that pass (1, 2, 4 ... nodes until one passes, then halving the gap). Leaves in
+    ``artifact`` the build that passed with the fewest nodes in float, else the one that came closest, and
+    returns its report."""
+    engine.build(inputs, precision, artifact)
+    report = judge(artifact)
+    if report.passed:
+        return report
+    ranked = engine.float_candidates(inputs, precision, artifact)
+    if not ranked:
+        return report
+    log(f"{name}: below its gate ({report.line()}); searching the fewest of {len(ranked)} nodes to keep in float")
+    kept = artifact.with_name(artifact.name + ".kept")
+    shutil.copyfile(artifact, kept)
+    best, trials = report, 1
+
+    def trial(count: int) -> bool:
+        nonlocal best, trials
+        trials += 1
+        engine.build(replace(inputs, keep_float=tuple(ranked[:count])), precision, artifact)
+        result = judge(artifact)
+        result.kept_in_float = list(ranked[:count])
+        log(f"{name}: {count} nodes in float: {result.line()}")
+        if result.passed or (not best.passed and result.shortfall() < best.shortfall()):
+            best = result
+            shutil.copyfile(artifact, kept)
+        return result.passed
+
+    failing, count = 0, 1
+    while not trial(count) and count < len(ranked):
+        failing, count = count, min(count * 2, len(ranked))
+    if best.passed:
+        passing = count
+        while passing - failing > 1:
+            middle = (passing + failing) // 2
+            if trial(middle):
+                passing = middle
+            else:
+                failing = middle
+    kept.replace(artifact)
+    best.trials = trials
+    return best

@@ -1,0 +1,87 @@
+"""Commands that measure answers: eval, compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from trtrepo.cli.app import REPOSITORY, ApiKeyOption, RepoOption, VariantsOption, app, name_list, say
+from trtrepo.errors import UserError
+from trtrepo.format.config import repository_variants
+from trtrepo.perf.progress import console
+from trtrepo.serving.endpoints import grpc_endpoint
+
+
+@app.command("eval")
+def evaluate_command(
+    model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50, efficientnet_lite0, yolov3_tiny.")],
+    data: Annotated[Path, typer.Option(help="Images: class-name subfolders, the root --labels paths are relative to, "
+                                            "or the folder of the --annotations images.")],
+    labels: Annotated[Optional[Path], typer.Option(help="Classifiers: 'relative/path.jpg label' lines (class name or index).")] = None,
+    annotations: Annotated[Optional[Path], typer.Option(help="Detectors: a COCO instances JSON file (required for them).")] = None,
+    gt: Annotated[Optional[Path], typer.Option(help="CTPN: folder of ICDAR-style gt_<image>.txt files (required for it).")] = None,
+    models: VariantsOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per request.")] = 8,
+    url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
+    api_key: ApiKeyOption = None,
+    model_repository: RepoOption = REPOSITORY,
+    output: Annotated[Path, typer.Option(help="Folder for eval.csv, eval.md and eval.png.")] = Path("perf/results"),
+) -> None:
+    """Accuracy and time per batch of every variant of MODEL through Triton: top-1/top-5 and agreement with
+    the FP32 reference for classifiers, COCO mAP for detectors, text-line precision/recall/F for CTPN."""
+    from trtrepo.accuracy.evaluate import evaluate, evaluate_detection, evaluate_text, labelled_images, markdown, thresholds_of, write_report
+    from trtrepo.format.config import Variant
+    from trtrepo.models import get_model
+    from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT
+
+    spec = get_model(model)
+    if spec.task == DETECTION and annotations is None:
+        raise UserError(f"{model} is a detector: pass --annotations instances.json (COCO format)")
+    if spec.task == TEXT and gt is None:
+        raise UserError(f"{model} finds text lines: pass --gt DIR of ICDAR-style gt_<image>.txt files")
+    if spec.task == CLASSIFICATION:
+        images, truth = labelled_images(data, labels, spec.class_names)
+    variants = [v for v in repository_variants(model_repository, name_list(models)) if Variant.parse(v).model == model]
+    if spec.task == TEXT and not models:  # the split ensembles of the model too (ctpn_split)
+        variants += sorted(p.name for p in Path(model_repository).glob(f"{model}_*")
+                           if (p / "config.pbtxt").is_file() and not Variant.is_variant(p.name))
+    if not variants:
+        raise UserError(f"{model_repository}: no variants of {model}; build them with `trtrepo repo --models {model}`")
+    gates = {variant: thresholds_of(model_repository, variant, spec.task) for variant in variants}
+    with grpc_endpoint(name_list(url), model_repository, api_key, on_event=say) as (grpc_url, _, _):
+        console.print(f"evaluating {', '.join(variants)} ...")
+        if spec.task == DETECTION:
+            rows, reference = evaluate_detection(spec, grpc_url, "grpc", variants, data, annotations, batch_size, gates)
+        elif spec.task == TEXT:
+            rows, reference = evaluate_text(grpc_url, "grpc", variants, data, gt, spec.line_min_score, gates)
+        else:
+            rows, reference = evaluate(spec, grpc_url, "grpc", variants, images, truth, batch_size, gates)
+    files = write_report(rows, reference, output)
+    print(markdown(rows, reference))
+    print(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="The reference variant, e.g. efficientnet_lite0_onnxruntime_fp32.")],
+    b: Annotated[str, typer.Argument(help="The variant to hold against it, e.g. efficientnet_lite0_onnxruntime_int8.")],
+    model_repository: RepoOption = REPOSITORY,
+    images: Annotated[Optional[Path], typer.Option(
+        help="Images to run (a folder or a file list). Default: the accuracy gate's evaluation photos.")] = None,
+    count: Annotated[int, typer.Option(min=1, help="Samples (crops and mirror images when there are fewer images).")] = 112,
+    output: Annotated[Path, typer.Option(help="Folder for compare.md, compare_*.csv and compare.png.")] = Path("perf/results/compare"),
+) -> None:
+    """Where two variants of one model part: per output (max/mean abs and relative error, cosine, the task's
+    measures) and, for two ONNX artifacts, per intermediate tensor with the error each node adds, plotted by depth."""
+    from trtrepo.accuracy.compare import compare_variants, markdown, write_report
+    from trtrepo.imagesets import evaluation_photos, images_in, with_crops
+
+    files = images_in(images, "comparison") if images else evaluation_photos()
+    if not files:
+        raise UserError("no images to compare on: pass --images DIR")
+    result = compare_variants(model_repository, a, b, list(with_crops(files, count)))
+    written = write_report(result, output)
+    print(markdown(result), end="")
+    print(f"wrote {', '.join(str(p) for p in written.values())}")

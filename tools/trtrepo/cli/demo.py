@@ -1,0 +1,81 @@
+"""The whole path on this machine (demo), and the pack for a GPU machine without network (gpu-pack)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trtrepo.cli.app import DEMO_MODELS, DEMO_WEIGHTS, REPOSITORY, app, int_list, say
+from trtrepo.cli.build import repo
+from trtrepo.format.config import repository_variants
+from trtrepo.perf.progress import console, report_sweep, sweep_with_progress
+from trtrepo.serving.access import Endpoint
+from trtrepo.serving.endpoints import own_server
+
+
+@app.command()
+def demo(
+    weights: Annotated[str, typer.Option(help="Per model; ResNet50's and YOLOv3's pretrained weights need a download or its cache.")] = DEMO_WEIGHTS,
+    output: Annotated[Path, typer.Option(help="Repository folder to build.")] = REPOSITORY,
+    instances: Annotated[str, typer.Option(help="Instance counts for the short sweep.")] = "1,2",
+    concurrency: Annotated[str, typer.Option(help="Concurrencies for the short sweep.")] = "2",
+) -> None:
+    """The whole path on this machine: build the CPU repository, serve it, classify sample photos, sweep, report."""
+    from trtrepo.accuracy.evaluate import gate_table
+    from trtrepo.clients.resnet_client import classify
+    from trtrepo.clients.yolo_client import annotate, detect
+    from trtrepo.format.config import Variant
+    from trtrepo.imagesets import shipped_photos
+    from trtrepo.models import get_model
+    from trtrepo.specs import DETECTION
+
+    repo(plan=None, models=DEMO_MODELS, weights=weights, output=output, backends=None, calib_dir=None, calib_images=None,
+         eval_dir=None, allow_below_gate=False, force=False)
+    if "random" in weights:
+        console.print(f"[yellow]weights {weights}: labels from random weights are meaningless; the path is what they show[/yellow]")
+    photos = shipped_photos()
+    variants = repository_variants(output)
+    counts, concurrencies = int_list(instances, "--instances"), int_list(concurrency, "--concurrency")
+    annotated = Path("perf/results/annotated")
+    server = own_server(output, say)
+    console.print(f"starting tritonserver from {server.installation.source} (log {server.log_file}) ...")
+    with server:
+        print(f"tritonserver ready: http {server.http_url}  grpc {server.grpc_url}")
+        for variant in variants:
+            if get_model(Variant.parse(variant).model).task == DETECTION:
+                print(f"\npython clients/yolo_client.py --url {server.http_url} --model {variant} --out {annotated} PHOTOS")
+                for path, found in zip(photos, detect(photos, variant, server.http_url, "http", 4, 0.25, 0.45)):
+                    if found:
+                        annotate(path, found, annotated / variant)
+                        print(f"  {path.name}: " + ", ".join(f"{d.label} {d.score:.2f}" for d in found[:6]))
+            else:
+                print(f"\npython clients/resnet_client.py --url {server.http_url} --model {variant} PHOTOS")
+                for path, result in zip(photos[:4], classify(photos[:4], variant, server.http_url, "http", 8, 3)):
+                    print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
+        points = sweep_with_progress([Endpoint(server.grpc_url, server.metrics_url)], variants, counts, concurrencies, 1, 1500)
+    report_sweep(points, Path("perf/results"))
+    print("\nSpeed and accuracy per variant (the study's Table 3, with the accuracy gate):\n")
+    print(gate_table(points, output))
+    print(f"annotated detections in {annotated}/; server stopped")
+
+
+@app.command("gpu-pack")
+def gpu_pack(
+    output: Annotated[Path, typer.Option(help="Folder to fill; name it in the device run's carry.")] = Path(".gpu"),
+    bundle_script: Annotated[Path, typer.Option(help="Script that packs tritonserver + perf_analyzer for the GPU machine.")]
+    = Path("../shared/device/make-triton-bundle.sh"),
+    python: Annotated[str, typer.Option(help="The GPU machine's Python version.")] = "3.12",
+    force: Annotated[bool, typer.Option(help="Pack the server bundle again even if one is there.")] = False,
+) -> None:
+    """Pack what a GPU machine without network needs for perf/gpu/study.sh: the tritonserver + perf_analyzer
+    bundle, the wheels its Python lacks (tritonclient's pure-Python client, python-rapidjson) and numpy 1.26 for
+    the Python-backend stub alone (the server's stub garbles tensors under the machine's numpy 2). The project's
+    own code travels with the working tree; PyTorch and ONNX Runtime are the machine's."""
+    from trtrepo.perf.gpu_pack import pack
+
+    pack(output, bundle_script, python, force, say)
+    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file()) / 2**20
+    print(f"packed {output} ({size:.0f} MiB). On the GPU machine, from the repository root, with {output} carried:\n"
+          f"  bash perf/gpu/study.sh resnet50,yolov3 bench,sweep,cpu")

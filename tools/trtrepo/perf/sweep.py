@@ -1,0 +1,246 @@
+"""Instance-count x concurrency sweeps through perf_analyzer, and the study's Table-4-shaped report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from trtrepo.engines.tensorflow import tensorflow_note
+from trtrepo.errors import UserError
+from trtrepo.format.config import Variant
+from trtrepo.perf.analyzer import TFSERVING, PerfPoint, measure_tfserving, served_variant
+from trtrepo.perf.trial import Trial
+from trtrepo.plots import pyplot, readable_log_axes, save
+from trtrepo.records import gather, read_records, write_records
+from trtrepo.serving.access import Endpoint
+
+
+def sweep(
+    endpoints: list[Endpoint],
+    variants: list[str],
+    instance_counts: list[int],
+    concurrencies: list[int],
+    batch_size: int,
+    measurement_ms: int,
+    on_point: Callable[[PerfPoint], None] = lambda _: None,
+    on_failure: Callable[[str], None] | None = None,
+    done: frozenset[tuple[str, int, int, int]] = frozenset(),
+    server_counts: list[int] = (1,),
+) -> list[PerfPoint]:
+    """For each variant and instance count: reload the model with that many instances on every server, then measure
+    each concurrency against each count of servers (the first that many endpoints, loaded at once).
+
+    An ensemble (ctpn_split) is scaled through the models it chains. Needs servers in explicit model-control mode;
+    every reloaded model's original config is restored afterwards (perf.trial). Models on GPU instances get their
+    requests through CUDA shared memory; an endpoint's metrics URL serves GPU utilisation. A point that cannot be
+    measured (say, instances that run out of GPU memory) stops the sweep, or, given ``on_failure``, is reported to
+    it as one line and the sweep goes on. Points in ``done`` (point_key) are not measured again: a resumed sweep.
+    Concurrencies below a server count do not apply to it (planned_points) and are not measured.
+    """
+    points = []
+    for variant in variants:
+        with Trial(variant, endpoints) as trial:
+            if batch_size > max(trial.config.max_batch_size, 1):
+                raise UserError(f"batch size {batch_size} exceeds {variant}'s max_batch_size {trial.config.max_batch_size}")
+            for count in instance_counts:
+                todo = [(servers, c) for servers, c in planned_points(server_counts, concurrencies)
+                        if (variant, servers, count, c) not in done]
+                if not todo:
+                    continue
+                try:
+                    trial.load(instances=count)
+                except UserError as exc:
+                    _report_failure(exc, variant, count, todo, on_failure)
+                    continue
+                for servers, concurrency in todo:
+                    try:
+                        point = trial.measure(concurrency, batch_size, measurement_ms, servers, instances=count)
+                    except UserError as exc:
+                        _report_failure(exc, variant, count, [(servers, concurrency)], on_failure)
+                        continue
+                    points.append(point)
+                    on_point(point)
+    return points
+
+
+def sweep_tfserving(grpc_url: str, models: list[str], concurrencies: list[int], batch_size: int, measurement_ms: int,
+                    on_point: Callable[[PerfPoint], None] = lambda _: None,
+                    on_failure: Callable[[str], None] | None = None,
+                    done: frozenset[tuple[str, int, int, int]] = frozenset()) -> list[PerfPoint]:
+    """Each concurrency against each model of a running TF-Serving: the baseline server, whose points
+    (<model>@tfserving) sit beside the Triton variants' in the same report. TF-Serving cannot reload a model with
+    other settings, so there is no instance axis: its batch threads are what trtrepo tfserving exported."""
+    points = []
+    for model in models:
+        for concurrency in concurrencies:
+            if tfserving_key(model, concurrency) in done:
+                continue
+            try:
+                point = measure_tfserving(model, grpc_url, batch_size, concurrency, measurement_ms)
+            except UserError as exc:
+                _report_failure(exc, f"{model}@{TFSERVING}", 1, [(1, concurrency)], on_failure)
+                continue
+            points.append(point)
+            on_point(point)
+    return points
+
+
+def tfserving_key(model: str, concurrency: int) -> tuple[str, int, int, int]:
+    """point_key of a TF-Serving point: one server, one instance."""
+    return f"{model}@{TFSERVING}", 1, 1, concurrency
+
+
+def planned_points(server_counts: list[int], concurrencies: list[int]) -> list[tuple[int, int]]:
+    """(servers, concurrency) pairs to measure: a concurrency below the server count leaves a server without load."""
+    return [(servers, c) for servers in server_counts for c in concurrencies if c >= servers]
+
+
+def planned_keys(variants: list[str], instance_counts: list[int], server_counts: list[int],
+                 concurrencies: list[int]) -> set[tuple[str, int, int, int]]:
+    """point_key of every point a sweep over these measures."""
+    return {(v, servers, n, c) for v in variants for n in instance_counts
+            for servers, c in planned_points(server_counts, concurrencies)}
+
+
+def _report_failure(error: UserError, variant: str, count: int, points: list[tuple[int, int]],
+                    on_failure: Callable[[str], None] | None) -> None:
+    """The points at these (servers, concurrency) could not be measured: one line each to ``on_failure``, or,
+    without one, the error itself."""
+    if on_failure is None:
+        raise error
+    for servers, concurrency in points:
+        on_failure(f"{point_label(variant, servers, count, concurrency)}: {error}")
+
+
+def point_label(variant: str, servers: int, instances: int, concurrency: int) -> str:
+    """variant x2 c4, or with several servers variant 2 servers x2 c4."""
+    return f"{variant}{f' {servers} servers' if servers > 1 else ''} x{instances} c{concurrency}"
+
+
+def read_csv(path: Path) -> list[PerfPoint]:
+    """Points written to sweep.csv (a column missing from an older file takes its default)."""
+    return read_records(PerfPoint, path, "sweep")
+
+
+def point_key(point: PerfPoint) -> tuple[str, int, int, int]:
+    return point.variant, point.servers, point.instances, point.concurrency
+
+
+def markdown_table(points: list[PerfPoint]) -> str:
+    """One table per model. Rows: (instances, concurrency) by concurrency; columns: each variant's throughput and p99,
+    and its throughput ratio to the model's eager-PyTorch fp32 baseline, as in the study's Table 4. Points measured on
+    several servers at once add a servers column: Table 4's instances axis, extended past one server."""
+    by_key = {point_key(p): p for p in points}
+    several = any(p.servers > 1 for p in points)
+    variants = list(dict.fromkeys(p.variant for p in points))
+    model_of = {v: model_name(v, variants) for v in variants}
+    sections = []
+    for model in dict.fromkeys(model_of.values()):
+        mine = [v for v in variants if model_of[v] == model]
+        baseline = f"{model}_pytorch_fp32"
+        others = [v for v in mine if v != baseline] if baseline in mine else []
+        unit = "samples/s (p99 ms, GPU %)" if any(p.gpu_util_pct is not None for p in points) else "samples/s (p99 ms)"
+        header = ["servers"] * several + ["instances", "concurrency"] + [f"{v} {unit}" for v in mine] + [f"{v} / baseline" for v in others]
+        lines = [f"## {model}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        # By concurrency, then instances: each concurrency reads as throughput against instances, whatever order
+        # the gathered runs measured the points in.
+        rows = sorted({(p.concurrency, p.servers, p.instances) for p in points if p.variant in mine})
+        for concurrency, servers, instances in rows:
+            cells = [str(servers)] * several + [str(instances), str(concurrency)]
+            for v in mine:
+                point = by_key.get((v, servers, instances, concurrency))
+                cells.append(cell(point))
+            base = by_key.get((baseline, servers, instances, concurrency))
+            for v in others:
+                point = by_key.get((v, servers, instances, concurrency))
+                cells.append(f"{point.throughput / base.throughput:.2f}x" if point and base and base.throughput else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append(f"Baseline: {baseline}." if others else f"No baseline ({baseline}) measured: no ratios.")
+        sections.append("\n".join(lines))
+    servers = (" With several servers, throughput is their sum at the concurrency split among them, and p99 the worst "
+               "server's.") if several else ""
+    return ("\n\n".join(sections) + f"\n\nThroughput counts samples per second; p99 is the request latency.{servers}\n"
+            + tensorflow_note(variants))
+
+
+def cell(point: PerfPoint | None) -> str:
+    """Throughput, then p99 latency and GPU utilisation where measured, in one table cell."""
+    if point is None:
+        return "-"
+    gpu = "" if point.gpu_util_pct is None else f", {point.gpu_util_pct:.0f}%"
+    return f"{point.throughput:.3g} ({point.p99_ms:.0f}{gpu})"
+
+
+def model_name(name: str, names: list[str]) -> str:
+    """The model a measured name belongs to: a variant's model, or for an ensemble such as ctpn_split the
+    model of a variant measured beside it whose name it extends (else the ensemble's own name). A variant served
+    by another server (<variant>@tfserving) belongs to its variant's model."""
+    name = served_variant(name)
+    if Variant.is_variant(name):
+        return Variant.parse(name).model
+    owners = [Variant.parse(n).model for n in names if Variant.is_variant(n) and name.startswith(Variant.parse(n).model + "_")]
+    return max(owners, key=len) if owners else name
+
+
+def plot(points: list[PerfPoint], path: Path) -> Path:
+    """One row per model (their scales differ a hundredfold): throughput against instance count, a line per
+    variant and concurrency, and p99 latency against throughput. A variant keeps its colour in both panels and a
+    concurrency its line style; the latency panel is log-log, since a CPU column and a GPU one differ a
+    thousandfold in both. Points measured on several servers are drawn against the server count instead, a line per
+    variant, instance count and concurrency."""
+    plt = pyplot()
+    several = any(p.servers > 1 for p in points)
+    axis, axis_name = (("servers", "servers") if several else ("instances", "model instances"))
+    variants = list(dict.fromkeys(p.variant for p in points))
+    models = list(dict.fromkeys(model_name(v, variants) for v in variants))
+    colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
+    styles = {c: ("-", "--", ":", "-.")[i % 4] for i, c in enumerate(sorted({p.concurrency for p in points}))}
+    figure, rows = plt.subplots(len(models), 2, figsize=(11, 4.2 * len(models)), squeeze=False)
+    for model, (left, right) in zip(models, rows):
+        for variant in (v for v in variants if model_name(v, variants) == model):
+            mine = [p for p in points if p.variant == variant]
+            for instances, concurrency in sorted({(p.instances if several else 0, p.concurrency) for p in mine}):
+                line = sorted((p for p in mine if p.concurrency == concurrency and (not several or p.instances == instances)),
+                              key=lambda p: getattr(p, axis))
+                label = f"{variant} x{instances} c{concurrency}" if several else f"{variant} c{concurrency}"
+                left.plot([getattr(p, axis) for p in line], [p.throughput for p in line], marker="o",
+                          color=colours[variant], linestyle=styles[concurrency], label=label)
+            ordered = sorted(mine, key=lambda p: p.throughput)
+            right.plot([p.throughput for p in ordered], [p.p99_ms for p in ordered], marker="o", linestyle="none",
+                       color=colours[variant], label=variant)
+        left.set(xlabel=axis_name, ylabel="throughput (samples/s)", title=f"{model}: throughput vs {axis}")
+        left.xaxis.get_major_locator().set_params(integer=True)
+        right.set(xlabel="throughput (samples/s)", ylabel="p99 latency (ms)", title=f"{model}: latency vs throughput",
+                  xscale="log", yscale="log")
+        readable_log_axes(right)
+        for axes in (left, right):
+            axes.grid(alpha=0.3)
+            axes.legend(fontsize=7)
+    return save(figure, path)
+
+
+def checkpoint(points: list[PerfPoint], out_dir: Path) -> Path:
+    """sweep.csv with these points and the earlier ones there, written after every point, so that a sweep cut
+    short (a server that died, a signal) keeps what it measured and `trtrepo perf --resume` goes on from it."""
+    return write_records(gather(PerfPoint, Path(out_dir) / "sweep.csv", points, point_key, "sweep"), Path(out_dir) / "sweep.csv")
+
+
+def measured_points(out_dir: Path, batch_size: int) -> frozenset[tuple[str, int, int, int]]:
+    """point_key of the points in out_dir's sweep.csv measured at ``batch_size``."""
+    path = Path(out_dir) / "sweep.csv"
+    if not path.is_file():
+        return frozenset()
+    return frozenset(point_key(p) for p in read_csv(path) if p.batch_size == batch_size)
+
+
+def write_report(points: list[PerfPoint], out_dir: Path) -> dict[str, Path]:
+    """sweep.csv, sweep.md and sweep.png in out_dir, over these points and the earlier ones there that they do not
+    measure again (same variant, server and instance counts, and concurrency)."""
+    out_dir = Path(out_dir)
+    table = out_dir / "sweep.md"
+    points = gather(PerfPoint, out_dir / "sweep.csv", points, point_key, "sweep")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    axes = "servers and model instances" if any(p.servers > 1 for p in points) else "model instances"
+    table.write_text(f"# Throughput against {axes}\n\n" + markdown_table(points))
+    return {"csv": write_records(points, out_dir / "sweep.csv"), "markdown": table, "plot": plot(points, out_dir / "sweep.png")}

@@ -1,0 +1,96 @@
+"""The step that sweeps and tune share: load a variant with changed serving options on every server of a set, measure
+it there, and put each server's original config back.
+
+A change is any field of trtrepo.format.config.ServingOptions (instances, max_batch_size, preferred batch sizes, queue delay,
+CUDA graphs, pipelining); only the model is reloaded, through the repository API, never the server. An ensemble
+(ctpn_split) is changed through the models it chains.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from trtrepo.errors import UserError
+from trtrepo.format.config import apply_serving_options, config_to_json, runs_on_gpu, serving_options_of
+from trtrepo.perf.analyzer import PerfPoint, measure_servers
+from trtrepo.serving.access import Endpoint
+from trtrepo.serving.client import InferenceClient
+
+
+#: Serving options a trial may not change on an ensemble: its own batch limit would no longer match its steps'.
+ENSEMBLE_FIXED = ("max_batch_size", "preferred_batch_sizes")
+
+
+class Trial:
+    """``variant`` on every server of ``endpoints``, reloaded with ``load(**changes)`` and measured with ``measure``.
+
+    Used as a context manager: on exit every server gets its own original config back (each server may have been
+    started with a different one). The options not named in a change keep the original config's values."""
+
+    def __init__(self, variant: str, endpoints: Sequence[Endpoint]) -> None:
+        if not endpoints:
+            raise UserError("no server to measure on")
+        self.variant = variant
+        self.endpoints = list(endpoints)
+        self.clients = [InferenceClient(variant, url=e.grpc_url, protocol="grpc") for e in self.endpoints]
+        first = self.clients[0]
+        self.config = first.config
+        self.steps = [step.model_name for step in self.config.ensemble_scheduling.step]
+        #: Per server, the original config of every model a change reloads.
+        self.originals = [{name: client.model_config(name) for name in self.steps or [variant]} for client in self.clients]
+        self.on_gpu = any(runs_on_gpu(config) for config in self.originals[0].values())
+        self.changed = False
+
+    def __enter__(self) -> "Trial":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.restore()
+
+    def load(self, **changes: object) -> None:
+        """Reload the variant on every server with these serving options changed (UserError: a server refused it,
+        or the change does not apply, with the reason)."""
+        if self.steps and any(changes.get(name) is not None for name in ENSEMBLE_FIXED):
+            raise UserError(f"{self.variant} is an ensemble: its {' and '.join(ENSEMBLE_FIXED)} follow its steps'; "
+                            "tune the steps instead")
+        self.changed = True  # before the first load: one that fails half-way still needs restoring
+        for client, originals in zip(self.clients, self.originals):
+            for name, config in originals.items():
+                client.load_model(name, config_to_json(changed_config(config, changes)))
+
+    def measure(self, concurrency: int, batch_size: int, measurement_ms: int, servers: int = 1,
+                instances: int | None = None) -> PerfPoint:
+        """perf_analyzer against the first ``servers`` servers at once, ``concurrency`` requests in flight in all."""
+        if not 1 <= servers <= len(self.endpoints):
+            raise UserError(f"{servers} servers asked for, {len(self.endpoints)} given")
+        config = next(iter(self.originals[0].values()))
+        return measure_servers(
+            self.variant, [(e.grpc_url, e.metrics_url) for e in self.endpoints[:servers]], batch_size, concurrency,
+            measurement_ms, instances if instances is not None else serving_options_of(config).instances,
+            shapes_of=self.steps[0] if self.steps else self.variant, on_gpu=self.on_gpu,
+            streaming=self.clients[0].streaming)  # each server's key: perf_analyzer finds it by its URL
+
+    def restore(self) -> None:
+        """Every server's original configs back (a no-op when nothing was changed)."""
+        if not self.changed:
+            return
+        for client, originals in zip(self.clients, self.originals):
+            for name, config in originals.items():
+                client.load_model(name, config_to_json(config))
+        self.changed = False
+
+
+def changed_config(config, changes: dict[str, object]):
+    """A copy of ``config`` with these serving options changed (trtrepo.format.config.ServingOptions fields; None: as is)."""
+    if len(config.instance_group) > 1:
+        raise UserError(f"{config.name} has {len(config.instance_group)} instance groups; sweeps and tune set one")
+    copy = type(config)()
+    copy.CopyFrom(config)
+    options = serving_options_of(config)
+    changes = {name: value for name, value in changes.items() if value is not None}
+    if "max_batch_size" in changes and "preferred_batch_sizes" not in changes:
+        # A smaller batch limit takes the preferred sizes it leaves behind with it, instead of being refused for them.
+        changes["preferred_batch_sizes"] = tuple(b for b in options.preferred_batch_sizes if b <= changes["max_batch_size"])
+    wanted = options.updated(**changes)
+    apply_serving_options(copy, wanted)
+    return copy

@@ -1,0 +1,380 @@
+"""One launcher for tritonserver: a binary on PATH wins, else the one inside the nvidia-pytriton wheel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trtrepo.errors import UserError
+from trtrepo.serving.access import LOOPBACK, ServerOptions, write_key_files
+from trtrepo.serving.installation import TritonInstallation, check_stub_numpy, find_tritonserver
+from trtrepo.serving.nginx import Nginx, http_server, nginx_config, upstream
+from trtrepo.serving.objectstore import is_remote
+from trtrepo.serving.process import die_with_parent
+from trtrepo.serving.stubs import StubWatchdog, remove_shared_memory, stubs_of
+
+
+MODEL_CONTROL_MODES = ("none", "poll", "explicit")
+EXIT_TIMEOUT_S = 5
+#: How long stop() lets tritonserver unload its models before killing it and its stubs.
+STOP_TIMEOUT_S = 8
+LOG_FORMATS = ("default", "ISO8601")
+#: Error lines tritonserver logs on every machine without a usable GPU: never the reason it failed.
+GPU_ABSENT_NOTICES = ("CudaDriverHelper has not been initialized", "Failed to initialize NVML", "DCGM")
+#: Config parameter counting the reloads of a model whose stub died.
+RESTARTS_PARAMETER = "trtrepo_stub_restarts"
+# Per GPU. GPU tensors travel between the server and Python-backend stubs through this pool; Triton's default
+# (64 MB) is smaller than one batch of YOLOv3 outputs (32 x 10647 x 85 floats, 116 MB).
+CUDA_POOL_MB = 4096
+#: A supervised server that dies is started again, at most this often within RESTART_WINDOW_S, waiting
+#: RESTART_WAIT_S, doubled after each restart in the window.
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 300.0
+RESTART_WAIT_S = 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    @classmethod
+    def free(cls) -> "Ports":
+        return cls(free_port(), free_port(), free_port())
+
+
+class TritonServer:
+    """A running tritonserver process: start() waits until it is ready, stop() shuts it down with its stubs.
+
+    ``options`` say where it listens and what it guards (loopback and a per-start key by default, see
+    trtrepo.serving.access); ``log_file`` "-" sends the server log to this process's stdout (for a process manager);
+    ``watch_stubs`` reloads a Python-backend model whose stub died or stopped (explicit model-control mode only);
+    ``guard`` puts nginx with its limits (trtrepo.serving.nginx) on the HTTP port, tritonserver's HTTP behind it on loopback.
+    supervise() starts the server again whenever it dies. The server is killed if this process dies, however.
+    """
+
+    def __init__(
+        self,
+        repository: Path | str,
+        ports: Ports = Ports(),
+        log_file: Path | str | None = None,
+        model_control: str = "none",
+        installation: TritonInstallation | None = None,
+        cuda_pool_mb: int = CUDA_POOL_MB,
+        options: ServerOptions = ServerOptions(),
+        log_format: str = "default",
+        watch_stubs: bool = True,
+        on_event: Callable[[str], None] = lambda _: None,
+        guard: bool = False,
+    ) -> None:
+        if model_control not in MODEL_CONTROL_MODES:
+            raise UserError(f"model control mode must be one of {', '.join(MODEL_CONTROL_MODES)}, got {model_control!r}")
+        if log_format not in LOG_FORMATS:
+            raise UserError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+        # Object storage (s3://, gs://, as://) goes to Triton as it is: it reads those itself.
+        self.repository: Path | str = str(repository) if is_remote(repository) else Path(repository).resolve()
+        if isinstance(self.repository, Path) and not self.repository.is_dir():
+            raise UserError(f"{self.repository}: model repository does not exist; run `trtrepo repo` first")
+        self.ports = ports
+        self.model_control = model_control
+        self.installation = installation or find_tritonserver()
+        if str(log_file) == "-":
+            self.log_file = None  # the server log goes to this process's stdout
+        else:
+            self.log_file = Path(log_file) if log_file else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.log_format = log_format
+        self.process: subprocess.Popen | None = None
+        self.cuda_pool_mb = cuda_pool_mb
+        self.gpus = gpu_count()
+        self.options = options.keyed()
+        self.watch_stubs = watch_stubs and model_control == "explicit"
+        self.on_event = on_event
+        self.watchdog: StubWatchdog | None = None
+        self._key_files: list[Path] = []
+        self._log_offset = 0
+        self.front: Nginx | None = None
+        self.internal_http = free_port() if guard else ports.http
+        if guard:
+            listen = f"{self.options.host}:{ports.http}"
+            self.front = Nginx(lambda folder: nginx_config(folder, http_server(listen, "triton_http"),
+                                                           upstream("triton_http", [(self.internal_http, True)])))
+        self.restarts: list[float] = []  # when supervise() started the server again
+
+    @property
+    def api_key(self) -> str | None:
+        return self.options.api_key
+
+    @property
+    def connect_host(self) -> str:
+        """The address a client on this machine reaches the server at."""
+        return self.options.connect_host
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.connect_host}:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.connect_host}:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.connect_host}:{self.ports.metrics}/metrics"
+
+    def command(self) -> list[str]:
+        command = [
+            str(self.installation.binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={self.installation.backend_dir}",
+            f"--http-port={self.internal_http}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-port={self.ports.metrics}",
+            f"--model-control-mode={self.model_control}",
+            # Clients that keep connections open would otherwise hold shutdown for 30 s.
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+            f"--log-format={self.log_format}",
+            *self.options.server_flags(LOOPBACK if self.front else None),
+        ]
+        command += [f"--cuda-memory-pool-byte-size={gpu}:{self.cuda_pool_mb << 20}" for gpu in range(self.gpus)]
+        if self.model_control == "explicit":
+            command.append("--load-model=*")
+        return command
+
+    def start(self, timeout_s: float = 180) -> "TritonServer":
+        check_stub_numpy(self.installation)
+        wanted = (self.ports.http, self.ports.grpc, self.ports.metrics, self.internal_http)
+        taken = [port for port in dict.fromkeys(wanted) if not port_free(self.options.host, port)]
+        if taken:
+            raise UserError(f"port {', '.join(map(str, taken))} on {self.options.host} is in use (another server?): "
+                            "pick free ports")
+        try:
+            if self.front is not None:
+                self.front.start(lambda: port_open(self.connect_host, self.ports.http))
+            self._launch(timeout_s)
+        except BaseException:  # not ready, or a signal while waiting: leave no server behind
+            self.stop()
+            raise
+        return self
+
+    def _launch(self, timeout_s: float) -> None:
+        """Start the tritonserver process, write the key files, wait until it is ready, watch its stubs."""
+        env = {**os.environ, **self.installation.env}
+        if self.log_file is None:
+            self.process = subprocess.Popen(self.command(), env=env, start_new_session=True, preexec_fn=die_with_parent)
+        else:
+            # Appended: the log of a server that died stays above its restart's.
+            self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+            with self.log_file.open("ab") as log:
+                self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                start_new_session=True, preexec_fn=die_with_parent)
+        if self.api_key:
+            self._key_files = write_key_files({self.ports.http, self.ports.grpc}, self.api_key)
+        self._wait_ready(timeout_s)
+        if self.watch_stubs:
+            self.watchdog = StubWatchdog(self.process.pid, self.python_models, self.reload_model, self.on_event).start()
+
+    def supervise(self, stop: threading.Event, timeout_s: float = 180) -> None:
+        """Until ``stop`` is set: whenever the server dies (a signal, a crash, an out-of-memory kill), report why and
+        start it again on the same ports with the same key and repository, waiting longer after each restart; more
+        than RESTART_LIMIT restarts within RESTART_WINDOW_S end it with a UserError naming the last cause."""
+        while not stop.wait(0.5):
+            if self.front is not None and not self.front.running():
+                self.on_event(f"nginx in front of tritonserver exited ({self.front.reason()}); starting it again")
+                self.front.start(lambda: port_open(self.connect_host, self.ports.http))
+            if self.process is None or self.process.poll() is None:
+                continue
+            cause = f"tritonserver {self.exit_reason()}: {self.log_error()}"
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
+            if len(self.restarts) >= RESTART_LIMIT:
+                raise UserError(f"{cause}; not restarted again after {RESTART_LIMIT} restarts within "
+                                f"{RESTART_WINDOW_S:.0f} s")
+            wait = RESTART_WAIT_S * 2 ** len(self.restarts)
+            self.on_event(f"{cause}; restarting it in {wait:.0f} s "
+                          f"(restart {len(self.restarts) + 1} of at most {RESTART_LIMIT} within {RESTART_WINDOW_S:.0f} s)")
+            self._stop_process(0)
+            if stop.wait(wait):
+                return
+            self.restarts.append(time.monotonic())
+            started = time.monotonic()
+            try:
+                self._launch(timeout_s)
+            except UserError as exc:
+                self.on_event(f"restart failed: {exc}")
+                continue
+            self.on_event(f"tritonserver is ready again ({time.monotonic() - started:.1f} s after its restart)")
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise UserError(f"tritonserver {self.exit_reason()}: {self.log_error()}")
+            if is_ready(self.ports.http, self.connect_host):
+                return
+            time.sleep(0.5)
+        raise UserError(f"tritonserver not ready after {timeout_s:.0f}s: {self.log_error()}")
+
+    def exit_reason(self) -> str:
+        """'exited with code N' or 'was killed by SIGNAME'."""
+        code = self.process.returncode if self.process is not None else None
+        if code is not None and code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with code {code}"
+
+    def log_error(self) -> str:
+        """The first model-load failure in the server log, else its last error line (prefix E) that is not one of
+        the notices a machine without a GPU always logs, else its last line."""
+        if self.log_file is None:
+            return "see the server log above"
+        with self.log_file.open("rb") as log:
+            log.seek(self._log_offset)
+            text = log.read().decode(errors="replace")
+        lines = [line for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("E") and not any(n in line for n in GPU_ABSENT_NOTICES)]
+        failures = [line for line in errors if "failed to load" in line]
+        chosen = failures[:1] or errors[-1:] or [f"last log line: {lines[-1]}" if lines else "no log output"]
+        return chosen[0][:400] + f" (log: {self.log_file})"
+
+    def _api(self):
+        """A gRPC client of this server with its key. gRPC, not HTTP: the HTTP client needs geventhttpclient, which
+        a packed GPU machine (trtrepo gpu-pack) may lack, and the watchdog must run wherever the server does."""
+        from trtrepo.serving.client import triton_client  # sends this server's key with every call
+
+        return triton_client(self.grpc_url, "grpc", self.api_key)
+
+    def python_models(self) -> dict[str, tuple[int, str]]:
+        """Ready Python-backend models: name -> (stubs they should have, the config JSON they serve)."""
+        import json
+
+        api = self._api()
+        try:
+            models = {}
+            for entry in api.get_model_repository_index(as_json=True).get("models", []):
+                if entry.get("state") != "READY":
+                    continue
+                config = api.get_model_config(entry["name"], as_json=True, client_timeout=120)["config"]
+                if config.get("backend") == "python":
+                    models[entry["name"]] = (sum(g.get("count", 1) for g in config.get("instance_group", [])) or 1,
+                                             json.dumps(config))
+            return models
+        finally:
+            api.close()
+
+    def reload_model(self, model: str, config_json: str) -> None:
+        """Load ``model`` anew with this config. Triton ignores a load whose config and files are unchanged, so a
+        parameter counts the restarts; the old instances serve (or fail) until the new ones are ready."""
+        import json
+
+        config = json.loads(config_json)
+        parameters = config.setdefault("parameters", {})
+        restarts = int(parameters.get(RESTARTS_PARAMETER, {}).get("string_value", "0")) + 1
+        parameters[RESTARTS_PARAMETER] = {"string_value": str(restarts)}
+        api = self._api()
+        try:
+            api.load_model(model, config=json.dumps(config))
+        finally:
+            api.close()
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGINT lets Triton unload models and finish in-flight requests; after ``timeout_s``, or at a second
+        signal meanwhile, the server and its stubs are killed. Either way no stub outlives the call; the front goes
+        with it."""
+        try:
+            self._stop_process(timeout_s)
+        finally:
+            if self.front is not None:
+                self.front.stop()
+
+    def _stop_process(self, timeout_s: float) -> None:
+        """The tritonserver process, its stubs, its shared memory, its watchdog and its key files gone."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
+        for path in self._key_files:
+            path.unlink(missing_ok=True)
+        self._key_files = []
+        if self.process is None:
+            return
+        stubs = stubs_of(self.process.pid) if self.process.poll() is None else []
+        try:
+            if self.process.poll() is None and timeout_s > 0:
+                self.process.send_signal(signal.SIGINT)
+                try:
+                    self.process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:  # also when a second signal interrupts the wait
+            self._kill_group()
+            if stubs:
+                remove_shared_memory([stub.shm_region for stub in stubs])
+
+    def _kill_group(self) -> None:
+        """SIGKILL to whatever is left of the server's process group (it and its stubs, started in their own session)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def gpu_count() -> int:
+    """NVIDIA GPUs this machine's driver shows (nvidia-smi -L); 0 without one."""
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a TCP port can be bound on ``host`` now (nothing listens there)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: past closed connections' TIME_WAIT
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError:
+            return False
+    return True
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host``:``port``."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def is_ready(http_port: int, host: str = LOOPBACK) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{http_port}/v2/health/ready", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False

@@ -1,6 +1,0 @@
-"""Triton Python-backend entry point of a trtrepo detection pipeline (BLS); see trtrepo/pipeline.py."""
-
-# First, so that with trtrepo's server (see trtrepo/triton_utils_shim.py) the environment's packages are importable.
-import triton_python_backend_utils  # noqa: F401
-
-from trtrepo.pipeline import TritonPythonModel  # noqa: F401
