@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 from PIL import Image
 
 from trtrepo.build.plan import RepoPlan, load_plan
-
 from trtrepo.build.repository import build_repository
 from trtrepo.format.config import ServingOptions, Variant
 from trtrepo.imagesets import shipped_photos
@@ -71,15 +72,26 @@ def labelled_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """resnet50 (random weights), efficientnet_lite0 and yolov3_tiny (real weights, INT8 too) with the
-    yolov3_tiny pipeline; batches up to 4, Python backend."""
-    output = tmp_path_factory.mktemp("repo") / "model_repository"
+    yolov3_tiny pipeline; batches up to 4, Python backend. Built once per run: pytest-xdist's workers share it
+    (the first builds it under a lock, the others wait for it); tests copy what they change."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above every worker's own
+    output = shared / "small_repo" / "model_repository"
+    with FileLock(str(shared / "small_repo.lock")):
+        if not (shared / "small_repo" / "built").is_file():
+            _build_small_repo(output)
+            (shared / "small_repo" / "built").touch()
+    return output
+
+
+def _build_small_repo(output: Path) -> None:
     # The plan's accuracy gates; a variant below its gate is still published (marked), so that the serving tests
     # do not hang on INT8's accuracy: test_gate judges the gate itself.
     gate = replace(load_plan(ROOT / "repo.toml", backends="python").gate, allow_below=True)
     plan = RepoPlan(output, TEST_WEIGHTS, frozenset({"python"}), TEST_VARIANTS, calib_images=16,
                     pipelines=(("yolov3_tiny", "yolov3_tiny_onnxruntime_fp32"),), gate=gate)
     build_repository(plan)
-    return output
 
 
 @pytest.fixture(scope="session")

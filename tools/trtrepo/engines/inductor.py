@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from trtrepo.engines.base import BuildInputs, Engine, GpuRunner, Runner, cuda_available, served_batch_sizes
 from trtrepo.engines.cuda_graphs import CudaGraphs, Forward, Padded
+from trtrepo.engines.torch_settings import with_settings
 from trtrepo.environment import variables_set
 from trtrepo.errors import UserError
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     import torch
 
     from trtrepo.specs import ModelSpec
+
 
 CACHE_FILE = "inductor.cache"
 RECORD_FILE = "inductor.json"
@@ -103,7 +105,9 @@ CACHE_PREFIX = "trtrepo-inductor-"
 def load_into_own_cache(cache: Path) -> None:
     """Load cache artifacts into a cache folder of this load's own (removed at exit, or by the next load once this
     process is gone): the kernels served are exactly the artifact's, whatever this machine's shared cache holds, and
-    a load is timed from the artifact."""
+    a load is timed from the artifact. TORCHINDUCTOR_CACHE_DIR stays pointed there for the process, not a block:
+    Inductor reads it at every compile, including the recompiles of a variable shape met while serving, and writes
+    it into os.environ itself at its first compile; the next load in the same process (bench) points it at its own."""
     import torch
 
     remove_orphaned_caches(Path(tempfile.gettempdir()))
@@ -143,14 +147,11 @@ def compiled_forward(spec: "ModelSpec", network: "torch.nn.Module", precision: s
     ``freezing`` folds the weights in as constants (batch norms into convolutions, weights laid out once): H200,
     FP16 in process, one run: ResNet50 at batch 256 29.7k img/s against 26.3k, YOLOv3 at 32 4.70k against 4.44k,
     CTPN no change (perf/gpu/inductor_settings.py). But AOTAutograd caches no frozen graph, so such a variant's load
-    compiles again. It is set process-wide: torch.compile's options={"freezing": True} did not take effect there
-    (26.8k img/s either way), and a process serves one variant."""
+    compiles again. Freezing and TF32 are switches of the process, so the forward sets them for each of its calls
+    and puts them back (engines.torch_settings): torch.compile's options={"freezing": True} did not take effect.
+    """
     import torch
-    import torch._inductor.config
 
-    torch.backends.cuda.matmul.allow_tf32 = True  # fp32 is TF32, as cuDNN's convolutions are by default
-    torch.backends.cudnn.allow_tf32 = True
-    torch._inductor.config.freezing = freezing
     dtype = dtype_of(precision)
     network = network.to(device, dtype).eval()
     images = all(len(t.shape) == 3 for t in spec.inputs)
@@ -176,7 +177,8 @@ def compiled_forward(spec: "ModelSpec", network: "torch.nn.Module", precision: s
             result = result if isinstance(result, (tuple, list)) else (result,)
             return [r.float() for r in result]
 
-    return forward
+    # fp32 is TF32, as cuDNN's convolutions are by default.
+    return with_settings(forward, tf32=True, inductor_freezing=freezing)
 
 
 def warm(spec: "ModelSpec", forward: Forward, sizes: tuple[int, ...], device: "torch.device") -> dict[int, float]:

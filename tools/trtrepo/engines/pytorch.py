@@ -13,6 +13,7 @@ import numpy as np
 
 from trtrepo.engines.base import BuildInputs, Engine, GpuRunner, Runner, cuda_available
 from trtrepo.engines.cuda_graphs import CudaGraphs
+from trtrepo.engines.torch_settings import with_settings
 
 if TYPE_CHECKING:
     import torch
@@ -39,10 +40,9 @@ class PyTorchEngine(Engine):
     def load(self, spec: "ModelSpec", artifact: Path, precision: str, device: str, threads: int) -> Runner:
         import torch
 
-        torch.set_num_threads(threads)
         target = torch.device("cuda" if device == "gpu" and torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if precision == "fp16" else torch.float32
-        return network_runner(spec, spec.build_network(str(artifact)).to(target, dtype))
+        return with_settings(network_runner(spec, spec.build_network(str(artifact)).to(target, dtype)), threads=threads)
 
     def load_on_gpu(
         self, spec: "ModelSpec", artifact: Path, precision: str, device_id: int, graph_batch_sizes: tuple[int, ...]
@@ -53,7 +53,7 @@ class PyTorchEngine(Engine):
         torch.cuda.set_device(device)  # one instance per process: its streams and graphs live on this GPU
         # With graphs, batch shapes are few (padded to graph_batch_sizes): cuDNN may time its algorithms once each.
         # Without, every new batch size would stall on that timing, so the eager path keeps PyTorch's default.
-        torch.backends.cudnn.benchmark = bool(graph_batch_sizes)
+        autotune = bool(graph_batch_sizes)
         dtype = torch.float16 if precision == "fp16" else torch.float32
         # FP16 convolution nets run fastest on tensor cores in NHWC; FP32 stays the conventional layout (the baseline).
         images = all(len(t.shape) == 3 for t in spec.inputs)
@@ -71,6 +71,7 @@ class PyTorchEngine(Engine):
                 result = result if isinstance(result, (tuple, list)) else (result,)
                 return [r.float() for r in result]
 
+        forward = with_settings(forward, cudnn_benchmark=autotune)
         step = CudaGraphs(forward, graph_batch_sizes) if graph_batch_sizes else forward
 
         def run(batch: dict) -> dict:
