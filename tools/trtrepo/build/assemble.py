@@ -1,0 +1,52 @@
+"""Models over variants already built: Triton ensembles (CTPN split in two) and BLS pipelines (detectors
+serving encoded images)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from trtrepo.backend import PIPELINE_ENTRY
+from trtrepo.build.status import BuildResult
+from trtrepo.format.config import (
+    CONFIG_FILE,
+    VERSION,
+    Variant,
+    ensemble_config,
+    pipeline_config,
+    read_config,
+    write_config,
+)
+from trtrepo.models import get_model
+
+
+def build_ensemble(name: str, steps: tuple[str, ...], repo_dir: Path, log: Callable[[str], None]) -> BuildResult:
+    """A Triton ensemble over variants already in the repository (its batch limit: the smallest of theirs)."""
+    missing = [step for step in steps if not (Path(repo_dir) / step / CONFIG_FILE).is_file()]
+    if missing:
+        log(f"warning: skipping ensemble {name}: {', '.join(missing)} not in the repository")
+        return BuildResult(name, "skipped", f"{', '.join(missing)} not in the repository")
+    limit = min(read_config(Path(repo_dir) / step / CONFIG_FILE).max_batch_size for step in steps)
+    model_dir = Path(repo_dir) / name
+    (model_dir / VERSION).mkdir(parents=True, exist_ok=True)  # Triton wants a version folder, empty for ensembles
+    write_config(ensemble_config(name, [(step, get_model(Variant.parse(step).model)) for step in steps], limit), model_dir)
+    log(f"{name}: ensemble {' -> '.join(steps)}")
+    return BuildResult(name, "built", " -> ".join(steps))
+
+
+def build_pipeline(name: str, detector: str, repo_dir: Path, backends: frozenset[str], log: Callable[[str], None]) -> BuildResult:
+    """The BLS model that serves encoded images through the detector variant; needs the Python backend."""
+    if not (Path(repo_dir) / detector / VERSION).is_dir():
+        reason = f"its detector {detector} is not in the repository"
+    elif "python" not in backends:
+        reason = "the server has no python backend"
+    else:
+        model_dir = Path(repo_dir) / name
+        (model_dir / VERSION).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PIPELINE_ENTRY, model_dir / VERSION / "model.py")
+        write_config(pipeline_config(name, Variant.parse(detector).model, detector), model_dir)
+        log(f"{name}: pipeline over {detector}")
+        return BuildResult(name, "built", f"pipeline over {detector}")
+    log(f"warning: skipping pipeline {name}: {reason}")
+    return BuildResult(name, "skipped", reason)
