@@ -185,8 +185,9 @@ def test_perf_resume_measures_only_the_missing_points(server, tmp_path):
 
 def test_tune_finds_a_clearly_better_config_applies_it_and_plans_capacity(small_repo, tmp_path):
     """The starting config holds every batch back half a second for a fourth request that never comes at
-    concurrency 2; brute search over the queue delay finds that 0 is better beyond the noise, --apply writes it
-    (the old config kept) and reloads it, and the capacity plan shows its arithmetic."""
+    concurrency 2; brute search over the queue delay finds that 0 is better in every run of both (each measured
+    again after the search), --apply writes it (the old config kept) and reloads it, and the capacity plan shows its
+    arithmetic."""
     import shutil
 
     from trtrepo.format.config import read_config
@@ -205,10 +206,11 @@ def test_tune_finds_a_clearly_better_config_applies_it_and_plans_capacity(small_
                          "--max-p99-ms", "5000", "--output", str(tmp_path / "out"))
         assert result.returncode == 0, result.stderr
         every = read_csv(tmp_path / "out" / "tune.csv")
-        assert sorted((p.max_queue_delay_us, p.repeat) for p in every) == [(0, 0), (500000, 0), (500000, 1)]
+        assert sorted((p.max_queue_delay_us, p.repeat) for p in every) == [(0, 0), (0, 1), (500000, 0), (500000, 1)]
         assert all(p.status == "measured" and p.throughput_ci is not None for p in every)
         slow, fast = sorted((p for p in every if not p.repeat), key=lambda p: p.throughput)
         assert fast.max_queue_delay_us == 0 and fast.throughput > 2 * slow.throughput
+        assert "every run of it beats every run of the start" in result.stdout, result.stdout
         assert f"{variant}: applied to" in result.stdout and "measured again at concurrency 2" in result.stdout
         assert "Run-to-run noise of the objective:" in result.stdout and "server(s) x 1 instance(s)" in result.stdout
         assert read_config(repository / variant / "config.pbtxt").dynamic_batching.max_queue_delay_microseconds == 0

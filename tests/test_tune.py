@@ -67,22 +67,55 @@ def test_a_resumed_search_measures_only_what_is_missing(tmp_path):
     assert len(calls) == len(space.grid()) - 3 and not set(calls) & set(first)
 
 
-def test_a_winner_within_the_noise_is_no_significant_gain():
+def again(p: TunePoint, throughput: float) -> TunePoint:
+    """``p`` measured a second time after the search."""
+    return replace(p, throughput=throughput, repeat=1)
+
+
+def test_a_gain_rests_on_repeated_runs_of_both_configurations():
     start, other = Candidate(1, 8, "max", 2000), Candidate(2, 8, "max", 2000)
-    noisy = [point(start, 4, 100.0, 50.0, ci=6.0), point(other, 4, 105.0, 45.0, ci=6.0)]
-    verdict = judge(Goal("throughput"), noisy, start)
-    assert verdict.winner.candidate == other and not verdict.significant
-    assert verdict.reason.startswith("no significant gain: 5 samples/s more than the start")
-    clear = judge(Goal("throughput"), [point(start, 4, 100.0, 50.0), point(other, 4, 130.0, 45.0)], start)
-    assert clear.significant and "(30%)" in clear.reason
-    # Tight windows, but the start measured again after the search came out 40% apart: the run-to-run noise wins.
-    again = replace(point(start, 4, 150.0, 50.0), repeat=1)
-    drifting = judge(Goal("throughput"), [point(start, 4, 100.0, 50.0), point(other, 4, 130.0, 45.0), again], start)
-    assert run_to_run(Goal("throughput"), [point(start, 4, 100.0, 50.0), again], start) == pytest.approx(0.4)
-    # The latency objective's noise is the p99's own spread between the two runs of the start.
+    first, rival = point(start, 4, 100.0, 50.0), point(other, 4, 130.0, 45.0)
+    once = judge(Goal("throughput"), [first, rival, again(first, 101.0)], start)
+    assert once.winner.candidate == other and not once.significant
+    assert "the winner was measured within the limits only once" in once.reason
+    clear = judge(Goal("throughput"), [first, rival, again(first, 102.0), again(rival, 128.0)], start)
+    assert clear.significant and "28 samples/s more than the start (28%)" in clear.reason
+    # The winner's repeat fell back among the start's runs: its first run was luck.
+    lucky = judge(Goal("throughput"), [first, rival, again(first, 102.0), again(rival, 101.0)], start)
+    assert not lucky.significant and lucky.reason.startswith("no significant gain: 14.5 samples/s more")
+    # Apart on average, but the start's own two runs spread wider than the gain.
+    drifting = judge(Goal("throughput"), [first, rival, again(first, 125.0), again(rival, 131.0)], start)
+    assert not drifting.significant and "spread of +-25" in drifting.reason
+    # Window intervals that under load spread wider than the gain do not hide a gain every run shows.
+    noisy = [point(start, 4, 4.0, 50.0, ci=3.0), point(other, 4, 113.0, 45.0, ci=158.0)]
+    assert judge(Goal("throughput"), noisy + [again(noisy[0], 4.1), again(noisy[1], 110.0)], start).significant
+    # The latency objective's runs are the p99s.
     slower = replace(point(start, 1, 20.0, 100.0), repeat=1)
     assert run_to_run(Goal("latency"), [point(start, 1, 20.0, 60.0), slower], start) == pytest.approx(0.5)
-    assert not drifting.significant and drifting.winner.candidate == other  # a repeat never wins
+
+
+def test_a_configuration_identical_to_the_start_is_the_start_and_never_wins():
+    """"kept" sizes a rule also gives, or two rules that agree at one max_batch_size, are one configuration: the
+    search measures it once, as the start, however lucky another measurement of it would have been."""
+    space = SearchSpace.around(START, max_batch_sizes=(1, 8), preferred=("kept", "halves"))
+    assert space.canonical(Candidate(1, 8, "kept", 2000)) == space.start == Candidate(1, 8, "max", 2000)
+    assert space.canonical(Candidate(1, 1, "halves", 2000)) == Candidate(1, 1, "max", 2000)
+    grid = space.grid()
+    # 2 instances x 2 batch limits x 3 rules, but at max batch 8 kept = max, and at 1 halves = max, kept (8 dropped) = none
+    assert len(grid) == len(set(grid)) == 2 * 2 * 3 - 2 * 2
+    assert space.canonical(Candidate(1, 1, "kept", 2000)).preferred == "none"
+    lucky = {Candidate(1, 8, "kept", 2000): 150.0}
+    calls = []
+
+    def measure(candidate: Candidate) -> list[TunePoint]:
+        calls.append(candidate)
+        return [point(candidate, 4, lucky.get(candidate, 100.0), 50.0)]
+
+    found = search(space, Goal(), "brute", measure)
+    assert calls.count(space.start) == 1 and Candidate(1, 8, "kept", 2000) not in calls
+    points = [p for ps in found.values() for p in ps] + [again(found[space.start][0], 100.0)]
+    verdict = judge(Goal("throughput"), points, space.start)
+    assert verdict.winner.candidate == space.start and not verdict.significant
 
 
 def test_limits_and_objectives_pick_different_winners():

@@ -160,8 +160,8 @@ def tune(
     """Search instance count, max batch size with its preferred sizes, queue delay (and on GPU, CUDA graphs and
     pipelining) for the best configuration under an objective and limits, reloading only the model.
 
-    Every point carries a 95% interval from perf_analyzer's windows; a winner within the noise of the current config
-    is reported as no significant gain and not applied. A configuration that cannot be measured is recorded with
+    The starting configuration and the winner are each measured again after the search; a winner whose runs do not
+    all beat the start's beyond their spread is reported as no significant gain and not applied. A configuration that cannot be measured is recorded with
     its reason and the search goes on."""
     import time
     from dataclasses import replace
@@ -204,14 +204,14 @@ def tune(
                     console.print(f"resuming {variant}: {len(earlier)} configurations already in {output / 'tune.csv'}")
                 mine: list = [p for points in earlier.values() for p in points]
                 with progress() as bar:
-                    # The configurations the budget allows, and the starting one measured again for the run-to-run noise.
-                    task = bar.add_task(f"tune {variant}", total=(min(budget_points or len(grid), len(grid)) + 1) * len(concurrencies))
+                    # The configurations the budget allows, then the starting one and the winner measured again.
+                    task = bar.add_task(f"tune {variant}", total=(min(budget_points or len(grid), len(grid)) + 2) * len(concurrencies))
                     bar.advance(task, len(mine))
 
                     def on_point(point, bar=bar, task=task, mine=mine) -> None:
                         result = (f"{point.throughput:.1f} samples/s +-{point.throughput_ci or 0:.2g}, p99 {point.p99_ms:.0f} ms"
                                   if point.status == "measured" else f"failed: {point.reason}")
-                        again = " (start, again)" if point.repeat else ""
+                        again = " (again)" if point.repeat else ""
                         bar.console.print(f"  {point.candidate.label()} c{point.concurrency}{again}: {result}", markup=False)
                         bar.advance(task)
                         mine.append(point)

@@ -4,8 +4,8 @@ Each candidate is loaded through the repository API (perf.trial: the model is re
 measured with perf_analyzer at each client concurrency. Preferred batch sizes move with max_batch_size (a candidate is
 never dropped for them); variable input dimensions take the model spec's typical shape. A candidate that cannot be
 measured is recorded with a one-line reason and the search goes on. Every point carries the noise of its measurement
-windows (a 95% interval) and the starting configuration is measured again after the search (run-to-run noise), so
-that a winner no better than the start beyond the larger of the two is called what it is: no significant gain.
+windows (a 95% interval); after the search the starting configuration and the winner are each measured again, and a
+winner whose runs do not all beat the start's beyond their spread is called what it is: no significant gain.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def search(space: SearchSpace, goal: Goal, strategy: str, measure: Measure, budg
     budget = budget or len(space.grid())
 
     def visit(candidate: Candidate) -> list[TunePoint]:
+        candidate = space.canonical(candidate)
         if candidate not in results:
             results[candidate] = measure(candidate)
         return results[candidate]
@@ -98,11 +99,14 @@ def _optuna(space: SearchSpace, goal: Goal, visit: Callable[[Candidate], list[Tu
 def tune_variant(trial: "Trial", space: SearchSpace, goal: Goal, strategy: str, concurrencies: list[int], batch_size: int,
                  measurement_ms: int, budget: int | None, earlier: dict[Candidate, list[TunePoint]],
                  on_point: Callable[[TunePoint], None]) -> None:
-    """One variant's search on the trial's server, then its starting configuration measured again (run_to_run);
-    every new point goes to ``on_point`` as it is measured."""
+    """One variant's search on the trial's server, then its starting configuration and the goal's winner measured
+    again (the repeated runs tune_verdict.judge rests a gain on); every new point goes to ``on_point`` as measured."""
     measure = measure_candidates(trial, concurrencies, batch_size, measurement_ms, on_point)
-    search(space, goal, strategy, measure, budget, earlier)
+    found = search(space, goal, strategy, measure, budget, earlier)
     measure(space.start, repeat=1)
+    winner = goal.best(p for points in found.values() for p in points)
+    if winner is not None and winner.candidate != space.start:
+        measure(winner.candidate, repeat=1)
 
 
 def measure_candidates(trial: "Trial", concurrencies: list[int], batch_size: int, measurement_ms: int,

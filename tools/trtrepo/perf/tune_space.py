@@ -64,6 +64,7 @@ class SearchSpace:
     cuda_graphs: tuple[bool, ...]
     pipelined: tuple[bool, ...]
     start: Candidate
+    kept_sizes: tuple[int, ...] = ()  # the starting config's own preferred batch sizes ("kept")
 
     @classmethod
     def around(cls, current: ServingOptions, instances: Iterable[int] | None = None,
@@ -90,7 +91,17 @@ class SearchSpace:
             cuda_graphs=both if gpu_options else (start.cuda_graphs,),
             pipelined=both if gpu_options else (start.pipelined,),
             start=start,
+            kept_sizes=tuple(current.preferred_batch_sizes),
         )
+
+    def canonical(self, candidate: Candidate) -> Candidate:
+        """The candidate with its preferred sizes named by the first rule that gives them: "kept" sizes that one
+        rule also gives, or two rules that agree at its max_batch_size, are one configuration, measured once."""
+        rule = PREFERRED_RULES[candidate.preferred]
+        sizes = rule(candidate.max_batch_size) if rule else tuple(s for s in self.kept_sizes if s <= candidate.max_batch_size)
+        named = next((name for name, of in PREFERRED_RULES.items() if of is not None and of(candidate.max_batch_size) == sizes),
+                     "kept")
+        return replace(candidate, preferred=named)
 
     def dimensions(self) -> list[tuple[str, tuple]]:
         """(Candidate field, its values), in Candidate's field order."""
@@ -101,7 +112,8 @@ class SearchSpace:
 
     def grid(self) -> list[Candidate]:
         """Every candidate, the starting one first."""
-        every = [Candidate(*values) for values in product(*(values for _, values in self.dimensions()))]
+        values = product(*(values for _, values in self.dimensions()))
+        every = dict.fromkeys(self.canonical(Candidate(*one)) for one in values)
         return [self.start] + [c for c in every if c != self.start]
 
     def neighbours(self, candidate: Candidate) -> list[Candidate]:
@@ -111,8 +123,8 @@ class SearchSpace:
             index = values.index(getattr(candidate, name))
             for step in (-1, 1):
                 if 0 <= index + step < len(values):
-                    found.append(replace(candidate, **{name: values[index + step]}))
-        return found
+                    found.append(self.canonical(replace(candidate, **{name: values[index + step]})))
+        return [c for c in dict.fromkeys(found) if c != candidate]
 
 
 def _with(values: Iterable, current: object) -> tuple:
@@ -138,7 +150,7 @@ class TunePoint:
     p99_ms: float = 0.0
     memory_mb: float | None = None  # tritonserver and its Python stubs (a server of our own only)
     reason: str = ""
-    repeat: int = 0  # 1: the starting configuration measured again after the search, for the run-to-run noise
+    repeat: int = 0  # 1: the starting configuration or the winner measured again after the search
     gpu_memory_mb: float | None = None  # in use on the server's GPUs after the point (None: no GPU, or not known)
 
     @property
@@ -180,11 +192,15 @@ class Goal:
         if self.objective not in OBJECTIVES:
             raise UserError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 
-    def feasible(self, point: TunePoint) -> bool:
-        """Measured in the search (not a repeat) and within the limits."""
-        return (point.status == "measured" and point.throughput > 0 and not point.repeat
+    def within(self, point: TunePoint) -> bool:
+        """Measured (in the search or a repeat) and within the limits."""
+        return (point.status == "measured" and point.throughput > 0
                 and (self.max_p99_ms is None or point.p99_ms <= self.max_p99_ms)
                 and (self.min_throughput is None or point.throughput >= self.min_throughput))
+
+    def feasible(self, point: TunePoint) -> bool:
+        """Measured in the search (not a repeat) and within the limits."""
+        return not point.repeat and self.within(point)
 
     def value(self, point: TunePoint) -> float:
         """Larger is better: samples/s, minus p99 ms, or samples/s per instance."""

@@ -32,9 +32,16 @@ def run_to_run(goal: Goal, points: list[TunePoint], start: Candidate) -> float |
     return max(spreads) if spreads else None
 
 
+def runs(goal: Goal, points: list[TunePoint], candidate: Candidate, concurrency: int) -> list[float]:
+    """The objective's value in every run of ``candidate`` at ``concurrency`` within the limits (search and repeat)."""
+    return [goal.value(p) for p in points if p.candidate == candidate and p.concurrency == concurrency and goal.within(p)]
+
+
 def judge(goal: Goal, points: list[TunePoint], start: Candidate) -> Verdict:
-    """The winner, and whether it beats the starting configuration by more than the noise: the larger of the two
-    points' window intervals combined and the run-to-run spread of the starting configuration (run_to_run)."""
+    """The winner, and whether it beats the starting configuration on repeated runs of both: a gain only when every
+    run of the winner beats every run of the start and the mean gain clears the two runs' spreads combined. A
+    winner picked by its first run is favoured by its own noise; its repeat after the search is measured afresh.
+    The starting configuration itself never wins (search gives a configuration identical to it the start's points)."""
     winner = goal.best(points)
     baseline = goal.best(p for p in points if p.candidate == start)
     if winner is None:
@@ -43,15 +50,21 @@ def judge(goal: Goal, points: list[TunePoint], start: Candidate) -> Verdict:
         return Verdict(winner, None, True, "the starting configuration met no limit; this one does")
     if winner.candidate == start:
         return Verdict(winner, baseline, False, "the starting configuration is the best measured")
-    gain = goal.value(winner) - goal.value(baseline)
-    noise = max(math.hypot(goal.noise(winner), goal.noise(baseline)),
-                (run_to_run(goal, points, start) or 0.0) * abs(goal.value(baseline)))
     better = {"throughput": "samples/s more", "latency": "ms lower p99", "cost": "samples/s per instance more"}[goal.objective]
-    if gain <= noise:
-        return Verdict(winner, baseline, False, f"no significant gain: {gain:.3g} {better} than the start, "
-                                                f"within the noise of +-{noise:.3g}")
-    return Verdict(winner, baseline, True, f"{gain:.3g} {better} than the start ({abs(gain / goal.value(baseline)):.0%}), "
-                                           f"beyond the noise of +-{noise:.3g}")
+    won, started = runs(goal, points, winner.candidate, winner.concurrency), runs(goal, points, start, baseline.concurrency)
+    if len(won) < 2 or len(started) < 2:
+        once = "the winner" if len(won) < 2 else "the start"
+        return Verdict(winner, baseline, False, f"no significant gain: {once} was measured within the limits only once; "
+                                                f"a gain needs repeated runs of both")
+    gain = sum(won) / len(won) - sum(started) / len(started)
+    noise = math.hypot(max(won) - min(won), max(started) - min(started))
+    if min(won) <= max(started) or gain <= noise:
+        return Verdict(winner, baseline, False, f"no significant gain: {gain:.3g} {better} than the start on average "
+                                                f"over {len(won)} and {len(started)} runs, within their run-to-run "
+                                                f"spread of +-{noise:.3g}")
+    return Verdict(winner, baseline, True, f"{gain:.3g} {better} than the start ({abs(gain / (sum(started) / len(started))):.0%}) "
+                                           f"on average over {len(won)} and {len(started)} runs; every run of it beats "
+                                           f"every run of the start, beyond their spread of +-{noise:.3g}")
 
 
 @dataclass(frozen=True)
