@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import trtrepo
+from trtrepo.accuracy.evidence import Interval
 from trtrepo.accuracy.measures import GateThresholds, task_measures
 from trtrepo.accuracy.metrics import coco_map
 from trtrepo.build.calibration import calibration_set
@@ -63,6 +65,8 @@ def test_report_passes_only_when_every_gated_measure_does():
     report = GateReport({"box_recall": 0.97, "map50": 0.93, "map50_95": 0.7}, {"box_recall": 0.95, "map50": 0.95}, {})
     assert not report.passed and report.shortfall() == pytest.approx(0.02)
     assert report.line() == "box_recall 0.970 >= 0.95, map50 0.930 < 0.95"
+    judged = replace(report, intervals={"box_recall": asdict(Interval(0.91, 0.99, 40, "wilson"))})
+    assert judged.line().startswith("box_recall 0.970 >= 0.95 (95% 0.910-0.990 over 40 images, wilson), map50")
     assert GateReport({"top1_agreement": 1.0}, {"top1_agreement": 0.99}, {}).passed
 
 
@@ -144,11 +148,14 @@ def test_evaluation_never_uses_a_calibration_image(images, tmp_path):
     with pytest.raises(UserError, match="no image that calibration did not use"):
         evaluation_set(images, calibration, 10)
     extra = tmp_path / "eval"
-    shutil.copytree(images, extra)  # copies: files calibration did not read
-    (extra / "same.png").symlink_to(images / "gray.png")  # the very file calibration read: left out, and said so
+    shutil.copytree(images, extra)  # copies under other paths are the same images by content
+    with pytest.raises(UserError, match="no image that calibration did not use"):
+        evaluation_set(extra, calibration, 10)
+    Image.fromarray(np.full((64, 48, 3), 90, dtype=np.uint8)).save(extra / "new.png")
     chosen = evaluation_set(extra, calibration, 10)
-    assert len(chosen.samples) == 10 and {s.path.name for s in chosen.samples} == {"noise.jpg", "gradient.png", "gray.png"}
-    assert chosen.source.endswith("(1 left out: calibration used them)")
+    assert len(chosen.samples) == 10 and {s.path.name for s in chosen.samples} == {"new.png"}
+    assert chosen.source.endswith("(3 left out: calibration used them)")
+    assert chosen.describe()["images"] == 1  # ten crops and mirror images of one photo are one image of evidence
 
 
 def test_what_the_gate_does_not_judge():
@@ -164,6 +171,12 @@ def test_built_variants_carry_their_gate_result(small_repo):
         result = manifest["gate_result"]
         assert set(result["thresholds"]) <= {"top1_agreement", "box_recall", "map50"} and result["measures"]
         assert result["evaluation"]["samples"] >= 50 and "kept out of calibration" in result["evaluation"]["source"]
+        # Every gated measure with its interval over the distinct photos, which are listed by content hash.
+        assert set(result["intervals"]) == set(result["thresholds"])
+        images = result["evaluation"]["images"]
+        assert images == len({entry["sha256"] for entry in result["evaluation"]["listed"]}) < result["evaluation"]["samples"]
+        for name, interval in result["intervals"].items():
+            assert interval["images"] == images and interval["low"] <= result["measures"][name] <= interval["high"]
     reference = json.loads((small_repo / "efficientnet_lite0_pytorch_fp32" / "manifest.json").read_text())
     assert reference["gate_result"] is None and reference["gate"] is None
     fp32 = json.loads((small_repo / "efficientnet_lite0_onnxruntime_fp32" / "manifest.json").read_text())

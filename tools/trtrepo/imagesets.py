@@ -7,6 +7,7 @@ they are then judged on would flatter them.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -103,6 +104,11 @@ def calibration_photos() -> list[Path]:
 def evaluation_photos() -> list[Path]:
     """The shipped photos the accuracy gate judges a variant on by default (none of the calibration ones)."""
     return [p for p in shipped_photos() if p.name in EVALUATION_PHOTOS]
+
+
+def content_hash(path: Path) -> str:
+    """The SHA-256 of a file's bytes: what tells two images apart, whatever their names."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def images_in(source: Path, what: str) -> list[Path]:

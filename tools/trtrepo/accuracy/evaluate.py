@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from trtrepo.accuracy.measures import GateThresholds, task_measures
+from trtrepo.accuracy.evidence import Interval, groups_of, wilson
+from trtrepo.accuracy.measures import GateThresholds, measure_intervals, task_measures, text_f_interval
 from trtrepo.accuracy.metrics import DETECTION_CONF, match_boxes, precision_recall_f
 from trtrepo.engines.tensorflow import tensorflow_note
 from trtrepo.errors import UserError
 from trtrepo.format.config import Variant, read_manifest
+from trtrepo.imagesets import content_hash
 from trtrepo.models import get_model
 from trtrepo.models.ctpn import CTPN, TextLine
 from trtrepo.plots import pyplot, save
@@ -47,6 +49,7 @@ class EvalRow:
     top5: float
     agreement: float  # share of images whose top-1 equals the reference's
     gate: str = ""  # PASS or FAIL against the variant's accuracy gate, on these images
+    evidence: str = ""  # the 95% interval of the gated measure against the reference, over distinct images
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class DetectionRow:
     box_recall: float  # share of the reference's boxes found (same class, IoU >= 0.5, client threshold)
     map50_vs_reference: float  # mAP@.5 against the reference's boxes
     gate: str = ""
+    evidence: str = ""  # the 95% interval of the gated measure against the reference, over distinct images
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class TextRow:
     f_measure: float
     f_vs_reference: float  # F-measure of the variant's lines against the reference's
     gate: str = ""
+    evidence: str = ""  # the 95% interval of the gated measure against the reference, over distinct images
 
 
 def read_icdar(path: Path) -> list[tuple[float, float, float, float]]:
@@ -207,12 +212,15 @@ def evaluate(
     ref_top1, ref_time = predictions[reference][0][:, 0], predictions[reference][1]
     rows = []
     for variant, (top5, seconds) in predictions.items():
-        agreement = float(np.mean(top5[:, 0] == ref_top1))
+        agreed = int(np.sum(top5[:, 0] == ref_top1))
+        agreement = agreed / len(images)
         gate = (gates or {}).get(variant) or GateThresholds().for_task(spec.task)
+        interval = Interval(*wilson(agreed, len(images)), len(images), "wilson")
         rows.append(EvalRow(variant, len(images), batch_size, seconds, ref_time / seconds if seconds else 0.0,
                             top1=float(np.mean(top5[:, 0] == labels)),
                             top5=float(np.mean((top5 == labels[:, None]).any(axis=1))),
-                            agreement=agreement, gate=verdict(variant, reference, {"top1_agreement": agreement}, gate)))
+                            agreement=agreement, gate=verdict(variant, reference, {"top1_agreement": agreement}, gate),
+                            evidence=evidence_of(variant, reference, {"top1_agreement": interval})))
     return rows, reference
 
 
@@ -260,14 +268,17 @@ def evaluate_detection(
                 evaluation.summarize()
             scores[variant] = (max(0.0, float(evaluation.stats[0])), max(0.0, float(evaluation.stats[1])))
     reference = reference_of(variants)
+    keys = [content_hash(Path(data) / record["file_name"]) for record in records]
     rows = []
     for variant in variants:
         measures = task_measures(spec, raw[reference], raw[variant])
         gate = (gates or {}).get(variant) or GateThresholds().for_task(spec.task)
+        intervals = measure_intervals(spec, raw[reference], raw[variant], keys) if variant != reference else {}
         rows.append(DetectionRow(variant, len(records), batch_size, times[variant],
                                  times[reference] / times[variant] if times[variant] else 0.0, *scores[variant],
                                  box_recall=measures["box_recall"], map50_vs_reference=measures["map50"],
-                                 gate=verdict(variant, reference, measures, gate)))
+                                 gate=verdict(variant, reference, measures, gate),
+                                 evidence=evidence_of(variant, reference, intervals)))
     return rows, reference
 
 
@@ -315,25 +326,34 @@ def evaluate_text(
         if not sum(map(len, expected)) and not sum(map(len, lines_of[variant])):
             against = 1.0
         gate = (gates or {}).get(variant) or GateThresholds().for_task(TEXT)
+        interval = text_f_interval(lines_of[variant], expected, groups_of([content_hash(image) for image, _ in pairs]))
         result.append(TextRow(variant, len(pairs), 1, times[variant], times[reference] / times[variant] if times[variant] else 0.0,
-                              *scores, f_vs_reference=against, gate=verdict(variant, reference, {"text_f": against}, gate)))
+                              *scores, f_vs_reference=against, gate=verdict(variant, reference, {"text_f": against}, gate),
+                              evidence=evidence_of(variant, reference, {"text_f": interval})))
     return result, reference
 
 
+def evidence_of(variant: str, reference: str, intervals: dict[str, Interval]) -> str:
+    """The eval table's evidence column: each gated measure's interval (none for the reference itself)."""
+    if variant == reference:
+        return ""
+    return "; ".join(f"{name} {interval.text()}" for name, interval in intervals.items())
+
+
 def _metric_fields(row: object) -> list[str]:
-    """The shares in 0..1 after ``speedup`` (the gate's verdict is not one)."""
-    names = [f.name for f in fields(row) if f.name != "gate"]
+    """The shares in 0..1 after ``speedup`` (the gate's verdict and its evidence are not)."""
+    names = [f.name for f in fields(row) if f.name not in ("gate", "evidence")]
     return names[names.index("speedup") + 1 :]
 
 
 def markdown(rows: list, reference: str) -> str:
     metrics = _metric_fields(rows[0])
-    header = ["variant", "time per batch (s)", "speedup", *metrics, "gate"]
+    header = ["variant", "time per batch (s)", "speedup", *metrics, "gate", "evidence"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         values = [f"{getattr(row, m):.4f}" for m in metrics]
         lines.append(f"| {row.variant} | {row.seconds_per_batch:.4f} | {row.speedup:.2f}x | " + " | ".join(values)
-                     + f" | {row.gate} |")
+                     + f" | {row.gate} | {row.evidence or '-'} |")
     first = rows[0]
     return "\n".join(lines) + (f"\n\n{first.images} images, batches of {first.batch_size}, through Triton; "
                                f"speedup, agreement and the measures against the reference relative to {reference}; "
@@ -378,7 +398,10 @@ def gate_table(points: list, repo: Path) -> str:
         speedup = f"{best[variant] / best[baseline]:.2f}x" if best.get(baseline) else "-"
         result = read_manifest(Path(repo) / variant).get("gate_result")
         if result:
-            measures = ", ".join(f"{name} {result['measures'][name]:.3f}" for name in result["thresholds"])
+            intervals = result.get("intervals") or {}
+            measures = ", ".join(f"{name} {result['measures'][name]:.3f}"
+                                 + (f" ({Interval(**intervals[name]).text()})" if name in intervals else "")
+                                 for name in result["thresholds"])
             floats = f"; {len(result['kept_in_float'])} nodes in float" if result.get("kept_in_float") else ""
             verdict_text = "PASS" if result["passed"] else "FAIL (published below its gate)"
             lines.append(f"| {variant} | {best[variant]:.1f} | {speedup} | {measures}{floats} | {verdict_text} |")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trtrepo.accuracy.evidence import Interval, bootstrap, groups_of, wilson
 from trtrepo.accuracy.metrics import DETECTION_CONF, classifier_agreement, coco_map, match_boxes, match_by_class, precision_recall_f
 from trtrepo.errors import UserError
 from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT, ModelSpec
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 
 
 EVALUATION_BATCH = 8
+#: mAP's bootstrap draws: each is a pycocotools evaluation, so fewer than the cheap measures' (ends move ~0.02).
+MAP_BOOTSTRAP_ROUNDS = 100
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,49 @@ def task_measures(spec: ModelSpec, reference: list[dict[str, np.ndarray]], candi
         return {"text_f": 1.0, "reference_lines": 0.0}
     return {"text_f": precision_recall_f(matched, sum(map(len, found)), sum(map(len, truth)))[2],
             "reference_lines": float(sum(map(len, truth)))}
+
+
+def per_sample(outputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Batches of outputs as one output dict per sample (each array keeps a batch dimension of 1)."""
+    return [{name: array[i : i + 1] for name, array in batch.items()}
+            for batch in outputs for i in range(len(next(iter(batch.values()))))]
+
+
+def measure_intervals(spec: ModelSpec, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                      image_keys: list[str], bootstrap_map: bool = True) -> dict[str, Interval]:
+    """A 95% interval over distinct images for each gated measure of the task (evidence's methods); ``image_keys``:
+    each sample's image (content hash), so crops of one photo count once. ``bootstrap_map`` False leaves out mAP's
+    interval (hundreds of pycocotools evaluations: once for the build a gate keeps, not for every trial)."""
+    groups = groups_of(image_keys)
+    images = len(groups)
+    ref, cand = per_sample(reference), per_sample(candidate)
+    if spec.task == CLASSIFICATION:
+        name = spec.outputs[0].name
+        share = float(np.mean([r[name][0].argmax() == c[name][0].argmax() for r, c in zip(ref, cand)]))
+        return {"top1_agreement": Interval(*wilson(share * images, images), images, "wilson")}
+    if spec.task == DETECTION:
+        truth = [[(d.class_id, d.box) for d in spec.postprocess(o)[0]] for o in ref]
+        kept = [[(d.class_id, d.box) for d in spec.postprocess(o)[0]] for o in cand]
+        ranked = [[(d.class_id, d.box, d.score) for d in spec.postprocess(o, conf=DETECTION_CONF)[0]] for o in cand]
+        total = sum(map(len, truth))
+        share = sum(match_by_class(k, t) for k, t in zip(kept, truth)) / total if total else 1.0
+        recall = {"box_recall": Interval(*wilson(share * images, images), images, "wilson")}
+        if not bootstrap_map:
+            return recall
+        map50 = bootstrap(groups, lambda drawn: coco_map([truth[i] for i in drawn], [ranked[i] for i in drawn])[1],
+                          rounds=MAP_BOOTSTRAP_ROUNDS)
+        return {**recall, "map50": Interval(*map50, images, "bootstrap")}
+    truth = [[line.bounds() for line in spec.postprocess(o)[0]] for o in ref]
+    found = [[line.bounds() for line in spec.postprocess(o)[0]] for o in cand]
+    return {"text_f": text_f_interval(found, truth, groups)}
+
+
+def text_f_interval(found: list[list], truth: list[list], groups: list[list[int]]) -> Interval:
+    """Text-line F of ``found`` against ``truth`` (lines per sample), bootstrapped over the groups (images)."""
+    counts = [(match_boxes(f, t), len(f), len(t)) for f, t in zip(found, truth)]
+
+    def f_measure(drawn: list[int]) -> float:
+        matched, lines_found, lines_true = (sum(counts[i][k] for i in drawn) for k in range(3))
+        return 1.0 if not lines_found and not lines_true else precision_recall_f(matched, lines_found, lines_true)[2]
+
+    return Interval(*bootstrap(groups, f_measure), len(groups), "bootstrap")

@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from trtrepo.accuracy.measures import EVALUATION_BATCH, GateThresholds, run_batches, task_measures
+from trtrepo.accuracy.evidence import Interval, images_needed
+from trtrepo.accuracy.measures import EVALUATION_BATCH, GateThresholds, measure_intervals, run_batches, task_measures
 from trtrepo.errors import UserError
-from trtrepo.imagesets import ImageSample, evaluation_photos, images_in, with_crops
-from trtrepo.specs import ModelSpec
+from trtrepo.imagesets import ImageSample, content_hash, evaluation_photos, images_in, with_crops
+from trtrepo.specs import DETECTION, ModelSpec
 
 if TYPE_CHECKING:
     from trtrepo.build.calibration import CalibrationSet
@@ -59,17 +60,26 @@ class EvaluationSet:
     samples: tuple[ImageSample, ...]
     source: str
 
+    def image_keys(self) -> list[str]:
+        """Each sample's image by content: crops of one photo, or two copies of one file, are one image."""
+        hashes = {path: content_hash(path) for path in {s.path for s in self.samples}}
+        return [hashes[s.path] for s in self.samples]
+
     def describe(self) -> dict:
-        return {"source": self.source, "samples": len(self.samples), "files": len({s.path for s in self.samples})}
+        hashes = dict(zip((s.path for s in self.samples), self.image_keys()))
+        return {"source": self.source, "samples": len(self.samples), "files": len(hashes),
+                "images": len(set(hashes.values())),
+                "listed": [{"path": str(path), "sha256": digest} for path, digest in sorted(hashes.items())]}
 
 
 def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", count: int) -> EvaluationSet:
     """``count`` samples from ``eval_dir`` (else the shipped evaluation photos), none of them a calibration
-    image; crops and mirror images when there are fewer files."""
+    image by content (a copy under another name is the same image); crops and mirror images when there are fewer
+    files."""
     files = images_in(eval_dir, "evaluation") if eval_dir else evaluation_photos()
     source = str(eval_dir) if eval_dir else "photos shipped with installed packages, kept out of calibration"
-    calibrated = {path.resolve() for path in calibration.files} if calibration else set()
-    unseen = [path for path in files if path.resolve() not in calibrated]
+    calibrated = {content_hash(path) for path in calibration.files} if calibration else set()
+    unseen = [path for path in files if content_hash(path) not in calibrated]
     if not unseen:
         where = eval_dir or "the shipped evaluation photos"
         raise UserError(f"{where}: no image that calibration did not use; pass --eval-dir with other images")
@@ -87,6 +97,7 @@ class GateReport:
     evaluation: dict
     kept_in_float: list[str] = field(default_factory=list)
     trials: int = 1
+    intervals: dict[str, dict] = field(default_factory=dict)  # measure: Interval's fields, over distinct images
 
     @property
     def passed(self) -> bool:
@@ -97,9 +108,22 @@ class GateReport:
         return max(0.0, *(least - self.measures[name] for name, least in self.thresholds.items()))
 
     def line(self) -> str:
-        """``top1_agreement 0.991 >= 0.99`` for each gated measure."""
+        """``top1_agreement 0.991 >= 0.99 (95% 0.962-0.998 over 120 images, wilson)`` for each gated measure."""
         return ", ".join(f"{name} {self.measures[name]:.3f} {'>=' if self.measures[name] >= least else '<'} {least:g}"
+                         + (f" ({Interval(**self.intervals[name]).text()})" if name in self.intervals else "")
                          for name, least in self.thresholds.items())
+
+    def thin_evidence(self) -> str | None:
+        """Where an interval's lower end falls below its threshold while the measure clears it: how many distinct
+        images a perfect score needs for its Wilson lower end to clear the threshold."""
+        thin = [(name, least) for name, least in self.thresholds.items() if name in self.intervals
+                and self.measures[name] >= least > self.intervals[name]["low"]]
+        if not thin:
+            return None
+        name, least = max(thin, key=lambda pair: pair[1])
+        return (f"{name}'s 95% interval reaches below {least:g} on {self.intervals[name]['images']} distinct images: "
+                f"the verdict is a point estimate (a perfect score needs {images_needed(least)} images for its lower "
+                f"end to clear {least:g}; give more with --eval-dir)")
 
     def as_dict(self) -> dict:
         return {"passed": self.passed, **asdict(self)}
@@ -114,10 +138,18 @@ class Gate:
         self.thresholds = thresholds.for_task(spec.task)
         self.samples = [spec.preprocess_image(sample.load()) for sample in evaluation.samples]
         self.reference = run_batches(spec, reference, self.samples, EVALUATION_BATCH)
+        self.image_keys = evaluation.image_keys()
+        self.needs_final_pass = spec.task == DETECTION  # mAP's interval, once, on the build kept
+        self.described = evaluation.describe()
 
-    def judge(self, candidate: "Runner", batch_size: int = EVALUATION_BATCH) -> GateReport:
-        measures = task_measures(self.spec, self.reference, run_batches(self.spec, candidate, self.samples, batch_size))
-        return GateReport(measures, dict(self.thresholds), self.evaluation.describe())
+    def judge(self, candidate: "Runner", batch_size: int = EVALUATION_BATCH, final: bool = True) -> GateReport:
+        """The candidate's report; ``final`` False (a trial of the mixed-precision search) leaves out the intervals
+        that cost a bootstrap of pycocotools evaluations (needs_final_pass)."""
+        outputs = run_batches(self.spec, candidate, self.samples, batch_size)
+        measures = task_measures(self.spec, self.reference, outputs)
+        intervals = measure_intervals(self.spec, self.reference, outputs, self.image_keys, bootstrap_map=final)
+        return GateReport(measures, dict(self.thresholds), self.described,
+                          intervals={name: asdict(interval) for name, interval in intervals.items()})
 
 
 def build_within_gate(

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from itertools import groupby
 from pathlib import Path
 from typing import Callable
@@ -151,10 +151,12 @@ def build_variant(variant: Variant, inputs: BuildInputs, repo_dir: Path, native:
             device = "gpu" if variant.options.kind == "gpu" else "cpu"
             batch = min(variant.options.max_batch_size, 8)
 
-            def judge(built: Path) -> GateReport:
-                return gate.judge(engine.load(inputs.spec, built, variant.precision, device, os.cpu_count() or 1), batch)
+            def judge(built: Path, final: bool = False) -> GateReport:
+                return gate.judge(engine.load(inputs.spec, built, variant.precision, device, os.cpu_count() or 1), batch, final)
 
             report = build_within_gate(engine, inputs, variant.precision, artifact, judge, inputs.log, variant.name)
+            if gate.needs_final_pass:
+                report = replace(judge(artifact, final=True), kept_in_float=report.kept_in_float, trials=report.trials)
         if not native:
             shutil.copyfile(MODEL_ENTRY, version_dir / "model.py")
         config = model_config(variant.name, inputs.spec, engine, variant.precision, native, variant.options)
@@ -242,7 +244,7 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                 if not unjudged and evaluation is None:
                     evaluation = evaluation_set(plan.gate.eval_dir, calibration, plan.gate.eval_images)
                     log(f"accuracy gate: judging variants against FP32 on {len(evaluation.samples)} samples of "
-                        f"{evaluation.describe()['files']} images ({evaluation.source})")
+                        f"{evaluation.describe()['images']} distinct images ({evaluation.source})")
                 gate_key = None if unjudged else {
                     "thresholds": thresholds.for_task(spec.task), "evaluation": evaluation.describe(),
                     "samples": [str(sample) for sample in evaluation.samples], "allow_below": plan.gate.allow_below}
@@ -276,6 +278,8 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                     results.append(failed)
                     continue
                 results.append(BuildResult(variant.name, "built", gate=_gate_summary(judged, unjudged)))
+                if judged is not None and judged.thin_evidence():
+                    log(f"note: {variant.name}: {judged.thin_evidence()}")
                 if judged is not None and not judged.passed:
                     log(f"warning: {variant.name} published below its accuracy gate ({judged.line()}), as --allow-below-gate asks")
     for name, detector in plan.pipelines:
