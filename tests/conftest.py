@@ -73,16 +73,25 @@ def labelled_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def small_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """resnet50 (random weights), efficientnet_lite0 and yolov3_tiny (real weights, INT8 too) with the
     yolov3_tiny pipeline; batches up to 4, Python backend. Built once per run: pytest-xdist's workers share it
-    (the first builds it under a lock, the others wait for it); tests copy what they change."""
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the run's folder, above every worker's own
-    output = shared / "small_repo" / "model_repository"
+    (built in the background from the start, see pytest_collection_modifyitems; whoever holds the lock builds,
+    the others wait for it); tests copy what they change."""
+    shared = _shared_folder(tmp_path_factory)
+    ensure_small_repo(shared)
+    return shared / "small_repo" / "model_repository"
+
+
+def _shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run's temporary folder, above every xdist worker's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def ensure_small_repo(shared: Path | str) -> None:
+    shared = Path(shared)
     with FileLock(str(shared / "small_repo.lock")):
         if not (shared / "small_repo" / "built").is_file():
-            _build_small_repo(output)
+            _build_small_repo(shared / "small_repo" / "model_repository")
             (shared / "small_repo" / "built").touch()
-    return output
 
 
 def _build_small_repo(output: Path) -> None:
@@ -225,8 +234,20 @@ class Served:
 COSTLY_FIXTURES = frozenset({"small_repo", "server", "ctpn_server"})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`-m "not integration"` leaves out every test that builds or serves (the quick unit run)."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`-m "not integration"` leaves out every test that builds or serves (the quick unit run). Under xdist, the
+    modules that need the small repository run last and the first worker builds it in a background process from
+    the start, so no worker waits idle for it (each worker sorts alike: xdist requires one order)."""
     for item in items:
         if COSTLY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    needing = {item.module.__name__ for item in items if {"small_repo", "server"} & set(getattr(item, "fixturenames", ()))}
+    if not worker or not needing:
+        return
+    items.sort(key=lambda item: item.module.__name__ in needing)  # stable: each module's tests stay together, in order
+    if worker == "gw0":
+        shared = _shared_folder(config._tmp_path_factory)
+        builder = subprocess.Popen([sys.executable, "-c", f"import conftest; conftest.ensure_small_repo({str(shared)!r})"],
+                                   cwd=Path(__file__).parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        config.add_cleanup(lambda: builder.poll() is None and builder.kill())

@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import trtrepo
 from trtrepo.accuracy.evidence import Interval
 from trtrepo.accuracy.measures import GateThresholds, task_measures
-from trtrepo.accuracy.metrics import coco_map
+from trtrepo.accuracy.metrics import coco_map, coco_map50
 from trtrepo.build.calibration import calibration_set
 from trtrepo.build.gate import GatePlan, GateReport, build_within_gate, evaluation_set, skip_reason
 from trtrepo.build.plan import load_plan
@@ -59,6 +59,17 @@ def test_coco_map_of_identical_and_empty_sets():
     assert coco_map(boxes, [[(c, b, 0.9) for c, b in image] for image in boxes]) == pytest.approx((1.0, 1.0))
     assert coco_map([[], []], [[], []]) == (1.0, 1.0)
     assert coco_map(boxes, [[], []]) == (0.0, 0.0)
+
+
+def test_map_at_50_alone_is_coco_maps_second_figure():
+    """The bootstrap's cheap evaluation (IoU .5 only) gives what the full one gives at .5, misses and false
+    positives included."""
+    truth = [[(0, (0.0, 0.0, 10.0, 10.0)), (1, (20.0, 20.0, 60.0, 50.0))], [(1, (5.0, 5.0, 50.0, 40.0))], []]
+    found = [[(0, (1.0, 1.0, 10.0, 11.0), 0.9), (1, (40.0, 40.0, 90.0, 80.0), 0.8)], [(1, (6.0, 4.0, 52.0, 40.0), 0.7),
+             (0, (0.0, 0.0, 30.0, 30.0), 0.6)], [(2, (3.0, 3.0, 9.0, 9.0), 0.5)]]
+    full = coco_map(truth, found)[1]
+    assert 0.2 < full < 0.95 and coco_map50(truth, found) == pytest.approx(full)
+    assert coco_map50([[], []], [[], []]) == 1.0 and coco_map50(truth, [[], [], []]) == 0.0
 
 
 def test_report_passes_only_when_every_gated_measure_does():

@@ -60,6 +60,28 @@ def classifier_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[s
 def coco_map(truth: Sequence[Sequence[tuple[int, Box]]], found: Sequence[Sequence[tuple[int, Box, float]]]) -> tuple[float, float]:
     """COCO mAP@[.5:.95] and mAP@.5 (pycocotools) of scored boxes against true boxes, per image: lists of
     (class, box) and (class, box, score). Images without true boxes count as pycocotools counts them."""
+    evaluation = _coco_evaluation(truth, found, at_50_only=False)
+    if isinstance(evaluation, tuple):
+        return evaluation
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation.summarize()
+    return max(0.0, float(evaluation.stats[0])), max(0.0, float(evaluation.stats[1]))
+
+
+def coco_map50(truth: Sequence[Sequence[tuple[int, Box]]], found: Sequence[Sequence[tuple[int, Box, float]]]) -> float:
+    """COCO mAP@.5 alone, as coco_map computes it, evaluated at the one IoU threshold, all areas and 100
+    detections: what a bootstrap recomputes hundreds of times."""
+    evaluation = _coco_evaluation(truth, found, at_50_only=True)
+    if isinstance(evaluation, tuple):
+        return evaluation[1]
+    precision = evaluation.eval["precision"][0, :, :, 0, -1]  # [IoU .5, recall, class, all areas, 100 detections]
+    valid = precision[precision > -1]
+    return max(0.0, float(valid.mean())) if valid.size else 0.0
+
+
+def _coco_evaluation(truth: Sequence[Sequence[tuple[int, Box]]], found: Sequence[Sequence[tuple[int, Box, float]]],
+                     at_50_only: bool) -> object:
+    """pycocotools' accumulated evaluation of ``found`` against ``truth``, or (mAP, mAP@.5) where one side is empty."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -79,7 +101,10 @@ def coco_map(truth: Sequence[Sequence[tuple[int, Box]]], found: Sequence[Sequenc
                           "categories": [{"id": label} for label in labels]}
         ground.createIndex()
         evaluation = COCOeval(ground, ground.loadRes(results), "bbox")
+        if at_50_only:
+            evaluation.params.iouThrs = np.array([0.5])
+            evaluation.params.areaRng, evaluation.params.areaRngLbl = [[0, 1e10]], ["all"]
+            evaluation.params.maxDets = [100]
         evaluation.evaluate()
         evaluation.accumulate()
-        evaluation.summarize()
-    return max(0.0, float(evaluation.stats[0])), max(0.0, float(evaluation.stats[1]))
+    return evaluation
