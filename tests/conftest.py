@@ -231,7 +231,8 @@ class Served:
 
 
 #: Fixtures that build a repository or start a server: a test that uses one is an integration test, marked or not.
-COSTLY_FIXTURES = frozenset({"small_repo", "server", "ctpn_server"})
+SMALL_REPO_FIXTURES = frozenset({"small_repo", "server"})
+COSTLY_FIXTURES = SMALL_REPO_FIXTURES | {"ctpn_server"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -242,7 +243,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if COSTLY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    needing = {item.module.__name__ for item in items if {"small_repo", "server"} & set(getattr(item, "fixturenames", ()))}
+    needing = {item.module.__name__ for item in items if SMALL_REPO_FIXTURES & set(getattr(item, "fixturenames", ()))}
     if not worker or not needing:
         return
     items.sort(key=lambda item: item.module.__name__ in needing)  # stable: each module's tests stay together, in order

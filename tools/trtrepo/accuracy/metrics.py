@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pycocotools.cocoeval import COCOeval
 
 
 Box = Sequence[float]  # x1, y1, x2, y2
@@ -80,7 +83,7 @@ def coco_map50(truth: Sequence[Sequence[tuple[int, Box]]], found: Sequence[Seque
 
 
 def _coco_evaluation(truth: Sequence[Sequence[tuple[int, Box]]], found: Sequence[Sequence[tuple[int, Box, float]]],
-                     at_50_only: bool) -> object:
+                     at_50_only: bool) -> "COCOeval | tuple[float, float]":
     """pycocotools' accumulated evaluation of ``found`` against ``truth``, or (mAP, mAP@.5) where one side is empty."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
