@@ -39,7 +39,8 @@ def runs(goal: Goal, points: list[TunePoint], candidate: Candidate, concurrency:
 
 def judge(goal: Goal, points: list[TunePoint], start: Candidate) -> Verdict:
     """The winner, and whether it beats the starting configuration on repeated runs of both: a gain only when every
-    run of the winner beats every run of the start and the mean gain clears the two runs' spreads combined. A
+    run of the winner beats every run of the start and the mean gain clears the two runs' spreads combined (as
+    ratios: the gain of the geometric means against the combined spreads of the runs' logarithms). A
     winner picked by its first run is favoured by its own noise; its repeat after the search is measured afresh.
     The starting configuration itself never wins (search gives a configuration identical to it the start's points)."""
     winner = goal.best(points)
@@ -57,14 +58,23 @@ def judge(goal: Goal, points: list[TunePoint], start: Candidate) -> Verdict:
         return Verdict(winner, baseline, False, f"no significant gain: {once} was measured within the limits only once; "
                                                 f"a gain needs repeated runs of both")
     gain = sum(won) / len(won) - sum(started) / len(started)
-    noise = math.hypot(max(won) - min(won), max(started) - min(started))
-    if min(won) <= max(started) or gain <= noise:
+    # A busy machine scales a rate or a latency (a core shared with another process halves both): run-to-run noise
+    # is a factor, so the gain and the spreads are compared as ratios, on logarithms of the runs.
+    logs_won, logs_started = _logs(won), _logs(started)
+    sign = -1.0 if goal.objective == "latency" else 1.0  # its values are minus the p99s
+    log_gain = sign * (sum(logs_won) / len(logs_won) - sum(logs_started) / len(logs_started))
+    spread = math.expm1(math.hypot(max(logs_won) - min(logs_won), max(logs_started) - min(logs_started)))
+    if min(won) <= max(started) or math.expm1(log_gain) <= spread:
         return Verdict(winner, baseline, False, f"no significant gain: {gain:.3g} {better} than the start on average "
                                                 f"over {len(won)} and {len(started)} runs, within their run-to-run "
-                                                f"spread of +-{noise:.3g}")
+                                                f"spread of +-{spread:.0%}")
     return Verdict(winner, baseline, True, f"{gain:.3g} {better} than the start ({abs(gain / (sum(started) / len(started))):.0%}) "
                                            f"on average over {len(won)} and {len(started)} runs; every run of it beats "
-                                           f"every run of the start, beyond their spread of +-{noise:.3g}")
+                                           f"every run of the start, beyond their spread of +-{spread:.0%}")
+
+
+def _logs(values: list[float]) -> list[float]:
+    return [math.log(max(abs(value), 1e-12)) for value in values]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -150,8 +151,9 @@ class Nginx:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
+        """SIGQUIT, nginx's graceful shutdown: requests under way are answered, idle connections closed."""
         if self.running():
-            self.process.terminate()
+            self.process.send_signal(signal.SIGQUIT)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -295,13 +295,16 @@ class TritonServer:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGINT lets Triton unload models and finish in-flight requests; after ``timeout_s``, or at a second
-        signal meanwhile, the server and its stubs are killed. Either way no stub outlives the call; the front goes
-        with it."""
+        signal meanwhile, the server and its stubs are killed. Either way no stub outlives the call.
+
+        The front stops first, gracefully (its in-flight requests answered): the connections it keeps alive to
+        Triton would otherwise hold Triton's HTTP service open until its exit timeout, after which Triton exits
+        without unloading its models."""
         try:
-            self._stop_process(timeout_s)
-        finally:
             if self.front is not None:
                 self.front.stop()
+        finally:
+            self._stop_process(timeout_s)
 
     def _stop_process(self, timeout_s: float) -> None:
         """The tritonserver process, its stubs, its shared memory, its watchdog and its key files gone."""
