@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
 import signal
 import subprocess
 import time
 import urllib.request
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,6 +107,42 @@ def _build_small_repo(output: Path) -> None:
     build_repository(plan)
 
 
+NULL_MODEL = "null_classifier"
+NULL_MODEL_PY = '''"""Zero logits of a classifier's shape for every image."""
+import triton_python_backend_utils as pb_utils  # first: with trtrepo's server it makes the environment importable
+import numpy as np
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("logits", np.zeros(
+            (len(pb_utils.get_input_tensor_by_name(request, "input").as_numpy()), 1000), np.float32))])
+            for request in requests]
+'''
+
+
+@pytest.fixture(scope="session")
+def null_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Python-backend model shaped like the classifiers (input [3, 224, 224] -> logits [1000], with labels) that
+    imports only numpy: for tests of serving itself (lifecycle, keys, signals, hostile requests, the watchdog), where
+    an engine would add load time and nothing under test. Tests copy it before they change it."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    from trtrepo.format.config import write_config
+
+    repo = tmp_path_factory.mktemp("null") / "model_repository"
+    (repo / NULL_MODEL / "1").mkdir(parents=True)
+    (repo / NULL_MODEL / "1" / "model.py").write_text(NULL_MODEL_PY)
+    (repo / NULL_MODEL / "labels.txt").write_text("".join(f"class {index}\n" for index in range(1000)))
+    write_config(pb.ModelConfig(
+        name=NULL_MODEL, backend="python", max_batch_size=4,
+        input=[pb.ModelInput(name="input", data_type=pb.TYPE_FP32, dims=[3, 224, 224])],
+        output=[pb.ModelOutput(name="logits", data_type=pb.TYPE_FP32, dims=[1000], label_filename="labels.txt")],
+        instance_group=[pb.ModelInstanceGroup(count=1, kind=pb.ModelInstanceGroup.KIND_CPU)],
+        dynamic_batching=pb.ModelDynamicBatching()), repo / NULL_MODEL)
+    return repo
+
+
 @pytest.fixture(scope="session")
 def server(small_repo: Path) -> TritonServer:
     """The real tritonserver (explicit model control, so perf sweeps can reload models) on free ports."""
@@ -122,16 +162,56 @@ def interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def in_process(module: str, args: Sequence[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the Typer app of ``module`` in this process through run_app, as its script does: the exit code, stdout
+    and stderr a subprocess would give, without an interpreter start (and torch's import) per call. What a command
+    may change for the process (environment, working folder, the signal handlers run_app installs) is put back."""
+    from trtrepo.cli.app import run_app
+
+    app = importlib.import_module(module).app
+    stdout, stderr = io.StringIO(), io.StringIO()
+    environment, folder = dict(os.environ), os.getcwd()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    code: int | str | None = 0
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                run_app(app, list(args), prog_name=module.rsplit(".", 1)[-1])
+            except SystemExit as exit_:
+                code = exit_.code
+    finally:
+        os.chdir(folder)
+        os.environ.clear()
+        os.environ.update(environment)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    if isinstance(code, str):  # sys.exit("message"): Python prints it and exits 1
+        stderr.write(code + "\n")
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess([module, *args], returncode, stdout.getvalue(), stderr.getvalue())
+
+
 def trtrepo(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """A trtrepo command, in process (see trtrepo_process for the one test per command that runs it as a user)."""
+    return in_process("trtrepo.cli.main", args, cwd)
+
+
+def trtrepo_process(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return run_cli("-m", "trtrepo.cli", *args, cwd=cwd)
 
 
 def resnet_client(*args: str) -> subprocess.CompletedProcess:
-    return run_cli(str(ROOT / "clients" / "resnet_client.py"), *args)
+    return in_process("trtrepo.clients.resnet_client", args)
 
 
 def yolo_client(*args: str) -> subprocess.CompletedProcess:
-    return run_cli(str(ROOT / "clients" / "yolo_client.py"), *args)
+    return in_process("trtrepo.clients.yolo_client", args)
+
+
+def client_process(name: str, *args: str) -> subprocess.CompletedProcess:
+    """clients/<name>.py run as a user runs it: python clients/<name>.py ARGS."""
+    return run_cli(str(ROOT / "clients" / f"{name}.py"), *args)
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import trtrepo
+from conftest import trtrepo, trtrepo_process
 from trtrepo.format.config import read_config
 
 
 def test_help_lists_every_command():
-    result = trtrepo("--help")
+    result = trtrepo_process("--help")
     assert result.returncode == 0
     for command in ("export", "build", "repo", "config", "validate", "serve", "perf", "tune", "bench", "demo"):
         assert f"  {command} " in result.stdout
@@ -27,6 +27,7 @@ def test_config_edits_instances_and_batching_in_place(small_repo, tmp_path):
 
 
 def test_bad_input_gives_one_line_and_non_zero_exit(small_repo, tmp_path):
+    """Every command once as a user runs it, a process of its own; the other command tests run in process."""
     cases = [
         (("config", str(small_repo / "resnet50_onnxruntime_fp32"), "--preferred-batch-sizes", "64"), "outside 1..max_batch_size"),
         (("config", str(tmp_path), "--instances", "2"), "cannot read"),
@@ -38,9 +39,20 @@ def test_bad_input_gives_one_line_and_non_zero_exit(small_repo, tmp_path):
         (("serve", "--model-repository", str(tmp_path / "absent")), "does not exist"),
         (("build", "resnet50", "--engine", "tflite"), "(see --help)"),
         (("repo", "--plan", str(tmp_path / "absent.toml")), "cannot read plan"),
+        (("export", "resnet5", "--output", str(tmp_path / "x.onnx")), "unknown model 'resnet5'"),
+        (("validate", str(tmp_path / "absent")), "not a directory"),
+        (("eval", "resnet50"), "Missing option '--data'"),
+        (("compare", "a", "b", "--repo", str(small_repo)), "'a' is not a variant name"),
+        (("tfserving", str(tmp_path), "--output", str(tmp_path / "tfs")), "no TensorFlow variants to export"),
+        (("bench", "--model-repository", str(tmp_path)), "no models"),
+        (("soak", "--seconds", "0"), "'--seconds'"),
+        (("push", str(tmp_path / "absent"), "s3://models/prod"), "not pushed"),
+        (("deploy", "k8s", "--repository", "model_repository", "--output", str(tmp_path)), "push it there first"),
+        (("gpu-pack", "--bogus"), "No such option: --bogus"),
+        (("demo", "--bogus"), "No such option: --bogus"),
     ]
     for args, message in cases:
-        result = trtrepo(*args)
+        result = trtrepo_process(*args)
         assert result.returncode != 0, args
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, result.stderr)

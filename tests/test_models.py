@@ -13,14 +13,14 @@ from trtrepo.models.weights import download_state_dict
 spec = get_model("resnet50")
 
 
-def test_preprocess_gives_normalized_chw_float32(images):
+def test_preprocess_gives_normalized_chw_float32(images, tmp_path):
     for path in sorted(images.iterdir()):
         sample = spec.preprocess(path)
         assert sample.shape == (3, 224, 224) and sample.dtype == np.float32
     # A mid-grey image lands near zero after ImageNet mean/std normalization.
     from PIL import Image
 
-    grey = images / "grey_mid.png"
+    grey = tmp_path / "grey_mid.png"  # not in the shared images folder, which other tests count
     Image.new("RGB", (500, 300), (124, 116, 104)).save(grey)
     assert np.abs(spec.preprocess(grey)).max() < 0.02
 

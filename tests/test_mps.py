@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import trtrepo
+from conftest import trtrepo, trtrepo_process
 from trtrepo.errors import UserError
 from trtrepo.serving.mps import CONTROL, LOG_ENV, PIPE_ENV, mps_running, shared_gpu, unshared_instances
 
@@ -112,7 +112,7 @@ def test_a_daemon_that_does_not_start_is_one_line_with_its_reason(no_daemon):
 @pytest.mark.skipif(shutil.which(CONTROL) is not None, reason="this machine has CUDA's MPS: serve --mps would serve")
 def test_serve_mps_without_the_driver_utilities_is_a_one_line_error(tmp_path):
     write_model(tmp_path, "ctpn_inductor_fp16", 4)
-    result = trtrepo("serve", "--model-repository", str(tmp_path), "--mps")
+    result = trtrepo_process("serve", "--model-repository", str(tmp_path), "--mps")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: --mps: {CONTROL} not found") and "Traceback" not in result.stdout

@@ -1,6 +1,6 @@
 """Safe to put on a network: `trtrepo serve` as a user starts it (a subprocess), attacked, signalled and broken.
 
-Every server here is the real tritonserver on free loopback ports, with one small variant so that it starts fast.
+Every server here is the real tritonserver on free loopback ports, most with the null model so that it starts fast.
 """
 
 from __future__ import annotations
@@ -20,22 +20,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, Served, interruptible, trtrepo
+from conftest import NULL_MODEL, ROOT, Served, interruptible, trtrepo
 from trtrepo.errors import UserError
 from trtrepo.serving.client import InferenceClient
 from trtrepo.serving.server import Ports, TritonServer, is_ready
 from trtrepo.serving.stubs import stubs_of
 
 pytestmark = pytest.mark.integration
-VARIANT = "efficientnet_lite0_onnxruntime_fp32"
+VARIANT = NULL_MODEL
 
 
 @pytest.fixture(scope="module")
-def tiny_repo(small_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_repo(null_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import shutil
 
     repo = tmp_path_factory.mktemp("tiny") / "model_repository"
-    shutil.copytree(small_repo / VARIANT, repo / VARIANT)
+    shutil.copytree(null_repo / VARIANT, repo / VARIANT)
     return repo
 
 
@@ -133,6 +133,7 @@ def test_the_key_opens_the_model_repository_api(tiny_repo, key_dir, tmp_path):
 def test_a_signal_stops_the_server_and_every_stub_within_10_s(tiny_repo, key_dir, signals, exit_code):
     served = Served(tiny_repo)
     server_pid = served.server_pid
+    log_file = Path(os.readlink(f"/proc/{server_pid}/fd/1"))  # tritonserver writes its log to its stdout
     stubs = [stub.pid for stub in stubs_of(server_pid)]
     assert stubs, "the Python backend should run a stub per instance"
     started = time.monotonic()
@@ -146,6 +147,9 @@ def test_a_signal_stops_the_server_and_every_stub_within_10_s(tiny_repo, key_dir
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], pid
     with pytest.raises(OSError):  # the ports are free again
         urllib.request.urlopen(f"http://127.0.0.1:{served.ports.http}/v2/health/live", timeout=2)
+    if len(signals) == 1:  # a clean stop: nginx went first, so no kept-alive connection held Triton to its exit timeout
+        log = log_file.read_text()
+        assert f"successfully unloaded '{VARIANT}'" in log and "Exit timeout expired" not in log, log[-1500:]
 
 
 def test_exposed_or_unrestricted_serving_is_announced(tiny_repo, key_dir):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import trtrepo
+from conftest import trtrepo, trtrepo_process
 from trtrepo.backend.stub_python import PATH_ENV
 from trtrepo.errors import UserError
 from trtrepo.serving.client import InferenceClient
@@ -78,7 +78,8 @@ def test_numpy_2_on_the_stubs_path_refuses_the_server_before_anything_is_served(
     ports = Ports.free()
     args = {"serve": ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics)],
             "bench": ["--seconds", "1", "--output", str(tmp_path)]}[command]
-    result = trtrepo(command, "--model-repository", str(one_variant), *args)
+    run = trtrepo_process if command == "serve" else trtrepo  # serve in process would block if it started
+    result = run(command, "--model-repository", str(one_variant), *args)
     assert result.returncode != 0 and not is_ready(ports.http)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr

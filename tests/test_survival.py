@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Served, trtrepo
+from conftest import NULL_MODEL, Served, trtrepo_process
 from trtrepo.errors import UserError
 from trtrepo.serving import server as server_module
 from trtrepo.serving.access import find_key, key_dir
@@ -32,15 +32,15 @@ from trtrepo.serving.server import Ports, TritonServer, is_ready, port_free
 from trtrepo.serving.stubs import stubs_of
 
 pytestmark = pytest.mark.integration
-VARIANT = "efficientnet_lite0_onnxruntime_fp32"
+VARIANT = NULL_MODEL
 FORM = "application/x-www-form-urlencoded"  # what curl -d and urllib send by default
 RECOVERY_S = 30
 
 
 @pytest.fixture(scope="module")
-def repo(small_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def repo(null_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("survival") / "model_repository"
-    shutil.copytree(small_repo / VARIANT, repo / VARIANT)
+    shutil.copytree(null_repo / VARIANT, repo / VARIANT)
     return repo
 
 
@@ -164,7 +164,7 @@ def test_hostile_requests_are_refused_or_answered_and_the_server_stays_up(served
 
 def test_a_second_launcher_on_the_same_ports_says_so_and_exits(served, repo):
     ports = served.ports
-    result = trtrepo("serve", "--model-repository", str(repo), "--http-port", str(ports.http),
+    result = trtrepo_process("serve", "--model-repository", str(repo), "--http-port", str(ports.http),
                      "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics))
     assert result.returncode == 2 and result.stderr.splitlines()[-1].startswith("error: port "), result.stderr
     assert f"port {ports.http}, {ports.grpc}, {ports.metrics} on 127.0.0.1 is in use" in result.stderr

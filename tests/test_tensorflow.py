@@ -174,11 +174,11 @@ def test_perf_sweeps_a_tfserving_beside_triton_variants(tf_repo, tf_server, tmp_
     export_tfserving(tf_repo, tmp_path / "tfs")
     out = tmp_path / "perf"
     triton = trtrepo("perf", "--url", tf_server.grpc_url, "--models", "resnet50_pytorch_fp32", "--instances", "1",
-                     "--concurrency", "1", "--measurement-ms", "500", "--output", str(out))
+                     "--concurrency", "1", "--measurement-ms", "1000", "--output", str(out))
     assert triton.returncode == 0, triton.stderr
     with StandIn(tmp_path / "tfs") as standin:
         result = trtrepo("perf", "--service-kind", "tfserving", "--url", f"127.0.0.1:{standin.port}",
-                         "--models", "resnet50_tensorflow_fp32", "--concurrency", "1", "--measurement-ms", "500",
+                         "--models", "resnet50_tensorflow_fp32", "--concurrency", "1", "--measurement-ms", "1000",
                          "--output", str(out))
     assert result.returncode == 0, result.stderr
     points = {p.variant: p for p in read_csv(out / "sweep.csv")}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import yolo_client
+from conftest import client_process, yolo_client
 from trtrepo.accuracy.evaluate import evaluate_detection
 from trtrepo.models import get_model
 from trtrepo.models.yolov3 import to_image_coords
@@ -58,7 +58,7 @@ def test_in_process_pytorch_matches_served_variant(server, darknet_photos, spec,
 
 
 def test_client_prints_writes_annotated_images_and_json(server, darknet_photos, tmp_path, spec):
-    result = yolo_client("--url", server.http_url, "--out", str(tmp_path), str(darknet_photos / "dog.jpg"))
+    result = client_process("yolo_client", "--url", server.http_url, "--out", str(tmp_path), str(darknet_photos / "dog.jpg"))
     assert result.returncode == 0, result.stderr
     assert "dog" in result.stdout and "bicycle" in result.stdout
     original = np.asarray(Image.open(darknet_photos / "dog.jpg").convert("RGB"), dtype=np.int16)

@@ -158,11 +158,13 @@ def handle_termination() -> None:
         signal.signal(signum, _terminate)
 
 
-def run_app(app: Any) -> None:
-    """Run a Typer app so that every error the user can act on is one line on stderr and a non-zero exit."""
+def run_app(app: Any, args: list[str] | None = None, prog_name: str | None = None) -> None:
+    """Run a Typer app so that every error the user can act on is one line on stderr and a non-zero exit.
+
+    ``args`` and ``prog_name`` default to the process's own (sys.argv), as Click's do."""
     handle_termination()
     try:
-        code = app(standalone_mode=False)
+        code = app(args=args, prog_name=prog_name, standalone_mode=False)
     except UserError as exc:
         _fail(str(exc), 2)
     except (Abort, KeyboardInterrupt):
