@@ -76,13 +76,14 @@ def detect_server_side(
     client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
     if client.config.input[0].name != "image":
         raise UserError(f"{model} is a tensor model; --server-side needs a pipeline model such as {spec.name}")
-    thresholds = {"conf": np.array([conf], dtype=np.float32), "iou": np.array([iou], dtype=np.float32)}
+    # A batch of one per request (the pipeline's dynamic batcher gathers concurrent requests into one batch).
+    thresholds = {"conf": np.array([[conf]], dtype=np.float32), "iou": np.array([[iou]], dtype=np.float32)}
     results = [] if results is None else results
     for start in range(0, len(images), WAVE):
-        requests = [{"image": np.array([path.read_bytes()], dtype=np.object_), **thresholds} for path in images[start : start + WAVE]]
+        requests = [{"image": np.array([[path.read_bytes()]], dtype=np.object_), **thresholds} for path in images[start : start + WAVE]]
         for out in client.infer_many(requests, lambda: on_done(1)):
             results.append([Detection(int(c), spec.class_names[int(c)], float(s), tuple(float(v) for v in box))
-                            for box, s, c in zip(out["boxes"], out["scores"], out["class_ids"])])
+                            for box, s, c in zip(out["boxes"][0], out["scores"][0], out["class_ids"][0])])
     return results
 
 

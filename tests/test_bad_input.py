@@ -6,6 +6,7 @@ The README's "Bad input" table lists these cases; keep the two in step.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import struct
@@ -276,12 +277,12 @@ def pipeline_call(url: str, image: bytes, conf: float | None = None, iou: float 
     import tritonclient.http as http
     from tritonclient.utils import InferenceServerException
 
-    inputs = [http.InferInput("image", [1], "BYTES")]
-    inputs[0].set_data_from_numpy(np.array([image], dtype=np.object_))
+    inputs = [http.InferInput("image", [1, 1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([[image]], dtype=np.object_))
     for name, value in (("conf", conf), ("iou", iou)):
         if value is not None:
-            inputs.append(http.InferInput(name, [1], "FP32"))
-            inputs[-1].set_data_from_numpy(np.array([value], dtype=np.float32))
+            inputs.append(http.InferInput(name, [1, 1], "FP32"))
+            inputs[-1].set_data_from_numpy(np.array([[value]], dtype=np.float32))
     try:
         http.InferenceServerClient(url).infer("yolov3_tiny", inputs)
     except InferenceServerException as exc:
@@ -302,6 +303,66 @@ def test_raw_requests_to_the_detection_pipeline(make, message, server, tmp_path)
     status, text = pipeline_call(server.http_url, *make(tmp_path))
     assert status == 400 and message in text, (status, text)
     assert pipeline_call(server.http_url, (tmp_path / "ok.png").read_bytes()) == (200, "")  # still answering
+
+
+def _pipeline_inputs(module: object, image: bytes) -> list:
+    inputs = [module.InferInput("image", [1, 1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([[image]], dtype=np.object_))
+    return inputs
+
+
+def _sent_at_once(url: str, protocol: str, images: list[bytes]) -> list[tuple[bool, str | int]]:
+    """Every image its own request to the pipeline, all in flight at once with tritonclient's own clients:
+    (answered, boxes found or the error message) per request, in order."""
+    import queue
+
+    import tritonclient.grpc as grpc
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    if protocol == "http":
+        client = http.InferenceServerClient(url, concurrency=len(images))
+        handles = [client.async_infer("yolov3_tiny", _pipeline_inputs(http, image)) for image in images]
+        outcomes = []
+        for handle in handles:
+            try:
+                outcomes.append((True, handle.get_result().as_numpy("boxes").shape[1]))
+            except InferenceServerException as exc:
+                outcomes.append((False, exc.message()))
+        return outcomes
+    client, done = grpc.InferenceServerClient(url), queue.Queue()
+    for index, image in enumerate(images):
+        client.async_infer("yolov3_tiny", _pipeline_inputs(grpc, image),
+                           lambda result, error, index=index: done.put((index, result, error)))
+    outcomes = {}
+    for _ in images:
+        index, result, error = done.get(timeout=120)
+        outcomes[index] = (False, error.message()) if error else (True, result.as_numpy("boxes").shape[1])
+    return [outcomes[index] for index in range(len(images))]
+
+
+def _batched_executions(http_url: str) -> int:
+    """How many times the pipeline has run more than one request at once (Triton's statistics API)."""
+    with urllib.request.urlopen(f"http://{http_url}/v2/models/yolov3_tiny/stats", timeout=10) as response:
+        stats = json.load(response)["model_stats"][0]
+    return sum(batch["compute_infer"]["count"] for batch in stats.get("batch_stats", []) if batch["batch_size"] > 1)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bad_bytes_in_a_batch_of_the_pipeline_fail_alone(protocol, server, darknet_photos):
+    """Twelve requests at once, every third no image: each of those gets its own error, every photo its boxes,
+    and the pipeline ran them in batches (its statistics count executions of more than one request)."""
+    photo = (darknet_photos / "dog.jpg").read_bytes()
+    images = [b"not an image" if index % 3 == 1 else photo for index in range(12)]
+    before = _batched_executions(server.http_url)
+    outcomes = _sent_at_once(server.http_url if protocol == "http" else server.grpc_url, protocol, images)
+    for image, (answered, detail) in zip(images, outcomes):
+        if image == photo:
+            assert answered and detail >= 3, detail  # dog, bicycle, car
+        else:
+            assert not answered and "not a readable image" in detail, detail
+    assert _batched_executions(server.http_url) > before
 
 
 @pytest.mark.integration

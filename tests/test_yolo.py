@@ -73,6 +73,9 @@ def test_client_prints_writes_annotated_images_and_json(server, darknet_photos, 
 def test_server_side_pipeline_agrees_with_client_side(server, darknet_photos, spec):
     from trtrepo.clients.yolo_client import detect, detect_server_side
 
+    from trtrepo.format.config import detection_pipelines
+
+    assert detection_pipelines(server.repository) == ["yolov3_tiny"]  # what the demo answers through
     photos = sorted(darknet_photos.glob("*.jpg"))
     client_side = detect(photos, VARIANTS[1], server.grpc_url, "grpc", 4, 0.3, 0.45)
     server_side = detect_server_side(photos, "yolov3_tiny", server.grpc_url, "grpc", 0.3, 0.45)

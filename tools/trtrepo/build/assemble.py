@@ -36,16 +36,21 @@ def build_ensemble(name: str, steps: tuple[str, ...], repo_dir: Path, log: Calla
 
 
 def build_pipeline(name: str, detector: str, repo_dir: Path, backends: frozenset[str], log: Callable[[str], None]) -> BuildResult:
-    """The BLS model that serves encoded images through the detector variant; needs the Python backend."""
-    if not (Path(repo_dir) / detector / VERSION).is_dir():
+    """The BLS model that serves encoded images through the detector variant, batching requests up to the
+    detector's own limit; needs the Python backend."""
+    detector_config = Path(repo_dir) / detector / CONFIG_FILE
+    limit = read_config(detector_config).max_batch_size if detector_config.is_file() else 0
+    if not (Path(repo_dir) / detector / VERSION).is_dir() or not detector_config.is_file():
         reason = f"its detector {detector} is not in the repository"
     elif "python" not in backends:
         reason = "the server has no python backend"
+    elif limit < 1:
+        reason = f"its detector {detector} takes no batch (max_batch_size 0)"
     else:
         model_dir = Path(repo_dir) / name
         (model_dir / VERSION).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PIPELINE_ENTRY, model_dir / VERSION / "model.py")
-        write_config(pipeline_config(name, Variant.parse(detector).model, detector), model_dir)
+        write_config(pipeline_config(name, Variant.parse(detector).model, detector, limit), model_dir)
         log(f"{name}: pipeline over {detector}")
         return BuildResult(name, "built", f"pipeline over {detector}")
     log(f"warning: skipping pipeline {name}: {reason}")

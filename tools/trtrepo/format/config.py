@@ -176,9 +176,11 @@ def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, nat
     return config
 
 
-def pipeline_config(name: str, model: str, detector: str, instances: int = 1) -> pb.ModelConfig:
-    """The BLS detection pipeline: one encoded image (BYTES) per request in; boxes, scores, class ids out."""
-    config = pb.ModelConfig(name=name, backend="python", max_batch_size=0)
+def pipeline_config(name: str, model: str, detector: str, max_batch_size: int, instances: int = 1) -> pb.ModelConfig:
+    """The BLS detection pipeline: one encoded image (BYTES) per request in; boxes, scores, class ids out. Its
+    dynamic batcher gathers up to the detector's batch limit of requests, which reach the detector as one batch."""
+    config = pb.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
+    config.dynamic_batching.SetInParent()
     config.parameters["model"].string_value = model
     config.parameters["detector"].string_value = detector
     config.input.add(name="image", data_type=pb.TYPE_STRING, dims=[1])
@@ -418,6 +420,12 @@ def read_manifest(model_dir: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
     return manifest if isinstance(manifest, dict) else {}
+
+
+def detection_pipelines(repository: Path) -> list[str]:
+    """The repository's detection pipelines (BLS models over a detector variant, pipeline_config)."""
+    return [p.name for p in sorted(Path(repository).iterdir()) if (p / CONFIG_FILE).is_file()
+            and "detector" in read_config(p / CONFIG_FILE).parameters]
 
 
 def repository_variants(repository: Path, chosen: list[str] | None = None) -> list[str]:
