@@ -51,7 +51,24 @@ def validate_repository(repo: Path, tensorrt: str = TARGET_TENSORRT) -> list[str
     model_dirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not model_dirs:
         return [f"{repo}: no model folders"]
-    return [problem for model_dir in model_dirs for problem in validate_model(model_dir, tensorrt)]
+    return [problem for model_dir in model_dirs for problem in validate_model(model_dir, tensorrt)] + _pipeline_problems(repo)
+
+
+def _pipeline_problems(repo: Path) -> list[str]:
+    """A pipeline calls its detector by name: the detector must be in the same repository and take the pipeline's
+    whole batch (a batch the detector refuses would fail every request in it)."""
+    configs = {model_dir.name: config for model_dir, config in _readable_configs(repo)}
+    problems = []
+    for name, config in configs.items():
+        if "detector" not in config.parameters:
+            continue
+        detector, path = config.parameters["detector"].string_value, Path(repo) / name / CONFIG_FILE
+        if detector not in configs:
+            problems.append(f"{path}: its detector {detector} is not in the repository")
+        elif config.max_batch_size > configs[detector].max_batch_size:
+            problems.append(f"{path}: max_batch_size {config.max_batch_size} is above its detector {detector}'s "
+                            f"{configs[detector].max_batch_size}")
+    return problems
 
 
 def tensorrt_problems(repo: Path, tensorrt: str) -> list[str]:
