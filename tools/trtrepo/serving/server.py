@@ -303,6 +303,9 @@ class TritonServer:
         try:
             if self.front is not None:
                 self.front.stop()
+        except BaseException:  # a second signal while the front drained: Triton gets no grace either
+            timeout_s = 0
+            raise
         finally:
             self._stop_process(timeout_s)
 
