@@ -1,6 +1,6 @@
 """Classify images with a ResNet50 (or other ImageNet classifier) variant served by Triton: top-k labels with scores.
 
-    python clients/resnet_client.py IMAGE_OR_FOLDER... [--url HOST:PORT] [--protocol http|grpc] [--model NAME]
+    python clients/resnet_client.py IMAGE_OR_FOLDER... [--url HOST:PORT] [--protocol http|grpc] [--model NAME] [--server-side]
 """
 
 from __future__ import annotations
@@ -12,12 +12,21 @@ from typing import Annotated
 import numpy as np
 import typer
 from trtrepo.cli.app import run_app
-from trtrepo.clients.options import ApiKeyOption, BatchOption, ImagesArgument, JsonOption, Protocol, ProtocolOption, UrlOption
+from trtrepo.clients.options import (
+    ApiKeyOption,
+    BatchOption,
+    ImagesArgument,
+    JsonOption,
+    Protocol,
+    ProtocolOption,
+    UrlOption,
+    WorkersOption,
+)
 from trtrepo.errors import UserError
 from trtrepo.format.config import Variant
 from trtrepo.models import MODELS, get_model
 from trtrepo.serving.access import use_api_key
-from trtrepo.serving.client import InferenceClient, collect_images
+from trtrepo.serving.client import InferenceClient, ask_pipeline, collect_images
 from trtrepo.specs import CLASSIFICATION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -50,24 +59,44 @@ def classify(
             for row in client.classify({name: samples[name][i:i + step]}, labelled[0].name, top_k)]
 
 
+def classify_server_side(images: list[Path], model: str, url: str | None, protocol: str, top_k: int,
+                         workers: int = 4) -> list[list[tuple[str, float]]]:
+    """Encoded bytes to the classifier's pipeline model; Triton decodes, resizes, infers and picks the top-k
+    (softmax probabilities, as the client-side path prints)."""
+    options = {"top_k": np.array([[top_k]], dtype=np.int32)}
+    return [[(label.decode(), float(score)) for label, score in zip(out["labels"][0], out["scores"][0])]
+            for _, out in ask_pipeline(images, model, url, protocol, options, CLASSIFICATION, workers)]
+
+
 @app.command()
 def main(
     images: ImagesArgument,
     url: UrlOption = None,
     protocol: ProtocolOption = Protocol.http,
-    model: Annotated[str, typer.Option(help="Any ResNet50 or EfficientNet-Lite0 variant in the repository.")] = "resnet50_onnxruntime_fp32",
+    model: Annotated[str, typer.Option(help="Any ResNet50 or EfficientNet-Lite0 variant in the repository, or with "
+                                            "--server-side its pipeline model.")] = "resnet50_onnxruntime_fp32",
     batch_size: BatchOption = 8,
     top_k: Annotated[int, typer.Option(min=1, max=1000, help="Labels to print per image.")] = 5,
     server_labels: Annotated[bool, typer.Option(
         "--server-labels", help="Let the server pick and name the top-k (Triton's classification extension): only "
                                 "k labels come back instead of every logit; scores are then logits, not probabilities.")] = False,
+    server_side: Annotated[bool, typer.Option(
+        "--server-side", help="Send the encoded images to the model's pipeline (a variant name stands for its "
+                              "model's pipeline): the server decodes, resizes, classifies and names the top-k.")] = False,
+    workers: WorkersOption = 4,
     as_json: JsonOption = False,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Print the top-k ImageNet labels of each image, as classified by MODEL on the server."""
     use_api_key(api_key)
     paths = collect_images(images)
-    results = classify(paths, model, url, protocol.value, batch_size, top_k, server_labels)
+    if server_side and server_labels:
+        raise UserError("--server-side and --server-labels exclude each other: the pipeline always names the top-k")
+    if server_side:
+        pipeline = Variant.parse(model).model if Variant.is_variant(model) else model
+        results = classify_server_side(paths, pipeline, url, protocol.value, top_k, workers)
+    else:
+        results = classify(paths, model, url, protocol.value, batch_size, top_k, server_labels)
     if as_json:
         print(json.dumps([{"image": str(p), "top": [{"label": l, "score": s} for l, s in r]} for p, r in zip(paths, results)], indent=2))
         return

@@ -24,7 +24,7 @@ from trtrepo.format.config import Variant
 from trtrepo.models import get_model
 from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, LETTERBOXES, YOLOv3, Detection, to_image_coords
 from trtrepo.serving.access import use_api_key
-from trtrepo.serving.client import InferenceClient, collect_images
+from trtrepo.serving.client import InferenceClient, ask_pipeline, collect_images
 from trtrepo.specs import DETECTION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
@@ -72,18 +72,11 @@ def detect_server_side(
 ) -> list[list[Detection]]:
     """Encoded bytes to the pipeline model; Triton decodes, letterboxes, infers and runs NMS (``results`` as
     for detect)."""
-    spec = spec_of(model)
-    client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
-    if client.config.input[0].name != "image":
-        raise UserError(f"{model} is a tensor model; --server-side needs a pipeline model such as {spec.name}")
-    # A batch of one per request (the pipeline's dynamic batcher gathers concurrent requests into one batch).
     thresholds = {"conf": np.array([[conf]], dtype=np.float32), "iou": np.array([[iou]], dtype=np.float32)}
     results = [] if results is None else results
-    for start in range(0, len(images), WAVE):
-        requests = [{"image": np.array([[path.read_bytes()]], dtype=np.object_), **thresholds} for path in images[start : start + WAVE]]
-        for out in client.infer_many(requests, lambda: on_done(1)):
-            results.append([Detection(int(c), spec.class_names[int(c)], float(s), tuple(float(v) for v in box))
-                            for box, s, c in zip(out["boxes"][0], out["scores"][0], out["class_ids"][0])])
+    for spec, out in ask_pipeline(images, model, url, protocol, thresholds, DETECTION, workers, on_done):
+        results.append([Detection(int(c), spec.class_names[int(c)], float(s), tuple(float(v) for v in box))
+                        for box, s, c in zip(out["boxes"][0], out["scores"][0], out["class_ids"][0])])
     return results
 
 

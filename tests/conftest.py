@@ -76,7 +76,7 @@ def labelled_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """resnet50 (random weights), efficientnet_lite0 and yolov3_tiny (real weights, INT8 too) with the
-    yolov3_tiny pipeline; batches up to 4, Python backend. Built once per run: pytest-xdist's workers share it
+    efficientnet_lite0 and yolov3_tiny pipelines; batches up to 4, Python backend. Built once per run: pytest-xdist's workers share it
     (built in the background from the start, see pytest_collection_modifyitems; whoever holds the lock builds,
     the others wait for it); tests copy what they change."""
     shared = _shared_folder(tmp_path_factory)
@@ -103,7 +103,8 @@ def _build_small_repo(output: Path) -> None:
     # do not hang on INT8's accuracy: test_gate judges the gate itself.
     gate = replace(load_plan(ROOT / "repo.toml", backends="python").gate, allow_below=True)
     plan = RepoPlan(output, TEST_WEIGHTS, frozenset({"python"}), TEST_VARIANTS, calib_images=16,
-                    pipelines=(("yolov3_tiny", "yolov3_tiny_onnxruntime_fp32"),), gate=gate)
+                    pipelines=(("efficientnet_lite0", "efficientnet_lite0_onnxruntime_fp32"),
+                               ("yolov3_tiny", "yolov3_tiny_onnxruntime_fp32")), gate=gate)
     build_repository(plan)
 
 
@@ -226,11 +227,12 @@ CTPN_OPTIONS = ServingOptions(max_batch_size=1, preferred_batch_sizes=(), warmup
 
 @pytest.fixture(scope="session")
 def ctpn_server(tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
-    """CTPN whole (PyTorch, ONNX Runtime) and split (ONNX Runtime backbone -> PyTorch head) on their own server."""
+    """CTPN whole (PyTorch, ONNX Runtime), split (ONNX Runtime backbone -> PyTorch head) and its pipeline over
+    ONNX Runtime, on their own server."""
     output = tmp_path_factory.mktemp("ctpn") / "model_repository"
     variants = tuple(Variant(m, e, "fp32", CTPN_OPTIONS) for m, e in [
         ("ctpn", "pytorch"), ("ctpn", "onnxruntime"), ("ctpn_backbone", "onnxruntime"), ("ctpn_head", "pytorch")])
-    plan = RepoPlan(output, "random", frozenset({"python"}), variants,
+    plan = RepoPlan(output, "random", frozenset({"python"}), variants, pipelines=(("ctpn", "ctpn_onnxruntime_fp32"),),
                     ensembles=(("ctpn_split", ("ctpn_backbone_onnxruntime_fp32", "ctpn_head_pytorch_fp32")),))
     build_repository(plan)
     with TritonServer(output, Ports.free(), model_control="explicit") as running:

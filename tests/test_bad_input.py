@@ -271,38 +271,45 @@ def test_malformed_requests_are_refused_with_the_reason(change, message, protoco
 # --- raw protocol ---------------------------------------------------------------------------------------------
 
 
-def pipeline_call(url: str, image: bytes, conf: float | None = None, iou: float | None = None) -> tuple[int, str]:
-    """One request to the pipeline model with tritonclient's own HTTP client (no trtrepo checks in the way):
+def pipeline_call(url: str, model: str, image: bytes, **options: float) -> tuple[int, str]:
+    """One request to a pipeline model with tritonclient's own HTTP client (no trtrepo checks in the way):
     (HTTP status, message)."""
     import tritonclient.http as http
     from tritonclient.utils import InferenceServerException
 
     inputs = [http.InferInput("image", [1, 1], "BYTES")]
     inputs[0].set_data_from_numpy(np.array([[image]], dtype=np.object_))
-    for name, value in (("conf", conf), ("iou", iou)):
-        if value is not None:
-            inputs.append(http.InferInput(name, [1, 1], "FP32"))
-            inputs[-1].set_data_from_numpy(np.array([[value]], dtype=np.float32))
+    for name, value in options.items():
+        dtype = np.int32 if name == "top_k" else np.float32
+        inputs.append(http.InferInput(name, [1, 1], "INT32" if name == "top_k" else "FP32"))
+        inputs[-1].set_data_from_numpy(np.array([[value]], dtype=dtype))
     try:
-        http.InferenceServerClient(url).infer("yolov3_tiny", inputs)
+        http.InferenceServerClient(url).infer(model, inputs)
     except InferenceServerException as exc:
         return int(exc.status() or 0), exc.message()
     return 200, ""
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("make, message", [
-    (lambda d: (b"not an image", None, None), "not a readable image"),
-    (lambda d: (png_declaring(d / "bomb.png", 13000, 13000).read_bytes(), None, None), "declares 13000x13000 pixels"),
-    (lambda d: ((d / "ok.png").read_bytes(), float("nan"), None), "conf must be one number from 0 to 1"),
-    (lambda d: ((d / "ok.png").read_bytes(), -5.0, None), "conf must be one number from 0 to 1"),
-    (lambda d: ((d / "ok.png").read_bytes(), None, 5.0), "iou must be one number from 0 to 1"),
+@pytest.mark.parametrize("model, make, message", [
+    ("yolov3_tiny", lambda d: (b"not an image", {}), "not a readable image"),
+    ("yolov3_tiny", lambda d: (png_declaring(d / "bomb.png", 13000, 13000).read_bytes(), {}), "declares 13000x13000 pixels"),
+    ("yolov3_tiny", lambda d: (b"", {}), "not a readable image"),
+    ("yolov3_tiny", lambda d: ((d / "ok.png").read_bytes(), {"conf": float("nan")}), "conf must be one number from 0 to 1"),
+    ("yolov3_tiny", lambda d: ((d / "ok.png").read_bytes(), {"conf": -5.0}), "conf must be one number from 0 to 1"),
+    ("yolov3_tiny", lambda d: ((d / "ok.png").read_bytes(), {"iou": 5.0}), "iou must be one number from 0 to 1"),
+    ("efficientnet_lite0", lambda d: (b"not an image", {}), "not a readable image"),
+    ("efficientnet_lite0", lambda d: (b"", {}), "not a readable image"),
+    ("efficientnet_lite0", lambda d: (png_declaring(d / "bomb.png", 13000, 13000).read_bytes(), {}), "declares 13000x13000 pixels"),
+    ("efficientnet_lite0", lambda d: ((d / "ok.png").read_bytes(), {"top_k": 0}), "top_k must be one number from 1 to 1000"),
+    ("efficientnet_lite0", lambda d: ((d / "ok.png").read_bytes(), {"top_k": 5000}), "top_k must be one number from 1 to 1000"),
 ])
-def test_raw_requests_to_the_detection_pipeline(make, message, server, tmp_path):
+def test_raw_requests_to_a_pipeline(model, make, message, server, tmp_path):
     saved(tmp_path / "ok.png", Image.new("RGB", (32, 32), (200, 10, 10)))
-    status, text = pipeline_call(server.http_url, *make(tmp_path))
+    image, options = make(tmp_path)
+    status, text = pipeline_call(server.http_url, model, image, **options)
     assert status == 400 and message in text, (status, text)
-    assert pipeline_call(server.http_url, (tmp_path / "ok.png").read_bytes()) == (200, "")  # still answering
+    assert pipeline_call(server.http_url, model, (tmp_path / "ok.png").read_bytes()) == (200, "")  # still answering
 
 
 def _pipeline_inputs(module: object, image: bytes) -> list:
@@ -311,9 +318,9 @@ def _pipeline_inputs(module: object, image: bytes) -> list:
     return inputs
 
 
-def _sent_at_once(url: str, protocol: str, images: list[bytes]) -> list[tuple[bool, str | int]]:
+def _sent_at_once(url: str, protocol: str, model: str, output: str, images: list[bytes]) -> list[tuple[bool, str | int]]:
     """Every image its own request to the pipeline, all in flight at once with tritonclient's own clients:
-    (answered, boxes found or the error message) per request, in order."""
+    (answered, entries of ``output`` or the error message) per request, in order."""
     import queue
 
     import tritonclient.grpc as grpc
@@ -322,47 +329,49 @@ def _sent_at_once(url: str, protocol: str, images: list[bytes]) -> list[tuple[bo
 
     if protocol == "http":
         client = http.InferenceServerClient(url, concurrency=len(images))
-        handles = [client.async_infer("yolov3_tiny", _pipeline_inputs(http, image)) for image in images]
+        handles = [client.async_infer(model, _pipeline_inputs(http, image)) for image in images]
         outcomes = []
         for handle in handles:
             try:
-                outcomes.append((True, handle.get_result().as_numpy("boxes").shape[1]))
+                outcomes.append((True, handle.get_result().as_numpy(output).shape[1]))
             except InferenceServerException as exc:
                 outcomes.append((False, exc.message()))
         return outcomes
     client, done = grpc.InferenceServerClient(url), queue.Queue()
     for index, image in enumerate(images):
-        client.async_infer("yolov3_tiny", _pipeline_inputs(grpc, image),
+        client.async_infer(model, _pipeline_inputs(grpc, image),
                            lambda result, error, index=index: done.put((index, result, error)))
     outcomes = {}
     for _ in images:
         index, result, error = done.get(timeout=120)
-        outcomes[index] = (False, error.message()) if error else (True, result.as_numpy("boxes").shape[1])
+        outcomes[index] = (False, error.message()) if error else (True, result.as_numpy(output).shape[1])
     return [outcomes[index] for index in range(len(images))]
 
 
-def _batched_executions(http_url: str) -> int:
+def _batched_executions(http_url: str, model: str) -> int:
     """How many times the pipeline has run more than one request at once (Triton's statistics API)."""
-    with urllib.request.urlopen(f"http://{http_url}/v2/models/yolov3_tiny/stats", timeout=10) as response:
+    with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/stats", timeout=10) as response:
         stats = json.load(response)["model_stats"][0]
     return sum(batch["compute_infer"]["count"] for batch in stats.get("batch_stats", []) if batch["batch_size"] > 1)
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("model, output, least", [("yolov3_tiny", "boxes", 3), ("efficientnet_lite0", "labels", 5)])
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_bad_bytes_in_a_batch_of_the_pipeline_fail_alone(protocol, server, darknet_photos):
-    """Twelve requests at once, every third no image: each of those gets its own error, every photo its boxes,
-    and the pipeline ran them in batches (its statistics count executions of more than one request)."""
+def test_bad_bytes_in_a_batch_of_the_pipeline_fail_alone(protocol, model, output, least, server, darknet_photos):
+    """Twelve requests at once, every third no image: each of those gets its own error, every photo its answer
+    (dog, bicycle, car; five labels), and the pipeline ran them in batches (its statistics count executions of
+    more than one request)."""
     photo = (darknet_photos / "dog.jpg").read_bytes()
     images = [b"not an image" if index % 3 == 1 else photo for index in range(12)]
-    before = _batched_executions(server.http_url)
-    outcomes = _sent_at_once(server.http_url if protocol == "http" else server.grpc_url, protocol, images)
+    before = _batched_executions(server.http_url, model)
+    outcomes = _sent_at_once(server.http_url if protocol == "http" else server.grpc_url, protocol, model, output, images)
     for image, (answered, detail) in zip(images, outcomes):
         if image == photo:
-            assert answered and detail >= 3, detail  # dog, bicycle, car
+            assert answered and detail >= least, detail
         else:
             assert not answered and "not a readable image" in detail, detail
-    assert _batched_executions(server.http_url) > before
+    assert _batched_executions(server.http_url, model) > before
 
 
 @pytest.mark.integration
@@ -376,7 +385,7 @@ def test_malformed_json_is_refused_and_the_server_goes_on(server):
         assert response.status == 200
 
 
-PIPELINE = '[[pipeline]]\nname = "{}"\ndetector = "yolov3_tiny_onnxruntime_fp32"\n'
+PIPELINE = '[[pipeline]]\nname = "{}"\nvariant = "yolov3_tiny_onnxruntime_fp32"\n'
 DETECTOR = '[[variant]]\nmodel = "yolov3_tiny"\nengine = "onnxruntime"\nprecision = "fp32"\n'
 ENSEMBLE = '[[ensemble]]\nname = "{}"\nsteps = ["efficientnet_lite0_onnxruntime_fp32"]\n'
 

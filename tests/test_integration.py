@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import client_process, resnet_client, trtrepo
-from trtrepo.clients.resnet_client import classify
+from trtrepo.clients.resnet_client import classify, classify_server_side
 from trtrepo.errors import UserError
 from trtrepo.perf.bench import bench
 from trtrepo.perf.sweep import sweep
@@ -32,6 +32,21 @@ def test_both_engines_agree_through_triton(server, images, protocol):
         assert [label for label, _ in a] == [label for label, _ in b]
         assert np.allclose([s for _, s in a], [s for _, s in b], atol=1e-3)
         assert 0 < sum(s for _, s in a) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_classifier_pipeline_answers_as_the_client_side_path(server, darknet_photos, protocol):
+    """Bytes in: the server decodes, resizes, batches and names the top-k exactly as the client does on its side."""
+    url = server.http_url if protocol == "http" else server.grpc_url
+    photos = sorted(darknet_photos.glob("*.jpg"))
+    client_side = classify(photos, VARIANTS[0], url, protocol, batch_size=4, top_k=3)
+    server_side = classify_server_side(photos, MODEL, url, protocol, top_k=3)
+    assert [[label for label, _ in r] for r in server_side] == [[label for label, _ in r] for r in client_side]
+    assert np.allclose([[s for _, s in r] for r in server_side], [[s for _, s in r] for r in client_side], atol=1e-4)
+    result = resnet_client("--url", url, "--protocol", protocol, "--server-side", "--model", VARIANTS[0], "--top-k", "1",
+                           "--json", str(darknet_photos / "dog.jpg"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["top"][0]["label"] == client_side[[p.name for p in photos].index("dog.jpg")][0][0]
 
 
 def test_server_output_matches_in_process_engine(server, small_repo):
@@ -58,6 +73,9 @@ def test_client_script_prints_top5_and_json(server, images):
     (["--model", "resnet50_tensorrt_int8"], "is not on the server"),
     (["{images}/missing.jpg"], "no such file or folder"),
     (["{images}/../corrupt.jpg"], "not a readable image"),
+    (["--server-side", "--model", MODEL, "{images}/../corrupt.jpg"], "not a readable image"),
+    (["--server-side", "--model", "yolov3_tiny"], "answers detection, not classification: use clients/yolo_client.py"),
+    (["--server-side", "--model", MODEL, "--server-labels"], "exclude each other"),
 ])
 def test_client_errors_are_one_line(server, images, args, message):
     (images.parent / "corrupt.jpg").write_bytes(b"\xff\xd8 truncated")
@@ -94,12 +112,24 @@ def test_perf_sweep_reloads_instances_and_restores_config(server):
         assert config.instance_group[0].count == 1
 
 
-def test_perf_command_writes_table_csv_and_plot(server, tmp_path):
-    result = trtrepo("perf", "--url", server.grpc_url, "--models", VARIANTS[0], "--instances", "1",
+def test_perf_command_writes_table_csv_and_plot_with_the_pipeline_beside_its_variant(server, tmp_path):
+    """The pipeline is measured with the shipped photos as perf_analyzer's input data, its ratio to the tensor
+    variant it calls in the same table."""
+    from trtrepo.perf.sweep import read_csv
+
+    result = trtrepo("perf", "--url", server.grpc_url, "--models", f"{VARIANTS[0]},{MODEL}", "--instances", "1",
                      "--concurrency", "2", "--measurement-ms", "500", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "| 1 | 2 |" in result.stdout
-    assert {p.name for p in tmp_path.iterdir()} == {"sweep.csv", "sweep.md", "sweep.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {"sweep.csv", "sweep.md", "sweep.png", "pipelines.md"}
+    assert f"{MODEL}: per image decode" in (tmp_path / "pipelines.md").read_text()
+    points = {p.variant: p for p in read_csv(tmp_path / "sweep.csv")}
+    assert points[MODEL].serves == VARIANTS[0] and points[VARIANTS[0]].serves is None
+    assert points[MODEL].throughput > 0 and points[MODEL].batch_size == 1
+    table = (tmp_path / "sweep.md").read_text()
+    share = points[MODEL].throughput / points[VARIANTS[0]].throughput
+    assert f"{MODEL} bytes in / {VARIANTS[0]} tensors in" in table and f"| {share:.2f}x |" in table
+    assert "one encoded photo per request, in turn from the shipped 19 photos" in table
 
 
 def test_perf_sweeps_servers_as_well_as_instances(server, small_repo, tmp_path):

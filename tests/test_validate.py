@@ -53,9 +53,9 @@ def edit(path: Path, old: str, new: str) -> None:
      "differs from its folder"),
     (lambda r: edit(r / "resnet50_onnxruntime_fp32/config.pbtxt", 'backend: "python"', ""), "neither platform nor backend"),
     (lambda r: shutil.rmtree(r / "yolov3_tiny_onnxruntime_fp32"),
-     "yolov3_tiny/config.pbtxt: its detector yolov3_tiny_onnxruntime_fp32 is not in the repository"),
+     "yolov3_tiny/config.pbtxt: its variant yolov3_tiny_onnxruntime_fp32 is not in the repository"),
     (lambda r: edit(r / "yolov3_tiny/config.pbtxt", "max_batch_size: 4", "max_batch_size: 8"),
-     "yolov3_tiny/config.pbtxt: max_batch_size 8 is above its detector yolov3_tiny_onnxruntime_fp32's 4"),
+     "yolov3_tiny/config.pbtxt: max_batch_size 8 is above its variant yolov3_tiny_onnxruntime_fp32's 4"),
 ])
 def test_broken_repository_is_rejected_with_one_line_per_problem(repo_copy, breakage, expected):
     breakage(repo_copy)

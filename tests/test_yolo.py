@@ -73,9 +73,10 @@ def test_client_prints_writes_annotated_images_and_json(server, darknet_photos, 
 def test_server_side_pipeline_agrees_with_client_side(server, darknet_photos, spec):
     from trtrepo.clients.yolo_client import detect, detect_server_side
 
-    from trtrepo.format.config import detection_pipelines
+    from trtrepo.format.config import repository_pipelines
 
-    assert detection_pipelines(server.repository) == ["yolov3_tiny"]  # what the demo answers through
+    assert repository_pipelines(server.repository) == {  # what the demo answers through
+        "efficientnet_lite0": "efficientnet_lite0_onnxruntime_fp32", "yolov3_tiny": "yolov3_tiny_onnxruntime_fp32"}
     photos = sorted(darknet_photos.glob("*.jpg"))
     client_side = detect(photos, VARIANTS[1], server.grpc_url, "grpc", 4, 0.3, 0.45)
     server_side = detect_server_side(photos, "yolov3_tiny", server.grpc_url, "grpc", 0.3, 0.45)

@@ -106,6 +106,19 @@ def evaluation_photos() -> list[Path]:
     return [p for p in shipped_photos() if p.name in EVALUATION_PHOTOS]
 
 
+def describe_photos(photos: list[Path]) -> str:
+    """How many photos, and how large (bytes as sent, pixels as decoded): what a bytes-in figure was measured on."""
+    from PIL import Image
+
+    kilobytes = [p.stat().st_size / 1024 for p in photos]
+    pixels = []
+    for path in photos:
+        with Image.open(path) as image:  # the header only: no decode
+            pixels.append(image.size[0] * image.size[1] / 1e6)
+    return (f"{len(photos)} photos, {min(kilobytes):.0f}-{max(kilobytes):.0f} KB (mean {sum(kilobytes) / len(photos):.0f}), "
+            f"{min(pixels):.2f}-{max(pixels):.2f} megapixels (mean {sum(pixels) / len(photos):.2f})")
+
+
 def content_hash(path: Path) -> str:
     """The SHA-256 of a file's bytes: what tells two images apart, whatever their names."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 # numpy dtype name -> Triton data type without the TYPE_ prefix (model_config.proto's DataType).
-_TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "int8": "INT8", "int32": "INT32", "int64": "INT64", "uint8": "UINT8"}
+_TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "int8": "INT8", "int32": "INT32", "int64": "INT64", "uint8": "UINT8",
+                 "object": "BYTES"}
 
 
 @dataclass(frozen=True)

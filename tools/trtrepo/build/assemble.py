@@ -1,4 +1,4 @@
-"""Models over variants already built: Triton ensembles (CTPN split in two) and BLS pipelines (detectors
+"""Models over variants already built: Triton ensembles (CTPN split in two) and BLS pipelines (a tensor variant
 serving encoded images)."""
 
 from __future__ import annotations
@@ -35,23 +35,23 @@ def build_ensemble(name: str, steps: tuple[str, ...], repo_dir: Path, log: Calla
     return BuildResult(name, "built", " -> ".join(steps))
 
 
-def build_pipeline(name: str, detector: str, repo_dir: Path, backends: frozenset[str], log: Callable[[str], None]) -> BuildResult:
-    """The BLS model that serves encoded images through the detector variant, batching requests up to the
-    detector's own limit; needs the Python backend."""
-    detector_config = Path(repo_dir) / detector / CONFIG_FILE
-    limit = read_config(detector_config).max_batch_size if detector_config.is_file() else 0
-    if not (Path(repo_dir) / detector / VERSION).is_dir() or not detector_config.is_file():
-        reason = f"its detector {detector} is not in the repository"
+def build_pipeline(name: str, variant: str, repo_dir: Path, backends: frozenset[str], log: Callable[[str], None]) -> BuildResult:
+    """The BLS model that serves encoded images through a tensor variant, batching requests up to the variant's
+    own limit; needs the Python backend."""
+    variant_config = Path(repo_dir) / variant / CONFIG_FILE
+    limit = read_config(variant_config).max_batch_size if variant_config.is_file() else 0
+    if not (Path(repo_dir) / variant / VERSION).is_dir() or not variant_config.is_file():
+        reason = f"its variant {variant} is not in the repository"
     elif "python" not in backends:
         reason = "the server has no python backend"
     elif limit < 1:
-        reason = f"its detector {detector} takes no batch (max_batch_size 0)"
+        reason = f"its variant {variant} takes no batch (max_batch_size 0)"
     else:
         model_dir = Path(repo_dir) / name
         (model_dir / VERSION).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PIPELINE_ENTRY, model_dir / VERSION / "model.py")
-        write_config(pipeline_config(name, Variant.parse(detector).model, detector, limit), model_dir)
-        log(f"{name}: pipeline over {detector}")
-        return BuildResult(name, "built", f"pipeline over {detector}")
+        write_config(pipeline_config(name, get_model(Variant.parse(variant).model), variant, limit), model_dir)
+        log(f"{name}: pipeline over {variant}")
+        return BuildResult(name, "built", f"pipeline over {variant}")
     log(f"warning: skipping pipeline {name}: {reason}")
     return BuildResult(name, "skipped", reason)

@@ -35,7 +35,7 @@ class RepoPlan:
     variants: tuple[Variant, ...]
     calib_dir: Path | None = None
     calib_images: int = DEFAULT_CALIBRATION_IMAGES
-    pipelines: tuple[tuple[str, str], ...] = ()  # (pipeline model name, detector variant it calls)
+    pipelines: tuple[tuple[str, str], ...] = ()  # (pipeline model name, tensor variant it calls)
     ensembles: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (ensemble name, the variants it chains)
     gate: GatePlan = GatePlan()
     #: [defaults]: the serving options of a variant the plan does not list.
@@ -60,7 +60,7 @@ PLAN_TABLES = {
     "repository": {"output": str, "weights": str, "backends": str, "calib_dir": str, "calib_images": int},
     "defaults": {},
     "variant": {"model": str, "engine": str, "precision": str},
-    "pipeline": {"name": str, "detector": str},
+    "pipeline": {"name": str, "variant": str},
     "ensemble": {"name": str, "steps": list},
     "gate": {"eval_dir": str, "eval_images": int, **{key: float for key in GATE_KEYS}},
 }
@@ -111,8 +111,8 @@ def load_plan(
     if not variants:
         raise UserError(f"the plan has no variant for models {', '.join(models or [])}")
     plan_calib = repository.get("calib_dir")
-    pipelines = [(entry["name"], entry["detector"]) for entry in data.get("pipeline", [])
-                 if not wanted or Variant.parse(entry["detector"]).model in wanted]
+    pipelines = [(entry["name"], entry["variant"]) for entry in data.get("pipeline", [])
+                 if not wanted or Variant.parse(entry["variant"]).model in wanted]
     ensembles = [(name, steps) for name, steps in ensembles_all
                  if not wanted or name in wanted or any(Variant.parse(step).model in wanted for step in steps)]
     _check_model_names(plan_file, [v.name for v in variants], [name for name, _ in pipelines], [name for name, _ in ensembles])
@@ -161,7 +161,7 @@ def _gate_plan(table: dict, plan_file: Path, eval_dir: Path | None, allow_below:
 
 def _check_model_names(plan_file: Path, variants: list[str], pipelines: list[str], ensembles: list[str]) -> None:
     """Pipeline and ensemble names become folders of the repository: one plain folder name each, none taken twice
-    (a pipeline named like its detector would overwrite it)."""
+    (a pipeline named like its variant would overwrite it)."""
     taken = {name: "a variant" for name in variants}
     for kind, names in (("pipeline", pipelines), ("ensemble", ensembles)):
         for name in names:

@@ -24,9 +24,9 @@ def demo(
 ) -> None:
     """The whole path on this machine: build the CPU repository, serve it, classify sample photos, sweep, report."""
     from trtrepo.accuracy.evaluate import gate_table
-    from trtrepo.clients.resnet_client import classify
+    from trtrepo.clients.resnet_client import classify, classify_server_side
     from trtrepo.clients.yolo_client import annotate, detect, detect_server_side
-    from trtrepo.format.config import Variant, detection_pipelines
+    from trtrepo.format.config import Variant, repository_pipelines
     from trtrepo.imagesets import shipped_photos
     from trtrepo.models import get_model
     from trtrepo.specs import DETECTION
@@ -54,13 +54,21 @@ def demo(
                 print(f"\npython clients/resnet_client.py --url {server.http_url} --model {variant} PHOTOS")
                 for path, result in zip(photos[:4], classify(photos[:4], variant, server.http_url, "http", 8, 3)):
                     print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
-        for pipeline in detection_pipelines(output):
-            print(f"\npython clients/yolo_client.py --url {server.http_url} --server-side --model {pipeline} PHOTOS"
-                  "  (bytes in: the server decodes, letterboxes, batches and runs NMS)")
-            for path, found in zip(photos, detect_server_side(photos, pipeline, server.http_url, "http", 0.25, 0.45)):
-                if found:
-                    print(f"  {path.name}: " + ", ".join(f"{d.label} {d.score:.2f}" for d in found[:6]))
-        points = sweep_with_progress([Endpoint(server.grpc_url, server.metrics_url)], variants, counts, concurrencies, 1, 1500)
+        for pipeline, variant in repository_pipelines(output).items():
+            if get_model(Variant.parse(variant).model).task == DETECTION:
+                print(f"\npython clients/yolo_client.py --url {server.http_url} --server-side --model {pipeline} PHOTOS"
+                      f"  (bytes in: the server decodes, letterboxes, batches, runs {variant} and NMS)")
+                for path, found in zip(photos, detect_server_side(photos, pipeline, server.http_url, "http", 0.25, 0.45)):
+                    if found:
+                        print(f"  {path.name}: " + ", ".join(f"{d.label} {d.score:.2f}" for d in found[:6]))
+            else:
+                print(f"\npython clients/resnet_client.py --url {server.http_url} --server-side --model {pipeline} PHOTOS"
+                      f"  (bytes in: the server decodes, resizes, batches, runs {variant} and names the top-k)")
+                for path, result in zip(photos[:4], classify_server_side(photos[:4], pipeline, server.http_url, "http", 3)):
+                    print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
+        # The pipelines beside their variants: photos in against tensors in, in one run.
+        measured = variants + list(repository_pipelines(output))
+        points = sweep_with_progress([Endpoint(server.grpc_url, server.metrics_url)], measured, counts, concurrencies, 1, 1500)
     report_sweep(points, Path("perf/results"))
     print("\nSpeed and accuracy per variant (the study's Table 3, with the accuracy gate):\n")
     print(gate_table(points, output))

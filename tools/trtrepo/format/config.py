@@ -9,6 +9,7 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from trtrepo.backend.pipeline_tasks import pipeline_task
 from trtrepo.engines import Engine
 from trtrepo.engines.base import graph_batch_sizes
 from trtrepo.errors import UserError
@@ -176,19 +177,19 @@ def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, nat
     return config
 
 
-def pipeline_config(name: str, model: str, detector: str, max_batch_size: int, instances: int = 1) -> pb.ModelConfig:
-    """The BLS detection pipeline: one encoded image (BYTES) per request in; boxes, scores, class ids out. Its
-    dynamic batcher gathers up to the detector's batch limit of requests, which reach the detector as one batch."""
+def pipeline_config(name: str, spec: ModelSpec, variant: str, max_batch_size: int, instances: int = 1) -> pb.ModelConfig:
+    """The BLS pipeline over a tensor variant: one encoded image (BYTES) per request and the task's optional
+    options in; the task's answer out. Its dynamic batcher gathers up to the variant's batch limit of requests,
+    which reach the variant as one batch."""
+    task = pipeline_task(spec)
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
     config.dynamic_batching.SetInParent()
-    config.parameters["model"].string_value = model
-    config.parameters["detector"].string_value = detector
+    config.parameters["model"].string_value = spec.name
+    config.parameters["variant"].string_value = variant
     config.input.add(name="image", data_type=pb.TYPE_STRING, dims=[1])
-    for threshold in ("conf", "iou"):
-        config.input.add(name=threshold, data_type=pb.TYPE_FP32, dims=[1], optional=True)
-    config.output.add(name="boxes", data_type=pb.TYPE_FP32, dims=[-1, 4])
-    config.output.add(name="scores", data_type=pb.TYPE_FP32, dims=[-1])
-    config.output.add(name="class_ids", data_type=pb.TYPE_INT32, dims=[-1])
+    for option, _, _ in task.options:
+        config.input.add(name=option.name, data_type=config_dtype(option), dims=[1], optional=True)
+    add_tensors(config, (), task.outputs)
     config.instance_group.add(count=instances, kind=pb.ModelInstanceGroup.KIND_CPU)
     return config
 
@@ -206,14 +207,18 @@ def ensemble_config(name: str, steps: list[tuple[str, ModelSpec]], max_batch_siz
     return config
 
 
+def config_dtype(tensor: TensorSpec) -> int:
+    """The tensor's data type as model_config.proto spells it (the protocol's BYTES is TYPE_STRING there)."""
+    return pb.DataType.Value("TYPE_STRING" if tensor.triton_dtype == "BYTES" else f"TYPE_{tensor.triton_dtype}")
+
+
 def add_tensors(config: pb.ModelConfig, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
     """The config's inputs and outputs from tensor specs; image inputs declare their layout (format)."""
     for tensor in inputs:
-        config.input.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"),
-                         dims=list(tensor.shape),
+        config.input.add(name=tensor.name, data_type=config_dtype(tensor), dims=list(tensor.shape),
                          format=pb.ModelInput.Format.Value(f"FORMAT_{tensor.image_format or 'NONE'}"))
     for tensor in outputs:
-        config.output.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.triton_dtype}"), dims=list(tensor.shape))
+        config.output.add(name=tensor.name, data_type=config_dtype(tensor), dims=list(tensor.shape))
 
 
 def write_labels(spec: ModelSpec, model_dir: Path) -> None:
@@ -422,10 +427,10 @@ def read_manifest(model_dir: Path) -> dict:
     return manifest if isinstance(manifest, dict) else {}
 
 
-def detection_pipelines(repository: Path) -> list[str]:
-    """The repository's detection pipelines (BLS models over a detector variant, pipeline_config)."""
-    return [p.name for p in sorted(Path(repository).iterdir()) if (p / CONFIG_FILE).is_file()
-            and "detector" in read_config(p / CONFIG_FILE).parameters]
+def repository_pipelines(repository: Path) -> dict[str, str]:
+    """The repository's pipelines (BLS models over a tensor variant, pipeline_config): name -> the variant."""
+    configs = {p.name: read_config(p / CONFIG_FILE) for p in sorted(Path(repository).iterdir()) if (p / CONFIG_FILE).is_file()}
+    return {name: config.parameters["variant"].string_value for name, config in configs.items() if "variant" in config.parameters}
 
 
 def repository_variants(repository: Path, chosen: list[str] | None = None) -> list[str]:

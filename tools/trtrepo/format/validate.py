@@ -55,19 +55,19 @@ def validate_repository(repo: Path, tensorrt: str = TARGET_TENSORRT) -> list[str
 
 
 def _pipeline_problems(repo: Path) -> list[str]:
-    """A pipeline calls its detector by name: the detector must be in the same repository and take the pipeline's
-    whole batch (a batch the detector refuses would fail every request in it)."""
+    """A pipeline calls its tensor variant by name: the variant must be in the same repository and take the
+    pipeline's whole batch (a batch the variant refuses would fail every request in it)."""
     configs = {model_dir.name: config for model_dir, config in _readable_configs(repo)}
     problems = []
     for name, config in configs.items():
-        if "detector" not in config.parameters:
+        if "variant" not in config.parameters:
             continue
-        detector, path = config.parameters["detector"].string_value, Path(repo) / name / CONFIG_FILE
-        if detector not in configs:
-            problems.append(f"{path}: its detector {detector} is not in the repository")
-        elif config.max_batch_size > configs[detector].max_batch_size:
-            problems.append(f"{path}: max_batch_size {config.max_batch_size} is above its detector {detector}'s "
-                            f"{configs[detector].max_batch_size}")
+        variant, path = config.parameters["variant"].string_value, Path(repo) / name / CONFIG_FILE
+        if variant not in configs:
+            problems.append(f"{path}: its variant {variant} is not in the repository")
+        elif config.max_batch_size > configs[variant].max_batch_size:
+            problems.append(f"{path}: max_batch_size {config.max_batch_size} is above its variant {variant}'s "
+                            f"{configs[variant].max_batch_size}")
     return problems
 
 

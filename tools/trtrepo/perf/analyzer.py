@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import functools
 import importlib.util
+import json
 import math
 import os
 import re
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -47,6 +50,9 @@ class PerfPoint:
     #: Half-width of a 95% confidence interval of the throughput over perf_analyzer's measurement windows (None:
     #: fewer than two windows): the noise a difference between two points must exceed to mean something.
     throughput_ci: float | None = None
+    #: For a pipeline's point: the tensor variant it calls (its requests were encoded photos, one per request);
+    #: None for a tensor model's.
+    serves: str | None = None
 
 
 def find_perf_analyzer() -> tuple[Path, dict[str, str]]:
@@ -69,7 +75,7 @@ RETRYABLE = ("No valid requests", "stable measurement")  # windows too short for
 def measure(
     variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, instances: int,
     shapes_of: str | None = None, on_gpu: bool = False, metrics_url: str | None = None, streaming: bool = False,
-    api_key: str | None = None, attempts: int = 3,
+    api_key: str | None = None, attempts: int = 3, input_data: dict | None = None,
 ) -> PerfPoint:
     """Run perf_analyzer once against a loaded model (gRPC, random input data) and return its figures.
 
@@ -80,6 +86,7 @@ def measure(
     decoupled (pipelined), so requests go over a gRPC stream. ``api_key`` (else the one trtrepo.serving.access finds
     for the URL) opens a restricted server's model-config and shared-memory APIs, which perf_analyzer uses.
     A measurement window that saw too few requests is retried with a window twice as long, up to ``attempts`` runs.
+    ``input_data``: perf_analyzer's real input data (photo_input_data) instead of random tensors.
     """
     arguments = request_shapes(shapes_of or variant) + (cuda_shared_memory(variant, batch_size) if on_gpu else [])
     # A thread per stream, so that a too small thread pool cannot cap the concurrency (on the H100 the pipelined
@@ -90,7 +97,7 @@ def measure(
     for attempt in range(attempts):
         with GpuUtilization(metrics_url) as gpu:
             row, windows, error = _run_perf_analyzer(variant, grpc_url, batch_size, concurrency, measurement_ms << attempt,
-                                                     arguments)
+                                                     arguments, input_data)
         if row is not None:
             break
         if not any(marker in error for marker in RETRYABLE):
@@ -264,13 +271,24 @@ def _largest_output_bytes(model: str) -> int:
 PERF_ANALYZER_SLACK_S = 120
 
 
+def photo_input_data(photos: list[Path]) -> dict:
+    """perf_analyzer's real input data for a pipeline: each request one encoded photo, in turn. A BYTES element
+    travels base64-encoded in perf_analyzer's serialized form: its length (4 bytes, little-endian), then the bytes."""
+    encoded = (base64.b64encode(struct.pack("<I", len(data)) + data).decode() for data in (p.read_bytes() for p in photos))
+    return {"data": [{"image": {"content": {"b64": text}, "shape": [1]}} for text in encoded]}
+
+
 def _run_perf_analyzer(
-    variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, arguments: list[str]
+    variant: str, grpc_url: str, batch_size: int, concurrency: int, measurement_ms: int, arguments: list[str],
+    input_data: dict | None = None,
 ) -> tuple[dict | None, list[float], str]:
     """perf_analyzer's CSV row and each measurement window's throughput, or None and its most telling output line."""
     binary, env = find_perf_analyzer()
     with tempfile.TemporaryDirectory(prefix="trtrepo-pa-") as scratch:
         report = Path(scratch) / "pa.csv"
+        if input_data is not None:
+            (Path(scratch) / "input.json").write_text(json.dumps(input_data))
+            arguments = [*arguments, "--input-data", str(Path(scratch) / "input.json")]
         command = [
             str(binary), "-m", variant, "-u", grpc_url, "-i", "grpc", "-b", str(batch_size),
             "--concurrency-range", f"{concurrency}:{concurrency}",

@@ -9,6 +9,9 @@ from typing import Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from trtrepo.backend.pipeline_tasks import PREPARE_THREADS
+from trtrepo.imagesets import shipped_photos
+from trtrepo.perf.pipeline_stages import stage_reports
 from trtrepo.perf.sweep import (
     checkpoint,
     markdown_table,
@@ -74,5 +77,13 @@ def report_sweep(points: list, output: Path) -> None:
     """The sweep's table on stdout, its files written to ``output``."""
     files = write_report(points, output)
     print("\n" + markdown_table(points))
+    reports = stage_reports(points, shipped_photos())
+    if reports:
+        text = ("## What holds each pipeline back\n\nEach host stage timed alone on this machine (the shipped photos, "
+                f"{PREPARE_THREADS} threads, as the pipeline runs them); the engine is its variant's tensors-in "
+                "throughput at the same point of the sweep.\n\n" + "\n".join(f"- {r.line()}" for r in reports) + "\n")
+        (Path(output) / "pipelines.md").write_text(text)
+        files["pipelines"] = Path(output) / "pipelines.md"
+        print("\n" + text)
     print(f"wrote {', '.join(str(p) for p in files.values())}")
 

@@ -8,6 +8,7 @@ from typing import Callable
 from trtrepo.engines.tensorflow import tensorflow_note
 from trtrepo.errors import UserError
 from trtrepo.format.config import Variant
+from trtrepo.imagesets import describe_photos, shipped_photos
 from trtrepo.perf.analyzer import TFSERVING, PerfPoint, measure_tfserving, served_variant
 from trtrepo.perf.trial import Trial
 from trtrepo.plots import pyplot, readable_log_axes, save
@@ -133,14 +134,17 @@ def markdown_table(points: list[PerfPoint]) -> str:
     by_key = {point_key(p): p for p in points}
     several = any(p.servers > 1 for p in points)
     variants = list(dict.fromkeys(p.variant for p in points))
-    model_of = {v: model_name(v, variants) for v in variants}
+    serves = {p.variant: p.serves for p in points if p.serves}  # pipeline -> the tensor variant it calls
+    model_of = {v: model_name(serves.get(v, v), variants) for v in variants}
     sections = []
     for model in dict.fromkeys(model_of.values()):
         mine = [v for v in variants if model_of[v] == model]
         baseline = f"{model}_pytorch_fp32"
         others = [v for v in mine if v != baseline] if baseline in mine else []
         unit = "samples/s (p99 ms, GPU %)" if any(p.gpu_util_pct is not None for p in points) else "samples/s (p99 ms)"
-        header = ["servers"] * several + ["instances", "concurrency"] + [f"{v} {unit}" for v in mine] + [f"{v} / baseline" for v in others]
+        pipelines = [v for v in mine if serves.get(v) in mine]
+        header = (["servers"] * several + ["instances", "concurrency"] + [f"{v} {unit}" for v in mine]
+                  + [f"{v} / baseline" for v in others] + [f"{v} bytes in / {serves[v]} tensors in" for v in pipelines])
         lines = [f"## {model}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         # By concurrency, then instances: each concurrency reads as throughput against instances, whatever order
         # the gathered runs measured the points in.
@@ -151,17 +155,25 @@ def markdown_table(points: list[PerfPoint]) -> str:
                 point = by_key.get((v, servers, instances, concurrency))
                 cells.append(cell(point))
             base = by_key.get((baseline, servers, instances, concurrency))
-            for v in others:
-                point = by_key.get((v, servers, instances, concurrency))
-                cells.append(f"{point.throughput / base.throughput:.2f}x" if point and base and base.throughput else "-")
+            cells += [ratio(by_key.get((v, servers, instances, concurrency)), base) for v in others]
+            cells += [ratio(by_key.get((v, servers, instances, concurrency)), by_key.get((serves[v], servers, instances, concurrency)))
+                      for v in pipelines]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines.append(f"Baseline: {baseline}." if others else f"No baseline ({baseline}) measured: no ratios.")
+        if pipelines:
+            lines.append(f"Pipelines ({', '.join(pipelines)}): one encoded photo per request, in turn from the shipped "
+                         f"{describe_photos(shipped_photos())}; their instances are those of the variant they call.")
         sections.append("\n".join(lines))
     servers = (" With several servers, throughput is their sum at the concurrency split among them, and p99 the worst "
                "server's.") if several else ""
     return ("\n\n".join(sections) + f"\n\nThroughput counts samples per second; p99 is the request latency.{servers}\n"
             + tensorflow_note(variants))
+
+
+def ratio(point: PerfPoint | None, base: PerfPoint | None) -> str:
+    """One point's throughput over another's, as a table cell."""
+    return f"{point.throughput / base.throughput:.2f}x" if point and base and base.throughput else "-"
 
 
 def cell(point: PerfPoint | None) -> str:
@@ -231,7 +243,8 @@ def measured_points(out_dir: Path, batch_size: int) -> frozenset[tuple[str, int,
     path = Path(out_dir) / "sweep.csv"
     if not path.is_file():
         return frozenset()
-    return frozenset(point_key(p) for p in read_csv(path) if p.batch_size == batch_size)
+    # A pipeline is measured one photo per request, whatever the sweep's batch size.
+    return frozenset(point_key(p) for p in read_csv(path) if p.batch_size == batch_size or p.serves)
 
 
 def write_report(points: list[PerfPoint], out_dir: Path) -> dict[str, Path]:

@@ -3,16 +3,18 @@ it there, and put each server's original config back.
 
 A change is any field of trtrepo.format.config.ServingOptions (instances, max_batch_size, preferred batch sizes, queue delay,
 CUDA graphs, pipelining); only the model is reloaded, through the repository API, never the server. An ensemble
-(ctpn_split) is changed through the models it chains.
+(ctpn_split) is changed through the models it chains, a pipeline through the tensor variant it calls.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 from trtrepo.errors import UserError
 from trtrepo.format.config import apply_serving_options, config_to_json, runs_on_gpu, serving_options_of
-from trtrepo.perf.analyzer import PerfPoint, measure_servers
+from trtrepo.imagesets import shipped_photos
+from trtrepo.perf.analyzer import PerfPoint, measure_servers, photo_input_data
 from trtrepo.serving.access import Endpoint
 from trtrepo.serving.client import InferenceClient
 
@@ -36,9 +38,13 @@ class Trial:
         first = self.clients[0]
         self.config = first.config
         self.steps = [step.model_name for step in self.config.ensemble_scheduling.step]
+        #: A pipeline's tensor variant, which its changes reload ("" for other models).
+        self.serves = self.config.parameters["variant"].string_value if "variant" in self.config.parameters else ""
+        reloaded = self.steps or [self.serves or variant]
         #: Per server, the original config of every model a change reloads.
-        self.originals = [{name: client.model_config(name) for name in self.steps or [variant]} for client in self.clients]
-        self.on_gpu = any(runs_on_gpu(config) for config in self.originals[0].values())
+        self.originals = [{name: client.model_config(name) for name in reloaded} for client in self.clients]
+        # A pipeline's requests are encoded photos in host memory, whatever runs its variant.
+        self.on_gpu = not self.serves and any(runs_on_gpu(config) for config in self.originals[0].values())
         self.changed = False
 
     def __enter__(self) -> "Trial":
@@ -50,9 +56,10 @@ class Trial:
     def load(self, **changes: object) -> None:
         """Reload the variant on every server with these serving options changed (UserError: a server refused it,
         or the change does not apply, with the reason)."""
-        if self.steps and any(changes.get(name) is not None for name in ENSEMBLE_FIXED):
-            raise UserError(f"{self.variant} is an ensemble: its {' and '.join(ENSEMBLE_FIXED)} follow its steps'; "
-                            "tune the steps instead")
+        if (self.steps or self.serves) and any(changes.get(name) is not None for name in ENSEMBLE_FIXED):
+            kind = "an ensemble" if self.steps else "a pipeline"
+            raise UserError(f"{self.variant} is {kind}: its {' and '.join(ENSEMBLE_FIXED)} follow the models it calls; "
+                            "tune those instead")
         self.changed = True  # before the first load: one that fails half-way still needs restoring
         for client, originals in zip(self.clients, self.originals):
             for name, config in originals.items():
@@ -60,15 +67,18 @@ class Trial:
 
     def measure(self, concurrency: int, batch_size: int, measurement_ms: int, servers: int = 1,
                 instances: int | None = None) -> PerfPoint:
-        """perf_analyzer against the first ``servers`` servers at once, ``concurrency`` requests in flight in all."""
+        """perf_analyzer against the first ``servers`` servers at once, ``concurrency`` requests in flight in all.
+        A pipeline gets the shipped photos, one per request (it batches requests itself), whatever ``batch_size``."""
         if not 1 <= servers <= len(self.endpoints):
             raise UserError(f"{servers} servers asked for, {len(self.endpoints)} given")
         config = next(iter(self.originals[0].values()))
-        return measure_servers(
-            self.variant, [(e.grpc_url, e.metrics_url) for e in self.endpoints[:servers]], batch_size, concurrency,
-            measurement_ms, instances if instances is not None else serving_options_of(config).instances,
+        point = measure_servers(
+            self.variant, [(e.grpc_url, e.metrics_url) for e in self.endpoints[:servers]], 1 if self.serves else batch_size,
+            concurrency, measurement_ms, instances if instances is not None else serving_options_of(config).instances,
             shapes_of=self.steps[0] if self.steps else self.variant, on_gpu=self.on_gpu,
-            streaming=self.clients[0].streaming)  # each server's key: perf_analyzer finds it by its URL
+            streaming=self.clients[0].streaming,  # each server's key: perf_analyzer finds it by its URL
+            input_data=photo_input_data(shipped_photos()) if self.serves else None)
+        return replace(point, serves=self.serves or None)
 
     def restore(self) -> None:
         """Every server's original configs back (a no-op when nothing was changed)."""

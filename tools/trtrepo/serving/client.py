@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Iterator
+
 import numpy as np
 
 from trtrepo.errors import UserError
 from trtrepo.format.config import config_from_json, config_from_metadata, is_decoupled
 from trtrepo.serving.access import find_key, key_headers, normalize_url
-from trtrepo.specs import IMAGE_SUFFIXES
+from trtrepo.models import get_model
+from trtrepo.specs import IMAGE_SUFFIXES, TASK_CLIENTS, ModelSpec
 
 
 PROTOCOLS = {"http": 8000, "grpc": 8001}
@@ -276,3 +279,25 @@ def collect_images(paths: list[Path]) -> list[Path]:
             raise UserError(f"{path}: no such file or folder")
     return images
 
+
+
+#: Images read and in flight at once when sending encoded bytes: bounds memory on large folders.
+BYTES_WAVE = 64
+
+
+def ask_pipeline(
+    images: list[Path], model: str, url: str | None, protocol: str, options: dict[str, np.ndarray],
+    expected_task: str, workers: int = 4, on_done=lambda count: None,
+) -> Iterator[tuple[ModelSpec, dict[str, np.ndarray]]]:
+    """Each image's encoded bytes to the pipeline model (one request each, ``workers`` in flight; the pipeline's
+    batcher gathers them) with the same ``options`` for all: the model's spec and its answer, in image order."""
+    client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
+    if "variant" not in client.config.parameters:
+        raise UserError(f"{model} is a tensor model; --server-side needs a pipeline model (`trtrepo repo` builds one per model)")
+    spec = get_model(client.config.parameters["model"].string_value)
+    if spec.task != expected_task:
+        raise UserError(f"{model} answers {spec.task}, not {expected_task}: use {TASK_CLIENTS[spec.task]}")
+    for start in range(0, len(images), BYTES_WAVE):
+        requests = [{"image": np.array([[path.read_bytes()]], dtype=np.object_), **options} for path in images[start : start + BYTES_WAVE]]
+        for answer in client.infer_many(requests, lambda: on_done(1)):
+            yield spec, answer

@@ -1,0 +1,114 @@
+"""What each server-side pipeline does per task, in numpy alone (trtrepo.backend.pipeline_tasks), and the configs
+that declare it."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+from tritonclient.grpc import model_config_pb2 as pb
+
+from trtrepo.backend.pipeline_tasks import ClassifierTask, DetectorTask, TextTask, pipeline_task
+from trtrepo.format.config import pipeline_config
+from trtrepo.models import get_model
+
+
+@pytest.mark.parametrize("model, given, message", [
+    ("efficientnet_lite0", {"top_k": np.array([[0]], np.int32)}, "top_k must be one number from 1 to 1000, got [0]"),
+    ("yolov3_tiny", {"conf": np.array([[np.nan]], np.float32)}, "conf must be one number from 0 to 1"),
+    ("yolov3_tiny", {"iou": np.array([[0.1, 0.2]], np.float32)}, "iou must be one number from 0 to 1, got [0.1"),
+    ("ctpn", {"line_score": np.array([[1.5]], np.float32)}, "line_score must be one number from 0 to 1, got [1.5]"),
+])
+def test_an_option_out_of_range_is_the_requests_own_error(model, given, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pipeline_task(get_model(model)).read_options(given)
+
+
+def test_options_left_out_take_the_clients_defaults():
+    assert pipeline_task(get_model("efficientnet_lite0")).read_options({}) == {"top_k": 5}
+    assert pipeline_task(get_model("yolov3_tiny")).read_options({"conf": np.array([[0.5]], np.float32)}) == {"conf": 0.5, "iou": 0.45}
+    assert pipeline_task(get_model("ctpn")).read_options({}) == {"line_score": get_model("ctpn").line_min_score}
+
+
+def test_classifier_answer_is_the_top_k_labels_by_probability():
+    task = ClassifierTask(get_model("efficientnet_lite0"))
+    prepared = task.prepare(Image.new("RGB", (300, 200), (120, 30, 200)), {"top_k": 3})
+    assert prepared.array.shape == (3, 224, 224)
+    logits = np.zeros((1, 1000), np.float32)
+    logits[0, [207, 1, 999]] = [3.0, 5.0, 4.0]
+    answer = task.answer({"logits": logits}, prepared)
+    names = task.spec.class_names
+    assert answer["labels"].tolist() == [[names[1].encode(), names[999].encode(), names[207].encode()]]
+    assert answer["scores"].shape == (1, 3) and answer["scores"][0, 0] > answer["scores"][0, 1] > answer["scores"][0, 2]
+
+
+def test_detector_and_text_answers_keep_their_shapes_when_nothing_is_found():
+    detector = DetectorTask(get_model("yolov3_tiny"))
+    prepared = detector.prepare(Image.new("RGB", (640, 320)), {"conf": 0.25, "iou": 0.45})
+    boxes = detector.spec.typical_output_shapes()["detections"]
+    answer = detector.answer({"detections": np.zeros((1, *boxes), np.float32)}, prepared)
+    assert [answer[name].shape for name in ("boxes", "scores", "class_ids")] == [(1, 0, 4), (1, 0), (1, 0)]
+    text = TextTask(get_model("ctpn"))
+    prepared = text.prepare(Image.new("RGB", (320, 240)), {"line_score": 0.9})
+    rows, columns = prepared.array.shape[1] // 16, prepared.array.shape[2] // 16
+    outputs = {"scores": np.zeros((1, rows, columns, 10), np.float32), "vertical": np.zeros((1, rows, columns, 10, 2), np.float32),
+               "side": np.zeros((1, rows, columns, 10), np.float32)}
+    assert [a.shape for a in text.answer(outputs, prepared).values()] == [(1, 0, 4, 2), (1, 0)]
+
+
+@pytest.mark.parametrize("model, options, outputs", [
+    ("resnet50", {"top_k": pb.TYPE_INT32}, {"labels": pb.TYPE_STRING, "scores": pb.TYPE_FP32}),
+    ("yolov3_tiny", {"conf": pb.TYPE_FP32, "iou": pb.TYPE_FP32},
+     {"boxes": pb.TYPE_FP32, "scores": pb.TYPE_FP32, "class_ids": pb.TYPE_INT32}),
+    ("ctpn", {"line_score": pb.TYPE_FP32}, {"lines": pb.TYPE_FP32, "scores": pb.TYPE_FP32}),
+])
+def test_each_pipeline_config_declares_bytes_in_its_options_and_its_answer(model, options, outputs):
+    config = pipeline_config(model, get_model(model), f"{model}_onnxruntime_fp32", 4)
+    assert (config.backend, config.max_batch_size, config.HasField("dynamic_batching")) == ("python", 4, True)
+    assert config.parameters["variant"].string_value == f"{model}_onnxruntime_fp32"
+    assert [(i.name, i.data_type, i.optional) for i in config.input] == (
+        [("image", pb.TYPE_STRING, False)] + [(name, dtype, True) for name, dtype in options.items()])
+    assert {o.name: o.data_type for o in config.output} == outputs
+
+
+def test_text_answer_is_the_connected_lines_in_image_pixels():
+    """A band of confident anchors in one row of the feature map: one line, corners scaled back to the image."""
+    text = TextTask(get_model("ctpn"))
+    prepared = text.prepare(Image.new("RGB", (400, 300)), {"line_score": 0.5})  # scaled by 2: 800x600
+    rows, columns = prepared.array.shape[1] // 16, prepared.array.shape[2] // 16
+    scores = np.zeros((1, rows, columns, 10), np.float32)
+    scores[0, 10, 5:20, 3] = 0.95
+    outputs = {"scores": scores, "vertical": np.zeros((1, rows, columns, 10, 2), np.float32),
+               "side": np.zeros((1, rows, columns, 10), np.float32)}
+    answer = text.answer(outputs, prepared)
+    expected = text.spec.postprocess(outputs, scale=prepared.context, line_min_score=0.5)[0]
+    assert len(expected) == 1 and answer["lines"].shape == (1, 1, 4, 2)
+    assert np.allclose(answer["lines"][0, 0], expected[0].corners) and np.isclose(answer["scores"][0, 0], expected[0].score)
+    assert answer["lines"][0, 0, :, 0].min() == pytest.approx(5 * 16 / 2) and answer["lines"][0, 0, :, 0].max() < 400 / 2
+
+
+def test_the_stage_with_the_largest_share_of_an_images_time_bounds_the_pipeline():
+    from trtrepo.perf.pipeline_stages import StageReport
+
+    report = StageReport("yolov3_tiny", "yolov3_tiny_onnxruntime_fp32", 24.0, {"decode": 300.0, "resize": 400.0, "engine": 30.0})
+    assert report.bound() == "engine"
+    assert report.shared_ceiling() == pytest.approx(1 / (1 / 300 + 1 / 400 + 1 / 30))
+    assert "bound by engine (85% of an image's time)" in report.line() and "measured 24.0 img/s" in report.line()
+
+
+def test_stage_reports_pair_each_pipeline_with_its_variant_at_the_same_point():
+    from trtrepo.imagesets import shipped_photos
+    from trtrepo.perf.analyzer import PerfPoint
+    from trtrepo.perf.pipeline_stages import stage_reports
+
+    def point(variant: str, concurrency: int, throughput: float, serves: str | None = None) -> PerfPoint:
+        return PerfPoint(variant, 1, concurrency, 1, throughput, 1, 1, 1, 0, 0, serves=serves)
+
+    variant = "efficientnet_lite0_onnxruntime_fp32"
+    points = [point(variant, 2, 100.0), point(variant, 4, 120.0), point("efficientnet_lite0", 2, 50.0, variant),
+              point("efficientnet_lite0", 4, 60.0, variant), point("efficientnet_lite0", 8, 90.0, variant)]
+    (report,) = stage_reports(points, shipped_photos()[:3])
+    assert (report.measured, report.ceilings["engine"]) == (60.0, 120.0)  # c8 had no tensors-in point beside it
+    assert set(report.ceilings) == {"decode", "resize", "engine"} and report.ceilings["decode"] > 0

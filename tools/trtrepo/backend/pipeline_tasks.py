@@ -1,0 +1,131 @@
+"""What a server-side pipeline does per model task, in numpy alone (testable without Triton): the per-request
+options it takes, how one decoded image becomes the tensor model's input, and how that model's outputs for one
+image become the answer (top-k labels, boxes, text lines)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT, ModelSpec, TensorSpec
+
+#: Images a pipeline instance decodes and prepares at once (PIL's decoders and numpy release the GIL).
+PREPARE_THREADS = 4
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One request's image as the tensor model takes it (no batch axis), with what its answer needs."""
+
+    array: np.ndarray
+    context: Any
+    options: dict[str, float]
+
+
+class PipelineTask(ABC):
+    """A task's pipeline over the tensor model ``spec`` describes."""
+
+    #: Optional per-request inputs (one number each), with the range a request's value must lie in.
+    options: tuple[tuple[TensorSpec, float, float], ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def defaults(self) -> dict[str, float]:
+        """Each option's value when a request leaves it out."""
+
+    def read_options(self, given: dict[str, np.ndarray]) -> dict[str, float]:
+        """The request's options: each one finite number in its range, else ValueError (the request's own fault)."""
+        values = self.defaults()
+        for tensor, low, high in self.options:
+            if tensor.name not in given:
+                continue
+            sent = np.asarray(given[tensor.name]).reshape(-1)
+            if sent.size != 1 or not low <= float(sent[0]) <= high:  # NaN fails the comparison too
+                raise ValueError(f"{tensor.name} must be one number from {low:g} to {high:g}, got {sent.tolist()[:4]}")
+            values[tensor.name] = float(sent[0])
+        return values
+
+    @abstractmethod
+    def prepare(self, image: Any, options: dict[str, float]) -> Prepared:
+        """One decoded RGB image (PIL) -> the tensor model's input for it, exactly as the host client prepares it."""
+
+    @abstractmethod
+    def answer(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, np.ndarray]:
+        """The tensor model's outputs for this image (a batch of one) -> the pipeline's outputs (a batch of one)."""
+
+
+class ClassifierTask(PipelineTask):
+    """Top-k labels (as the classifier's labels file names them) and softmax probabilities."""
+
+    options = ((TensorSpec("top_k", "int32", (1,)), 1, 1000),)
+    outputs = (TensorSpec("labels", "object", (-1,)), TensorSpec("scores", "float32", (-1,)))
+
+    def defaults(self) -> dict[str, float]:
+        return {"top_k": 5}
+
+    def prepare(self, image: Any, options: dict[str, float]) -> Prepared:
+        return Prepared(self.spec.preprocess_image(image), None, options)
+
+    def answer(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, np.ndarray]:
+        (top,) = self.spec.postprocess(outputs, int(prepared.options["top_k"]))
+        return {"labels": np.array([[label.encode() for label, _ in top]], dtype=np.object_),
+                "scores": np.array([[score for _, score in top]], dtype=np.float32)}
+
+
+class DetectorTask(PipelineTask):
+    """YOLO: letterboxed as Darknet does, boxes in the image's own pixels after class-wise NMS."""
+
+    options = ((TensorSpec("conf", "float32", (1,)), 0.0, 1.0), (TensorSpec("iou", "float32", (1,)), 0.0, 1.0))
+    outputs = (TensorSpec("boxes", "float32", (-1, 4)), TensorSpec("scores", "float32", (-1,)),
+               TensorSpec("class_ids", "int32", (-1,)))
+
+    def defaults(self) -> dict[str, float]:
+        from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU
+
+        return {"conf": DEFAULT_CONF, "iou": DEFAULT_IOU}
+
+    def prepare(self, image: Any, options: dict[str, float]) -> Prepared:
+        array, letterbox = self.spec.letterbox_image(image)
+        return Prepared(array, letterbox, options)
+
+    def answer(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, np.ndarray]:
+        from trtrepo.models.yolov3 import to_image_coords
+
+        found = self.spec.postprocess(outputs, conf=prepared.options["conf"], iou=prepared.options["iou"])[0]
+        found = to_image_coords(found, prepared.context)
+        return {"boxes": np.array([d.box for d in found], dtype=np.float32).reshape(1, -1, 4),
+                "scores": np.array([d.score for d in found], dtype=np.float32).reshape(1, -1),
+                "class_ids": np.array([d.class_id for d in found], dtype=np.int32).reshape(1, -1)}
+
+
+class TextTask(PipelineTask):
+    """CTPN: resized to its own shape, proposals connected into text lines here, in the server."""
+
+    options = ((TensorSpec("line_score", "float32", (1,)), 0.0, 1.0),)
+    outputs = (TensorSpec("lines", "float32", (-1, 4, 2)), TensorSpec("scores", "float32", (-1,)))
+
+    def defaults(self) -> dict[str, float]:
+        return {"line_score": self.spec.line_min_score}
+
+    def prepare(self, image: Any, options: dict[str, float]) -> Prepared:
+        array, scale = self.spec.resize(image)
+        return Prepared(array, scale, options)
+
+    def answer(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, np.ndarray]:
+        (lines,) = self.spec.postprocess(outputs, scale=prepared.context, line_min_score=prepared.options["line_score"])
+        return {"lines": np.array([line.corners for line in lines], dtype=np.float32).reshape(1, -1, 4, 2),
+                "scores": np.array([line.score for line in lines], dtype=np.float32).reshape(1, -1)}
+
+
+TASKS: dict[str, type[PipelineTask]] = {CLASSIFICATION: ClassifierTask, DETECTION: DetectorTask, TEXT: TextTask}
+
+
+def pipeline_task(spec: ModelSpec) -> PipelineTask:
+    """The pipeline task of a model spec."""
+    return TASKS[spec.task](spec)
