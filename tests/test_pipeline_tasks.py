@@ -112,3 +112,44 @@ def test_stage_reports_pair_each_pipeline_with_its_variant_at_the_same_point():
     (report,) = stage_reports(points, shipped_photos()[:3])
     assert (report.measured, report.ceilings["engine"]) == (60.0, 120.0)  # c8 had no tensors-in point beside it
     assert set(report.ceilings) == {"decode", "resize", "engine"} and report.ceilings["decode"] > 0
+
+
+def _as_tensor(image: Image.Image):
+    import torch
+
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("model, largest", [("efficientnet_lite0", 2 / 128), ("resnet50", 1 / 255 / 0.224 + 1e-6)])
+def test_device_preprocessing_is_the_hosts_within_a_pixel_level_or_two(model, largest):
+    """What a GPU pipeline computes with torch (run here on the CPU) against the host's PIL path, on every shipped
+    photo: at most a level or two of 255 apart in a pixel, and those few."""
+    from trtrepo.imagesets import shipped_photos
+    from trtrepo.specs import load_image
+
+    spec = get_model(model)
+    for path in shipped_photos():
+        image = load_image(path)
+        difference = np.abs(spec.preprocess_tensor(_as_tensor(image)).numpy() - spec.preprocess_image(image))
+        assert difference.max() <= largest and difference.mean() < 1e-3, (path.name, difference.max(), difference.mean())
+
+
+def test_device_preprocessing_gives_the_hosts_labels_and_the_same_letterbox():
+    """The gate's measure on both paths: EfficientNet-Lite0's top-1 on the shipped photos is the same label;
+    YOLO's letterbox is one function on both paths, so equal to the bit."""
+    import torch
+
+    from trtrepo.imagesets import shipped_photos
+    from trtrepo.specs import load_image
+
+    spec, yolo = get_model("efficientnet_lite0"), get_model("yolov3_tiny")
+    images = [load_image(path) for path in shipped_photos()]
+    network = spec.build_network("pretrained")
+    with torch.inference_mode():
+        host = network(torch.from_numpy(np.stack([spec.preprocess_image(i) for i in images]))).argmax(1)
+        device = network(torch.stack([spec.preprocess_tensor(_as_tensor(i)) for i in images])).argmax(1)
+    assert host.tolist() == device.tolist()
+    for image in images[:3]:
+        array, letterbox = yolo.letterbox_image(image)
+        tensor, same = yolo.letterbox_tensor(_as_tensor(image))
+        assert np.array_equal(tensor.numpy(), array) and same == letterbox

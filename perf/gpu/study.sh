@@ -8,6 +8,9 @@
 #     sweep  the GPU variants (PyTorch FP32 baseline, the optimized one) over instances 1, 2, 4, 8 and two
 #            concurrencies, with GPU utilisation: the study's Table 4 (sweep.csv, sweep.md, sweep.png)
 #     cpu    ONNX Runtime FP32 on the host cores, same requests, instances 1, 2, 4 (same files: the CPU column)
+#     bytes  the model's pipeline (photos in: the shipped photos re-encoded as JPEG, decoded with nvJPEG on the GPU)
+#            beside the variant it calls (tensors in) at batch ${SWEEP_BATCH}, instances 1 ($RESULTS/bytes: the
+#            bytes-in / tensors-in column, pipelines.md: the stage that bounds it)
 #     tune   trtrepo tune (quick) of the model's optimized PyTorch variant over instances, max batch size, CUDA
 #            graphs and pipelining ($RESULTS/tune: tune.csv, tune.md, tune.png)
 # Results gather in $RESULTS (default perf/reports/gpu): each run replaces the rows of what it measured again.
@@ -88,6 +91,22 @@ for model in ${MODELS//,/ }; do
     concurrency=${SWEEP_CONCURRENCY[$model]}
     trtrepo perf --model-repository "$REPO" --models "${model}_onnxruntime_fp32" --instances 1,2,4 \
       --concurrency "${concurrency%%,*}" --batch-size "${SWEEP_BATCH[$model]}" --measurement-ms 4000 --output "$RESULTS" || status=1
+  fi
+  if [[ ",$STEPS," == *,bytes,* ]]; then
+    photos=/tmp/trtrepo-photos
+    python3 - "$photos" <<'PY'
+import sys
+from pathlib import Path
+from PIL import Image
+from trtrepo.imagesets import shipped_photos
+out = Path(sys.argv[1]); out.mkdir(exist_ok=True)
+for path in shipped_photos():
+    with Image.open(path) as image:
+        image.convert("RGB").save(out / f"{path.stem}.jpg", quality=90)
+PY
+    served=$(python3 -c 'import sys; from trtrepo.format.config import read_config; print(read_config(sys.argv[1]).parameters["variant"].string_value)' "$REPO/$model/config.pbtxt")
+    trtrepo perf --model-repository "$REPO" --models "$served,$model" --instances 1 --concurrency "${BYTES_CONCURRENCY:-64,256}" \
+      --batch-size "${SWEEP_BATCH[$model]}" --photos "$photos" --measurement-ms "$MEASUREMENT_MS" --output "$RESULTS/bytes" || status=1
   fi
   if [[ ",$STEPS," == *,tune,* ]]; then
     trtrepo tune --model-repository "$REPO" --models "${model}_pytorch_fp16" --strategy quick --gpu-options \

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -93,6 +94,12 @@ class ModelSpec(ABC):
     def preprocess_image(self, image: Any) -> np.ndarray:
         """One decoded RGB image (PIL) -> one input sample: files, crops and request bytes take the same path."""
 
+    def preprocess_tensor(self, image: "torch.Tensor") -> "torch.Tensor":
+        """One decoded RGB image (uint8 CHW tensor, on any device) -> one input sample on that device: what
+        preprocess_image computes on the host, within the model's tolerance (for pipelines that keep images on the
+        GPU). Models that prepare on the host only leave it out."""
+        raise NotImplementedError(f"{self.name} prepares its images on the host only")
+
     @abstractmethod
     def postprocess(self, outputs: dict[str, np.ndarray], top_k: int = 5) -> list[Any]:
         """Batched raw outputs -> one readable result per sample."""
@@ -147,6 +154,23 @@ def load_image(path: Path) -> "Any":
 def decode_image(source: Any, what: str) -> "Any":
     """An image file object (or bytes) as RGB: grayscale, palette, alpha and CMYK converted; refused with one
     line naming ``what`` when it is not an image, is truncated, or declares more than MAX_IMAGE_PIXELS."""
+    with opened_image(source, what) as image:
+        try:
+            return image.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise UserError(f"{what}: not a readable image ({exc.__class__.__name__})") from exc
+
+
+def image_format(data: bytes, what: str) -> str:
+    """The format an encoded image declares (JPEG, PNG, ...), read from its header alone, refused as decode_image
+    refuses it: what decides whether the bytes can go to a GPU decoder."""
+    with opened_image(data, what) as image:
+        return image.format or ""
+
+
+@contextlib.contextmanager
+def opened_image(source: Any, what: str) -> Iterator["Any"]:
+    """The image PIL opened lazily (its header read, no pixel decoded yet), checked against MAX_IMAGE_PIXELS."""
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -155,11 +179,12 @@ def decode_image(source: Any, what: str) -> "Any":
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     try:
-        with Image.open(source) as image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise UserError(f"{what}: declares {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} "
-                                "this tool decodes (a decompression bomb?)")
-            return image.convert("RGB")
+        image = Image.open(source)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
         raise UserError(f"{what}: not a readable image ({exc.__class__.__name__})") from exc
+    with image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise UserError(f"{what}: declares {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} "
+                            "this tool decodes (a decompression bomb?)")
+        yield image

@@ -2,29 +2,44 @@
 boxes, text lines: see pipeline_tasks.py).
 
 Triton's dynamic batcher hands ``execute`` the requests waiting (one image each, up to the tensor model's batch
-limit); their images are decoded and prepared on a thread pool, and those of one shape are sent to the tensor
-model as one BLS request, so its own batcher sees them all at once. A client in any language needs no
-preprocessing. A request whose bytes are no image, or whose options are out of range, gets its own INVALID_ARG
-error; the others of the batch are answered.
+limit); their images are decoded and prepared, and those of one shape are sent to the tensor model as one BLS
+request, so its own batcher sees them all at once. A client in any language needs no preprocessing. A request whose
+bytes are no image, or whose options are out of range, gets its own INVALID_ARG error; the others of the batch are
+answered.
+
+Where images are prepared is the config's ``prepare`` parameter: ``host`` decodes with PIL and prepares with numpy
+on a thread pool; ``device`` decodes JPEGs as one batch with torchvision's decode_jpeg (nvJPEG on a GPU instance;
+other formats on the host, counted), prepares them with torch where they lie and hands the batch to the tensor
+model in that memory through DLPack.
 """
 
 from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from trtrepo.backend.pipeline_tasks import PREPARE_THREADS, Prepared, pipeline_task
+from trtrepo.backend.pipeline_tasks import DECODED_METRIC, PREPARE_THREADS, Prepared, pipeline_task
 from trtrepo.backend.stub_python import refuse_garbling_stub
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
-from trtrepo.specs import decode_image
+from trtrepo.specs import decode_image, image_format
+
 
 def _failed(message: str, code: object | None = None) -> object:
     error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
     return pb_utils.InferenceResponse(error=error)
+
+
+def _refused(exc: Exception) -> object:
+    """The response for a request that failed before inference: the request's own fault (HTTP 400 / gRPC
+    INVALID_ARGUMENT) for bad bytes or options, else the error's name and message."""
+    if isinstance(exc, (ValueError, UserError)):
+        return _failed(str(exc), pb_utils.TritonError.INVALID_ARG)
+    return _failed(f"{exc.__class__.__name__}: {exc}")
 
 
 class TritonPythonModel:
@@ -33,14 +48,27 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in json.loads(args["model_config"]).get("parameters", {}).items()}
         self.task = pipeline_task(get_model(params["model"]))
         self.variant = params["variant"]
+        self.variant_decoupled = params.get("variant_decoupled") == "true"  # a pipelined variant answers by senders
         self.pool = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="pipeline-prepare")
+        self.device = None
+        if params.get("prepare") == "device" and self.task.on_device:
+            import torch
+
+            on_gpu = args.get("model_instance_kind") == "GPU"
+            self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu")
+        # The device path counts where it decoded images, in Triton's metrics (a format nvJPEG does not take, or
+        # a JPEG it refused, goes to the host).
+        self.metric_family = pb_utils.MetricFamily(  # kept: Triton refuses a metric whose family was deleted
+            name=DECODED_METRIC, description="Images a trtrepo pipeline decoded, by where", kind=pb_utils.MetricFamily.COUNTER)
+        self.decoded = {where: self.metric_family.Metric(labels={"model": args["model_name"], "where": where})
+                        for where in ("device", "host")}
 
     def execute(self, requests: list) -> list:
-        responses = list(self.pool.map(self._prepare, requests))
+        responses = self._prepare_on_device(requests) if self.device is not None else list(self.pool.map(self._prepare, requests))
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, prepared in enumerate(responses):
             if isinstance(prepared, Prepared):
-                by_shape.setdefault(prepared.array.shape, []).append(index)
+                by_shape.setdefault(tuple(prepared.array.shape), []).append(index)
         for indices in by_shape.values():
             try:
                 answers = self._infer([responses[i] for i in indices])
@@ -53,33 +81,109 @@ class TritonPythonModel:
     def finalize(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
+    def _read(self, request: object) -> tuple[bytes, dict[str, float]]:
+        """The request's encoded image and options (ValueError: the request's own fault)."""
+        images = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().reshape(-1)
+        if images.size != 1:
+            raise ValueError(f"send one image per request, not {images.size}: the pipeline batches requests itself")
+        given = {tensor.name: found.as_numpy() for tensor, _, _ in self.task.options
+                 if (found := pb_utils.get_input_tensor_by_name(request, tensor.name)) is not None}
+        return bytes(images[0]), self.task.read_options(given)
+
     def _prepare(self, request: object) -> Prepared | object:
-        """The request's image ready for the tensor model, or the response that tells the client why not."""
+        """Host path: the request's image ready for the tensor model, or the response that tells the client why not."""
         try:
-            images = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().reshape(-1)
-            if images.size != 1:
-                raise ValueError(f"send one image per request, not {images.size}: the pipeline batches requests itself")
-            given = {tensor.name: found.as_numpy() for tensor, _, _ in self.task.options
-                     if (found := pb_utils.get_input_tensor_by_name(request, tensor.name)) is not None}
-            options = self.task.read_options(given)
-            return self.task.prepare(decode_image(bytes(images[0]), "image"), options)
-        except (ValueError, UserError) as exc:  # the request's own fault: HTTP 400 / gRPC INVALID_ARGUMENT
-            return _failed(str(exc), pb_utils.TritonError.INVALID_ARG)
-        except Exception as exc:  # reported to the client as this request's error
-            return _failed(f"{exc.__class__.__name__}: {exc}")
+            data, options = self._read(request)
+            return self.task.prepare(decode_image(data, "image"), options)
+        except Exception as exc:
+            return _refused(exc)
+
+    def _prepare_on_device(self, requests: list) -> list[Prepared | object]:
+        """Device path: the JPEGs of the batch decoded at once where the tensor model runs, the rest on the host."""
+        read: list[Any] = []
+        for request in requests:
+            try:
+                data, options = self._read(request)
+                read.append((data, options, image_format(data, "image")))  # the header: bombs refused before decoding
+            except Exception as exc:
+                read.append(_refused(exc))
+        jpegs = [i for i, entry in enumerate(read) if isinstance(entry, tuple) and entry[2] == "JPEG"]
+        images = dict(zip(jpegs, self._decode_jpegs([read[i][0] for i in jpegs])))
+        on_host = [i for i, entry in enumerate(read) if isinstance(entry, tuple) and images.get(i) is None]
+        images.update(zip(on_host, self.pool.map(self._decode_on_host, [read[i][0] for i in on_host])))
+        self.decoded["device"].increment(len(jpegs) - len(set(jpegs) & set(on_host)))
+        self.decoded["host"].increment(len(on_host))
+        prepared: list[Prepared | object] = []
+        for index, entry in enumerate(read):
+            if not isinstance(entry, tuple):
+                prepared.append(entry)
+            elif isinstance(images[index], Exception):
+                prepared.append(_refused(images[index]))
+            else:
+                prepared.append(self.task.prepare_tensor(images[index], entry[1]))
+        return prepared
+
+    def _decode_jpegs(self, datas: list[bytes]) -> list[Any]:
+        """Each JPEG as a uint8 CHW tensor on the device, or None where the decoder refused it (then tried on the
+        host, whose error is the request's): one batch, else one at a time to find the image it refused."""
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
+        if not encoded:
+            return []
+        try:
+            return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError:
+            found = []
+            for data in encoded:
+                try:
+                    found.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
+                except RuntimeError:
+                    found.append(None)
+            return found
+
+    def _decode_on_host(self, data: bytes) -> Any:
+        """An image decoded with PIL and moved to the device, or the exception that says why it cannot be."""
+        import torch
+
+        try:
+            pixels = np.asarray(decode_image(data, "image"), dtype=np.uint8)
+        except Exception as exc:
+            return exc
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).to(self.device)
 
     def _infer(self, ready: list[Prepared]) -> list[object]:
-        """One BLS request of images of one shape; a response per image."""
+        """One BLS request of images of one shape (in host memory, or on the device through DLPack); a response
+        per image."""
         spec = self.task.spec
-        inference = pb_utils.InferenceRequest(
-            model_name=self.variant,
-            requested_output_names=[t.name for t in spec.outputs],
-            inputs=[pb_utils.Tensor(spec.inputs[0].name, np.stack([p.array for p in ready]))],
-        ).exec()
+        name = spec.inputs[0].name
+        if self.device is None:
+            batch = pb_utils.Tensor(name, np.stack([p.array for p in ready]))
+        else:
+            import torch
+            from torch.utils.dlpack import to_dlpack
+
+            batch = pb_utils.Tensor.from_dlpack(name, to_dlpack(torch.stack([p.array for p in ready]).contiguous()))
+        request = pb_utils.InferenceRequest(model_name=self.variant, requested_output_names=[t.name for t in spec.outputs],
+                                            inputs=[batch])
+        if self.variant_decoupled:  # its answer, without the empty response that may carry the final flag alone
+            inference = next(r for r in request.exec(decoupled=True) if r.has_error() or r.output_tensors())
+        else:
+            inference = request.exec()
         if inference.has_error():
             raise RuntimeError(f"{self.variant}: {inference.error().message()}")
-        raw = {t.name: pb_utils.get_output_tensor_by_name(inference, t.name).as_numpy() for t in spec.outputs}
+        raw = {t.name: _host_array(pb_utils.get_output_tensor_by_name(inference, t.name)) for t in spec.outputs}
         return [pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor(name, array) for name, array in
             self.task.answer({name: value[index : index + 1] for name, value in raw.items()}, prepared).items()])
             for index, prepared in enumerate(ready)]
+
+
+def _host_array(tensor: object) -> np.ndarray:
+    """A BLS output as a numpy array, copied from the device where the tensor model left it there."""
+    if tensor.is_cpu():
+        return tensor.as_numpy()
+    import torch
+
+    return torch.from_dlpack(tensor.to_dlpack()).cpu().numpy()

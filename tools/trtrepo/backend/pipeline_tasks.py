@@ -14,13 +14,15 @@ from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT, ModelSpec, TensorSpec
 
 #: Images a pipeline instance decodes and prepares at once (PIL's decoders and numpy release the GIL).
 PREPARE_THREADS = 4
+#: Triton metric (counter) of the images a pipeline's device path decoded, labelled by model and where (device, host).
+DECODED_METRIC = "trtrepo_pipeline_decoded_images"
 
 
 @dataclass(frozen=True)
 class Prepared:
     """One request's image as the tensor model takes it (no batch axis), with what its answer needs."""
 
-    array: np.ndarray
+    array: Any  # numpy array, or a torch tensor on the pipeline's device
     context: Any
     options: dict[str, float]
 
@@ -31,6 +33,8 @@ class PipelineTask(ABC):
     #: Optional per-request inputs (one number each), with the range a request's value must lie in.
     options: tuple[tuple[TensorSpec, float, float], ...]
     outputs: tuple[TensorSpec, ...]
+    #: Whether images may be decoded and prepared where the tensor model runs (prepare_tensor).
+    on_device = True
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -54,6 +58,11 @@ class PipelineTask(ABC):
     @abstractmethod
     def prepare(self, image: Any, options: dict[str, float]) -> Prepared:
         """One decoded RGB image (PIL) -> the tensor model's input for it, exactly as the host client prepares it."""
+
+    def prepare_tensor(self, image: Any, options: dict[str, float]) -> Prepared:
+        """One decoded RGB image as a uint8 CHW torch tensor -> the tensor model's input, left on the image's device
+        (the spec's preprocess_tensor: the host path's within the model's tolerance)."""
+        return Prepared(self.spec.preprocess_tensor(image), None, options)
 
     @abstractmethod
     def answer(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, np.ndarray]:
@@ -94,6 +103,10 @@ class DetectorTask(PipelineTask):
         array, letterbox = self.spec.letterbox_image(image)
         return Prepared(array, letterbox, options)
 
+    def prepare_tensor(self, image: Any, options: dict[str, float]) -> Prepared:
+        array, letterbox = self.spec.letterbox_tensor(image)
+        return Prepared(array, letterbox, options)
+
     def answer(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, np.ndarray]:
         from trtrepo.models.yolov3 import to_image_coords
 
@@ -112,6 +125,9 @@ class TextTask(PipelineTask):
 
     def defaults(self) -> dict[str, float]:
         return {"line_score": self.spec.line_min_score}
+
+    #: CTPN's images keep their own sizes, one request at a time: prepared on the host.
+    on_device = False
 
     def prepare(self, image: Any, options: dict[str, float]) -> Prepared:
         array, scale = self.spec.resize(image)

@@ -15,7 +15,9 @@ from trtrepo.format.config import (
     Variant,
     ensemble_config,
     pipeline_config,
+    is_decoupled,
     read_config,
+    runs_on_gpu,
     write_config,
 )
 from trtrepo.models import get_model
@@ -50,7 +52,9 @@ def build_pipeline(name: str, variant: str, repo_dir: Path, backends: frozenset[
         model_dir = Path(repo_dir) / name
         (model_dir / VERSION).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PIPELINE_ENTRY, model_dir / VERSION / "model.py")
-        write_config(pipeline_config(name, get_model(Variant.parse(variant).model), variant, limit), model_dir)
+        served = read_config(variant_config)
+        write_config(pipeline_config(name, get_model(Variant.parse(variant).model), variant, limit, runs_on_gpu(served),
+                                     variant_decoupled=is_decoupled(served)), model_dir)
         log(f"{name}: pipeline over {variant}")
         return BuildResult(name, "built", f"pipeline over {variant}")
     log(f"warning: skipping pipeline {name}: {reason}")

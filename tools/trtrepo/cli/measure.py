@@ -23,6 +23,7 @@ from trtrepo.cli.app import (
 )
 from trtrepo.errors import UserError
 from trtrepo.format.config import repository_variants
+from trtrepo.imagesets import images_in
 from trtrepo.perf.progress import console, progress, report_sweep, sweep_with_progress
 from trtrepo.serving.endpoints import grpc_endpoint, grpc_endpoints
 
@@ -48,6 +49,9 @@ def perf(
                                               "other variants, instance counts or concurrencies are kept.")] = Path("perf/results"),
     resume: Annotated[bool, typer.Option("--resume", help="Skip the points already in OUTPUT/sweep.csv at this batch size "
                                                            "(sweep.csv is written after every point).")] = False,
+    photos: Annotated[Optional[Path], typer.Option(
+        help="Folder (or file list) of encoded images sent to the pipelines named in --models, one per request; "
+             "default: the photos installed packages ship.")] = None,
     service_kind: Annotated[ServiceKind, typer.Option(
         help="triton: sweep Triton variants. tfserving: sweep --models on the running TF-Serving at --url (gRPC, "
              "default port 8500; export with `trtrepo tfserving`): concurrency only, the points named "
@@ -77,6 +81,7 @@ def perf(
     if len(planned) < len(server_counts) * len(concurrencies):
         console.print("not measured: concurrencies below the server count (a server would get no requests)")
     variants = repository_variants(model_repository, name_list(models))
+    sent = images_in(photos, "--photos") if photos else None
     grid = planned_keys(variants, counts, server_counts, concurrencies)
     done = frozenset(measured_points(output, batch_size) & grid) if resume else frozenset()
     if done:
@@ -85,9 +90,9 @@ def perf(
     with grpc_endpoints(name_list(url), model_repository, api_key, max(server_counts), mps, on_event=say) as endpoints:
         points = sweep_with_progress(endpoints, variants, counts, concurrencies, batch_size, measurement_ms,
                                      on_failure=failures.append, done=done, checkpoint_dir=output,
-                                     server_counts=server_counts)
+                                     server_counts=server_counts, photos=sent)
     if points or done:
-        report_sweep(points or read_csv(output / "sweep.csv"), output)
+        report_sweep(points or read_csv(output / "sweep.csv"), output, sent)
     if failures:
         total = len(grid) - len(done)
         raise UserError(f"{len(failures)} of {total} points could not be measured (listed above); "

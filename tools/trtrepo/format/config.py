@@ -177,20 +177,24 @@ def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, nat
     return config
 
 
-def pipeline_config(name: str, spec: ModelSpec, variant: str, max_batch_size: int, instances: int = 1) -> pb.ModelConfig:
+def pipeline_config(name: str, spec: ModelSpec, variant: str, max_batch_size: int, on_gpu: bool = False,
+                    prepare: str | None = None, variant_decoupled: bool = False) -> pb.ModelConfig:
     """The BLS pipeline over a tensor variant: one encoded image (BYTES) per request and the task's optional
     options in; the task's answer out. Its dynamic batcher gathers up to the variant's batch limit of requests,
-    which reach the variant as one batch."""
+    which reach the variant as one batch (over a pipelined variant, through its stream). Over a GPU variant its instance is on the GPU too, and images are
+    decoded and prepared there (``prepare`` "device"; "host" elsewhere, see trtrepo/backend/pipeline.py)."""
     task = pipeline_task(spec)
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
     config.dynamic_batching.SetInParent()
     config.parameters["model"].string_value = spec.name
     config.parameters["variant"].string_value = variant
+    config.parameters["prepare"].string_value = prepare or ("device" if on_gpu and task.on_device else "host")
+    config.parameters["variant_decoupled"].string_value = "true" if variant_decoupled else "false"
     config.input.add(name="image", data_type=pb.TYPE_STRING, dims=[1])
     for option, _, _ in task.options:
         config.input.add(name=option.name, data_type=config_dtype(option), dims=[1], optional=True)
     add_tensors(config, (), task.outputs)
-    config.instance_group.add(count=instances, kind=pb.ModelInstanceGroup.KIND_CPU)
+    config.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_GPU if on_gpu else pb.ModelInstanceGroup.KIND_CPU)
     return config
 
 

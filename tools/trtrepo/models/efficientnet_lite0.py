@@ -59,3 +59,10 @@ class EfficientNetLite0(ImageNetClassifier):
         pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)
         return (pixels - PIXEL_MEAN) / PIXEL_SCALE
 
+    def preprocess_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """preprocess_image on a uint8 CHW tensor where it lies: resized as uint8, so rounded and clamped as PIL does."""
+        from torchvision.transforms.v2 import functional as F
+
+        image = F.center_crop(F.resize(image, [RESIZE], interpolation=F.InterpolationMode.BICUBIC, antialias=True), [CROP])
+        return (image.float() - PIXEL_MEAN) / PIXEL_SCALE
+

@@ -44,3 +44,10 @@ class ResNet50(ImageNetClassifier):
         image = F.center_crop(F.resize(image, RESIZE, antialias=True), CROP)
         tensor = F.normalize(F.to_tensor(image), MEAN, STD)
         return tensor.numpy().astype(np.float32)
+
+    def preprocess_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """preprocess_image on a uint8 CHW tensor where it lies: resized as uint8, so rounded and clamped as PIL does."""
+        from torchvision.transforms.v2 import functional as F
+
+        image = F.center_crop(F.resize(image, [RESIZE], antialias=True), [CROP])
+        return F.normalize(image.float() / 255.0, list(MEAN), list(STD))

@@ -128,14 +128,10 @@ class YOLOv3(ModelSpec):
         """Resize to fit INPUT_SIZE keeping the aspect ratio, pad the rest with grey; CHW floats in 0..1."""
         width, height = image.size
         if method == "darknet":
-            if width > height:  # Darknet's letterbox_image: new sizes by integer division
-                new_w, new_h = INPUT_SIZE, max(1, height * INPUT_SIZE // width)
-            else:
-                new_w, new_h = max(1, width * INPUT_SIZE // height), INPUT_SIZE
-            pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-            resized = torch.nn.functional.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=True,
-                                                      antialias=False)[0].permute(1, 2, 0).numpy()
-        elif method == "pil":
+            pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+            array, letterbox = YOLOv3.letterbox_tensor(pixels)
+            return array.numpy(), letterbox
+        if method == "pil":
             scale = min(INPUT_SIZE / width, INPUT_SIZE / height)
             new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
             resized = np.asarray(image.resize((new_w, new_h), resample=2), dtype=np.float32) / 255.0  # 2: bilinear
@@ -145,6 +141,25 @@ class YOLOv3(ModelSpec):
         pad_x, pad_y = (INPUT_SIZE - new_w) // 2, (INPUT_SIZE - new_h) // 2
         canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
         return canvas.transpose(2, 0, 1).copy(), Letterbox(new_w / width, new_h / height, pad_x, pad_y, width, height)
+
+    @staticmethod
+    def letterbox_tensor(image: torch.Tensor) -> tuple[torch.Tensor, Letterbox]:
+        """Darknet's letterbox of a uint8 CHW image tensor, on the device it lies on (the host path runs this too)."""
+        height, width = image.shape[1:]
+        if width > height:  # Darknet's letterbox_image: new sizes by integer division
+            new_w, new_h = INPUT_SIZE, max(1, height * INPUT_SIZE // width)
+        else:
+            new_w, new_h = max(1, width * INPUT_SIZE // height), INPUT_SIZE
+        pixels = (image.float() / 255.0)[None]
+        resized = torch.nn.functional.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=True,
+                                                  antialias=False)[0]
+        canvas = torch.full((3, INPUT_SIZE, INPUT_SIZE), PAD_VALUE, dtype=torch.float32, device=image.device)
+        pad_x, pad_y = (INPUT_SIZE - new_w) // 2, (INPUT_SIZE - new_h) // 2
+        canvas[:, pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
+        return canvas, Letterbox(new_w / width, new_h / height, pad_x, pad_y, width, height)
+
+    def preprocess_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        return self.letterbox_tensor(image)[0]
 
     def preprocess_image(self, image: "Image.Image") -> np.ndarray:
         return self.letterbox_image(image)[0]

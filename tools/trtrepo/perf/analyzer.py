@@ -53,6 +53,8 @@ class PerfPoint:
     #: For a pipeline's point: the tensor variant it calls (its requests were encoded photos, one per request);
     #: None for a tensor model's.
     serves: str | None = None
+    #: For a pipeline's point: where it decoded and prepared the photos ("host", or "device": see pipeline.py).
+    prepared_on: str | None = None
 
 
 def find_perf_analyzer() -> tuple[Path, dict[str, str]]:

@@ -1,5 +1,6 @@
-"""Which stage holds a pipeline back: each host stage (decode, resize) timed alone on the shipped photos with the
-pipeline's own thread count, beside the engine's served tensors-in throughput from the same sweep."""
+"""Which stage holds a pipeline back: its decode and prepare stages timed alone on the photos it was sent, on the
+path it takes (the host's thread pool, or the GPU), beside the engine's served tensors-in throughput from the same
+sweep."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from trtrepo.backend.pipeline_tasks import PREPARE_THREADS, pipeline_task
+from trtrepo.backend.pipeline_tasks import PREPARE_THREADS, PipelineTask, pipeline_task
 from trtrepo.format.config import Variant
 from trtrepo.models import get_model
+from trtrepo.perf.analyzer import PerfPoint
 from trtrepo.specs import decode_image
 
 #: Passes over the photos per stage timing (the first, untimed, warms imports and caches).
@@ -42,36 +45,63 @@ class StageReport:
                 f"{self.measured:.1f} img/s bytes in.")
 
 
-def host_stage_ceilings(model: str, photos: list[Path], threads: int = PREPARE_THREADS) -> dict[str, float]:
-    """Images per second of decoding and of resizing (the task's prepare) alone, on ``threads`` threads."""
+def stage_ceilings(model: str, photos: list[Path], on_device: bool) -> dict[str, float]:
+    """Images per second of decoding and of preparing (resize, normalize or letterbox) alone, each on the path the
+    pipeline takes: the host's thread pool, or on the GPU (decode_jpeg in batches, the spec's preprocess_tensor)."""
     task = pipeline_task(get_model(model))
     data = [p.read_bytes() for p in photos]
+    if on_device:
+        return _device_ceilings(task, data)
     options = task.defaults()
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(PREPARE_THREADS) as pool:
         images = list(pool.map(lambda raw: decode_image(raw, "photo"), data))
-        list(pool.map(lambda image: task.prepare(image, options), images))  # warm-up: imports, caches
-        began = time.perf_counter()
-        for _ in range(PASSES):
-            images = list(pool.map(lambda raw: decode_image(raw, "photo"), data))
-        decode = PASSES * len(data) / (time.perf_counter() - began)
-        began = time.perf_counter()
-        for _ in range(PASSES):
-            list(pool.map(lambda image: task.prepare(image, options), images))
-        resize = PASSES * len(data) / (time.perf_counter() - began)
+        decode = _rate(lambda: list(pool.map(lambda raw: decode_image(raw, "photo"), data)), len(data))
+        resize = _rate(lambda: list(pool.map(lambda image: task.prepare(image, options), images)), len(data))
     return {"decode": decode, "resize": resize}
+
+
+def _device_ceilings(task: PipelineTask, data: list[bytes]) -> dict[str, float]:
+    """The GPU path's stages alone: nvJPEG decoding the photos as one batch, then preparing each on the GPU."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoded = [torch.frombuffer(bytearray(raw), dtype=torch.uint8) for raw in data]
+    options = task.defaults()
+
+    def decode() -> list:
+        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device="cuda")
+        torch.cuda.synchronize()
+        return images
+
+    images = decode()
+
+    def prepare() -> None:
+        [task.prepare_tensor(image, options) for image in images]
+        torch.cuda.synchronize()
+
+    return {"decode (nvJPEG)": _rate(decode, len(data)), "resize (GPU)": _rate(prepare, len(data))}
+
+
+def _rate(work: Callable[[], object], images: int) -> float:
+    """Images per second of ``work`` (which handles ``images``), after one untimed pass that warms it up."""
+    work()
+    began = time.perf_counter()
+    for _ in range(PASSES):
+        work()
+    return PASSES * images / (time.perf_counter() - began)
 
 
 def stage_reports(points: list, photos: list[Path]) -> list[StageReport]:
     """For each pipeline point whose variant was measured at the same point of the sweep (best such pair): its
     stages' ceilings, the engine's being the variant's tensors-in throughput."""
     by_key = {(p.variant, p.servers, p.instances, p.concurrency): p for p in points}
-    best: dict[str, tuple[float, float, str]] = {}
+    best: dict[str, tuple[PerfPoint, float]] = {}
     for point in points:
         engine = by_key.get((point.serves, point.servers, point.instances, point.concurrency)) if point.serves else None
-        if engine and point.throughput > best.get(point.variant, (0.0, 0.0, ""))[0]:
-            best[point.variant] = (point.throughput, engine.throughput, point.serves)
+        if engine and (point.variant not in best or point.throughput > best[point.variant][0].throughput):
+            best[point.variant] = (point, engine.throughput)
     reports = []
-    for pipeline, (measured, engine, variant) in best.items():
-        ceilings = host_stage_ceilings(Variant.parse(variant).model, photos)
-        reports.append(StageReport(pipeline, variant, measured, {**ceilings, "engine": engine}))
+    for pipeline, (point, engine) in best.items():
+        ceilings = stage_ceilings(Variant.parse(point.serves).model, photos, point.prepared_on == "device")
+        reports.append(StageReport(pipeline, point.serves, point.throughput, {**ceilings, "engine": engine}))
     return reports

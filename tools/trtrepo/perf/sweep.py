@@ -27,6 +27,7 @@ def sweep(
     on_failure: Callable[[str], None] | None = None,
     done: frozenset[tuple[str, int, int, int]] = frozenset(),
     server_counts: list[int] = (1,),
+    photos: list[Path] | None = None,
 ) -> list[PerfPoint]:
     """For each variant and instance count: reload the model with that many instances on every server, then measure
     each concurrency against each count of servers (the first that many endpoints, loaded at once).
@@ -36,11 +37,12 @@ def sweep(
     requests through CUDA shared memory; an endpoint's metrics URL serves GPU utilisation. A point that cannot be
     measured (say, instances that run out of GPU memory) stops the sweep, or, given ``on_failure``, is reported to
     it as one line and the sweep goes on. Points in ``done`` (point_key) are not measured again: a resumed sweep.
-    Concurrencies below a server count do not apply to it (planned_points) and are not measured.
+    Concurrencies below a server count do not apply to it (planned_points) and are not measured. A pipeline is
+    sent ``photos`` (default: the shipped ones), one per request.
     """
     points = []
     for variant in variants:
-        with Trial(variant, endpoints) as trial:
+        with Trial(variant, endpoints, photos) as trial:
             if batch_size > max(trial.config.max_batch_size, 1):
                 raise UserError(f"batch size {batch_size} exceeds {variant}'s max_batch_size {trial.config.max_batch_size}")
             for count in instance_counts:
@@ -127,10 +129,11 @@ def point_key(point: PerfPoint) -> tuple[str, int, int, int]:
     return point.variant, point.servers, point.instances, point.concurrency
 
 
-def markdown_table(points: list[PerfPoint]) -> str:
+def markdown_table(points: list[PerfPoint], photos: list[Path] | None = None) -> str:
     """One table per model. Rows: (instances, concurrency) by concurrency; columns: each variant's throughput and p99,
     and its throughput ratio to the model's eager-PyTorch fp32 baseline, as in the study's Table 4. Points measured on
-    several servers at once add a servers column: Table 4's instances axis, extended past one server."""
+    several servers at once add a servers column: Table 4's instances axis, extended past one server. A pipeline
+    beside its variant adds a bytes-in / tensors-in column; ``photos``: what pipelines were sent (default: shipped)."""
     by_key = {point_key(p): p for p in points}
     several = any(p.servers > 1 for p in points)
     variants = list(dict.fromkeys(p.variant for p in points))
@@ -162,8 +165,8 @@ def markdown_table(points: list[PerfPoint]) -> str:
         lines.append("")
         lines.append(f"Baseline: {baseline}." if others else f"No baseline ({baseline}) measured: no ratios.")
         if pipelines:
-            lines.append(f"Pipelines ({', '.join(pipelines)}): one encoded photo per request, in turn from the shipped "
-                         f"{describe_photos(shipped_photos())}; their instances are those of the variant they call.")
+            lines.append(f"Pipelines ({', '.join(pipelines)}): one encoded photo per request, in turn from "
+                         f"{describe_photos(photos or shipped_photos())}; their instances are those of the variant they call.")
         sections.append("\n".join(lines))
     servers = (" With several servers, throughput is their sum at the concurrency split among them, and p99 the worst "
                "server's.") if several else ""
@@ -247,7 +250,7 @@ def measured_points(out_dir: Path, batch_size: int) -> frozenset[tuple[str, int,
     return frozenset(point_key(p) for p in read_csv(path) if p.batch_size == batch_size or p.serves)
 
 
-def write_report(points: list[PerfPoint], out_dir: Path) -> dict[str, Path]:
+def write_report(points: list[PerfPoint], out_dir: Path, photos: list[Path] | None = None) -> dict[str, Path]:
     """sweep.csv, sweep.md and sweep.png in out_dir, over these points and the earlier ones there that they do not
     measure again (same variant, server and instance counts, and concurrency)."""
     out_dir = Path(out_dir)
@@ -255,5 +258,5 @@ def write_report(points: list[PerfPoint], out_dir: Path) -> dict[str, Path]:
     points = gather(PerfPoint, out_dir / "sweep.csv", points, point_key, "sweep")
     out_dir.mkdir(parents=True, exist_ok=True)
     axes = "servers and model instances" if any(p.servers > 1 for p in points) else "model instances"
-    table.write_text(f"# Throughput against {axes}\n\n" + markdown_table(points))
+    table.write_text(f"# Throughput against {axes}\n\n" + markdown_table(points, photos))
     return {"csv": write_records(points, out_dir / "sweep.csv"), "markdown": table, "plot": plot(points, out_dir / "sweep.png")}

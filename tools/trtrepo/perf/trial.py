@@ -9,6 +9,7 @@ CUDA graphs, pipelining); only the model is reloaded, through the repository API
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
 from trtrepo.errors import UserError
@@ -29,11 +30,13 @@ class Trial:
     Used as a context manager: on exit every server gets its own original config back (each server may have been
     started with a different one). The options not named in a change keep the original config's values."""
 
-    def __init__(self, variant: str, endpoints: Sequence[Endpoint]) -> None:
+    def __init__(self, variant: str, endpoints: Sequence[Endpoint], photos: list[Path] | None = None) -> None:
+        """``photos``: what a pipeline is sent, one per request (default: the shipped photos)."""
         if not endpoints:
             raise UserError("no server to measure on")
         self.variant = variant
         self.endpoints = list(endpoints)
+        self.photos = photos or shipped_photos()
         self.clients = [InferenceClient(variant, url=e.grpc_url, protocol="grpc") for e in self.endpoints]
         first = self.clients[0]
         self.config = first.config
@@ -68,7 +71,7 @@ class Trial:
     def measure(self, concurrency: int, batch_size: int, measurement_ms: int, servers: int = 1,
                 instances: int | None = None) -> PerfPoint:
         """perf_analyzer against the first ``servers`` servers at once, ``concurrency`` requests in flight in all.
-        A pipeline gets the shipped photos, one per request (it batches requests itself), whatever ``batch_size``."""
+        A pipeline gets the photos, one per request (it batches requests itself), whatever ``batch_size``."""
         if not 1 <= servers <= len(self.endpoints):
             raise UserError(f"{servers} servers asked for, {len(self.endpoints)} given")
         config = next(iter(self.originals[0].values()))
@@ -77,8 +80,9 @@ class Trial:
             concurrency, measurement_ms, instances if instances is not None else serving_options_of(config).instances,
             shapes_of=self.steps[0] if self.steps else self.variant, on_gpu=self.on_gpu,
             streaming=self.clients[0].streaming,  # each server's key: perf_analyzer finds it by its URL
-            input_data=photo_input_data(shipped_photos()) if self.serves else None)
-        return replace(point, serves=self.serves or None)
+            input_data=photo_input_data(self.photos) if self.serves else None)
+        prepared_on = self.config.parameters["prepare"].string_value if self.serves else None
+        return replace(point, serves=self.serves or None, prepared_on=prepared_on)
 
     def restore(self) -> None:
         """Every server's original configs back (a no-op when nothing was changed)."""
