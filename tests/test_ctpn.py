@@ -119,6 +119,17 @@ def test_ctpn_client_and_text_evaluation_through_both_deployments(ctpn_server, t
     # The pipeline resizes and connects in the server as the client does on its side (random weights score no
     # proposal above 0.7, so both find no line here; test_pipeline_tasks connects known proposals).
     assert answers["ctpn"] == answers["ctpn_onnxruntime_fp32"], answers
+    # Bytes that are no image, empty bytes and a bomb header among pages sent at once: each fails alone (gRPC),
+    # and over HTTP a threshold out of range is the request's own 400.
+    from test_bad_input import _sent_at_once, pipeline_call, png_declaring
+
+    page = (tmp_path / "page.png").read_bytes()
+    (tmp_path / "bad").mkdir()  # beside the evaluation's photos, not among them
+    bad = {1: b"not an image", 2: b"", 4: png_declaring(tmp_path / "bad" / "bomb.png", 13000, 13000).read_bytes()}
+    outcomes = _sent_at_once(ctpn_server.grpc_url, "grpc", "ctpn", "lines", [bad.get(i, page) for i in range(6)])
+    assert [answered for answered, _ in outcomes] == [i not in bad for i in range(6)], outcomes
+    assert all("not a readable image" in detail or "declares 13000x13000" in detail for i, (_, detail) in enumerate(outcomes) if i in bad)
+    assert pipeline_call(ctpn_server.http_url, "ctpn", page, line_score=2.0)[0] == 400
     rows, reference = evaluate_text(ctpn_server.grpc_url, "grpc", ["ctpn_pytorch_fp32", "ctpn_split"], tmp_path,
                                     tmp_path / "gt", line_score=0.0)
     assert reference == "ctpn_pytorch_fp32" and [r.variant for r in rows] == ["ctpn_pytorch_fp32", "ctpn_split"]
