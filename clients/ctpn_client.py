@@ -19,7 +19,6 @@ from trtrepo.cli.app import run_app
 from trtrepo.clients.options import ApiKeyOption, ImagesArgument, JsonOption, OutOption, Protocol, ProtocolOption, UrlOption, WorkersOption
 from trtrepo.models.ctpn import CTPN, TextLine
 from trtrepo.serving.access import use_api_key
-from trtrepo.format.config import Variant
 from trtrepo.serving.client import ask_pipeline, collect_images
 from trtrepo.specs import TEXT
 
@@ -69,8 +68,7 @@ def main(
     use_api_key(api_key)
     paths = collect_images(images)
     if server_side:
-        pipeline = Variant.parse(model).model if Variant.is_variant(model) else model
-        results = find_text_server_side(paths, pipeline, url, protocol.value, line_score, workers)
+        results = find_text_server_side(paths, model, url, protocol.value, line_score, workers)
     else:
         results = find_text(paths, model, url, protocol.value, line_score, workers)
     if out is not None:

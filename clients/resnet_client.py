@@ -93,8 +93,7 @@ def main(
     if server_side and server_labels:
         raise UserError("--server-side and --server-labels exclude each other: the pipeline always names the top-k")
     if server_side:
-        pipeline = Variant.parse(model).model if Variant.is_variant(model) else model
-        results = classify_server_side(paths, pipeline, url, protocol.value, top_k, workers)
+        results = classify_server_side(paths, model, url, protocol.value, top_k, workers)
     else:
         results = classify(paths, model, url, protocol.value, batch_size, top_k, server_labels)
     if as_json:

@@ -125,8 +125,6 @@ def main(
 
     use_api_key(api_key)
     paths = collect_images(images)
-    if server_side and Variant.is_variant(model):
-        model = Variant.parse(model).model  # the pipeline serving this model
     results: list[list[Detection]] = []
     try:
         with Progress(transient=True, disable=len(paths) < 8) as progress:

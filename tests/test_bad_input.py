@@ -275,14 +275,14 @@ def pipeline_call(url: str, model: str, image: bytes, **options: float) -> tuple
     """One request to a pipeline model with tritonclient's own HTTP client (no trtrepo checks in the way):
     (HTTP status, message)."""
     import tritonclient.http as http
-    from tritonclient.utils import InferenceServerException
+    from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
     inputs = [http.InferInput("image", [1, 1], "BYTES")]
     inputs[0].set_data_from_numpy(np.array([[image]], dtype=np.object_))
     for name, value in options.items():
-        dtype = np.int32 if name == "top_k" else np.float32
-        inputs.append(http.InferInput(name, [1, 1], "INT32" if name == "top_k" else "FP32"))
-        inputs[-1].set_data_from_numpy(np.array([[value]], dtype=dtype))
+        array = np.array([[value]], dtype=np.int32 if name == "top_k" else np.float32)
+        inputs.append(http.InferInput(name, [1, 1], np_to_triton_dtype(array.dtype)))
+        inputs[-1].set_data_from_numpy(array)
     try:
         http.InferenceServerClient(url).infer(model, inputs)
     except InferenceServerException as exc:

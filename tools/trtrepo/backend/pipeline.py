@@ -100,28 +100,25 @@ class TritonPythonModel:
 
     def _prepare_on_device(self, requests: list) -> list[Prepared | object]:
         """Device path: the JPEGs of the batch decoded at once where the tensor model runs, the rest on the host."""
-        read: list[Any] = []
-        for request in requests:
+        responses: list[Prepared | object] = [None] * len(requests)
+        received: dict[int, tuple[bytes, dict[str, float], str]] = {}
+        for index, request in enumerate(requests):
             try:
                 data, options = self._read(request)
-                read.append((data, options, image_format(data, "image")))  # the header: bombs refused before decoding
+                received[index] = (data, options, image_format(data, "image"))  # the header: bombs refused first
             except Exception as exc:
-                read.append(_refused(exc))
-        jpegs = [i for i, entry in enumerate(read) if isinstance(entry, tuple) and entry[2] == "JPEG"]
-        images = dict(zip(jpegs, self._decode_jpegs([read[i][0] for i in jpegs])))
-        on_host = [i for i, entry in enumerate(read) if isinstance(entry, tuple) and images.get(i) is None]
-        images.update(zip(on_host, self.pool.map(self._decode_on_host, [read[i][0] for i in on_host])))
-        self.decoded["device"].increment(len(jpegs) - len(set(jpegs) & set(on_host)))
+                responses[index] = _refused(exc)
+        jpegs = [i for i, (_, _, found) in received.items() if found == "JPEG"]
+        decoded = zip(jpegs, self._decode_jpegs([received[i][0] for i in jpegs]))
+        images = {i: image for i, image in decoded if image is not None}
+        self.decoded["device"].increment(len(images))
+        on_host = [i for i in received if i not in images]
+        images.update(zip(on_host, self.pool.map(self._decode_on_host, [received[i][0] for i in on_host])))
         self.decoded["host"].increment(len(on_host))
-        prepared: list[Prepared | object] = []
-        for index, entry in enumerate(read):
-            if not isinstance(entry, tuple):
-                prepared.append(entry)
-            elif isinstance(images[index], Exception):
-                prepared.append(_refused(images[index]))
-            else:
-                prepared.append(self.task.prepare_tensor(images[index], entry[1]))
-        return prepared
+        for index, (_, options, _) in received.items():
+            image = images[index]
+            responses[index] = _refused(image) if isinstance(image, Exception) else self.task.prepare_tensor(image, options)
+        return responses
 
     def _decode_jpegs(self, datas: list[bytes]) -> list[Any]:
         """Each JPEG as a uint8 CHW tensor on the device, or None where the decoder refused it (then tried on the

@@ -41,8 +41,9 @@ def build_pipeline(name: str, variant: str, repo_dir: Path, backends: frozenset[
     """The BLS model that serves encoded images through a tensor variant, batching requests up to the variant's
     own limit; needs the Python backend."""
     variant_config = Path(repo_dir) / variant / CONFIG_FILE
-    limit = read_config(variant_config).max_batch_size if variant_config.is_file() else 0
-    if not (Path(repo_dir) / variant / VERSION).is_dir() or not variant_config.is_file():
+    served = read_config(variant_config) if variant_config.is_file() else None
+    limit = served.max_batch_size if served else 0
+    if not (Path(repo_dir) / variant / VERSION).is_dir() or served is None:
         reason = f"its variant {variant} is not in the repository"
     elif "python" not in backends:
         reason = "the server has no python backend"
@@ -52,7 +53,6 @@ def build_pipeline(name: str, variant: str, repo_dir: Path, backends: frozenset[
         model_dir = Path(repo_dir) / name
         (model_dir / VERSION).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PIPELINE_ENTRY, model_dir / VERSION / "model.py")
-        served = read_config(variant_config)
         write_config(pipeline_config(name, get_model(Variant.parse(variant).model), variant, limit, runs_on_gpu(served),
                                      variant_decoupled=is_decoupled(served)), model_dir)
         log(f"{name}: pipeline over {variant}")

@@ -181,8 +181,9 @@ def pipeline_config(name: str, spec: ModelSpec, variant: str, max_batch_size: in
                     prepare: str | None = None, variant_decoupled: bool = False) -> pb.ModelConfig:
     """The BLS pipeline over a tensor variant: one encoded image (BYTES) per request and the task's optional
     options in; the task's answer out. Its dynamic batcher gathers up to the variant's batch limit of requests,
-    which reach the variant as one batch (over a pipelined variant, through its stream). Over a GPU variant its instance is on the GPU too, and images are
-    decoded and prepared there (``prepare`` "device"; "host" elsewhere, see trtrepo/backend/pipeline.py)."""
+    which reach the variant as one batch (over a pipelined variant, through its stream). Over a GPU variant its
+    instance is on the GPU too, and images are decoded and prepared there (``prepare`` "device"; "host" elsewhere,
+    see trtrepo/backend/pipeline.py)."""
     task = pipeline_task(spec)
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
     config.dynamic_batching.SetInParent()

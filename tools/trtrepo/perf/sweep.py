@@ -139,6 +139,7 @@ def markdown_table(points: list[PerfPoint], photos: list[Path] | None = None) ->
     variants = list(dict.fromkeys(p.variant for p in points))
     serves = {p.variant: p.serves for p in points if p.serves}  # pipeline -> the tensor variant it calls
     model_of = {v: model_name(serves.get(v, v), variants) for v in variants}
+    sent = describe_photos(photos or shipped_photos()) if serves else ""
     sections = []
     for model in dict.fromkeys(model_of.values()):
         mine = [v for v in variants if model_of[v] == model]
@@ -166,7 +167,7 @@ def markdown_table(points: list[PerfPoint], photos: list[Path] | None = None) ->
         lines.append(f"Baseline: {baseline}." if others else f"No baseline ({baseline}) measured: no ratios.")
         if pipelines:
             lines.append(f"Pipelines ({', '.join(pipelines)}): one encoded photo per request, in turn from "
-                         f"{describe_photos(photos or shipped_photos())}; their instances are those of the variant they call.")
+                         f"{sent}; their instances are those of the variant they call.")
         sections.append("\n".join(lines))
     servers = (" With several servers, throughput is their sum at the concurrency split among them, and p99 the worst "
                "server's.") if several else ""

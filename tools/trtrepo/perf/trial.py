@@ -36,7 +36,6 @@ class Trial:
             raise UserError("no server to measure on")
         self.variant = variant
         self.endpoints = list(endpoints)
-        self.photos = photos or shipped_photos()
         self.clients = [InferenceClient(variant, url=e.grpc_url, protocol="grpc") for e in self.endpoints]
         first = self.clients[0]
         self.config = first.config
@@ -48,6 +47,7 @@ class Trial:
         self.originals = [{name: client.model_config(name) for name in reloaded} for client in self.clients]
         # A pipeline's requests are encoded photos in host memory, whatever runs its variant.
         self.on_gpu = not self.serves and any(runs_on_gpu(config) for config in self.originals[0].values())
+        self.input_data = photo_input_data(photos or shipped_photos()) if self.serves else None
         self.changed = False
 
     def __enter__(self) -> "Trial":
@@ -80,7 +80,7 @@ class Trial:
             concurrency, measurement_ms, instances if instances is not None else serving_options_of(config).instances,
             shapes_of=self.steps[0] if self.steps else self.variant, on_gpu=self.on_gpu,
             streaming=self.clients[0].streaming,  # each server's key: perf_analyzer finds it by its URL
-            input_data=photo_input_data(self.photos) if self.serves else None)
+            input_data=self.input_data)
         prepared_on = self.config.parameters["prepare"].string_value if self.serves else None
         return replace(point, serves=self.serves or None, prepared_on=prepared_on)
 

@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from trtrepo.errors import UserError
-from trtrepo.format.config import config_from_json, config_from_metadata, is_decoupled
+from trtrepo.format.config import Variant, config_from_json, config_from_metadata, is_decoupled
 from trtrepo.serving.access import find_key, key_headers, normalize_url
 from trtrepo.models import get_model
 from trtrepo.specs import IMAGE_SUFFIXES, TASK_CLIENTS, ModelSpec
@@ -280,7 +280,6 @@ def collect_images(paths: list[Path]) -> list[Path]:
     return images
 
 
-
 #: Images read and in flight at once when sending encoded bytes: bounds memory on large folders.
 BYTES_WAVE = 64
 
@@ -290,7 +289,9 @@ def ask_pipeline(
     expected_task: str, workers: int = 4, on_done=lambda count: None,
 ) -> Iterator[tuple[ModelSpec, dict[str, np.ndarray]]]:
     """Each image's encoded bytes to the pipeline model (one request each, ``workers`` in flight; the pipeline's
-    batcher gathers them) with the same ``options`` for all: the model's spec and its answer, in image order."""
+    batcher gathers them) with the same ``options`` for all: the model's spec and its answer, in image order. A
+    variant's name (<model>_<engine>_<precision>) stands for its model's pipeline."""
+    model = Variant.parse(model).model if Variant.is_variant(model) else model
     client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
     if "variant" not in client.config.parameters:
         raise UserError(f"{model} is a tensor model; --server-side needs a pipeline model (`trtrepo repo` builds one per model)")
