@@ -20,7 +20,7 @@ import pytest
 from filelock import FileLock
 from PIL import Image
 
-from trtrepo.build.plan import RepoPlan, load_plan
+from trtrepo.build.plan import PipelinePlan, RepoPlan, load_plan
 from trtrepo.build.repository import build_repository
 from trtrepo.format.config import ServingOptions, Variant
 from trtrepo.imagesets import shipped_photos
@@ -103,8 +103,8 @@ def _build_small_repo(output: Path) -> None:
     # do not hang on INT8's accuracy: test_gate judges the gate itself.
     gate = replace(load_plan(ROOT / "repo.toml", backends="python").gate, allow_below=True)
     plan = RepoPlan(output, TEST_WEIGHTS, frozenset({"python"}), TEST_VARIANTS, calib_images=16,
-                    pipelines=(("efficientnet_lite0", "efficientnet_lite0_onnxruntime_fp32"),
-                               ("yolov3_tiny", "yolov3_tiny_onnxruntime_fp32")), gate=gate)
+                    pipelines=(PipelinePlan("efficientnet_lite0", "efficientnet_lite0_onnxruntime_fp32"),
+                               PipelinePlan("yolov3_tiny", "yolov3_tiny_onnxruntime_fp32")), gate=gate)
     build_repository(plan)
 
 
@@ -232,7 +232,7 @@ def ctpn_server(tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
     output = tmp_path_factory.mktemp("ctpn") / "model_repository"
     variants = tuple(Variant(m, e, "fp32", CTPN_OPTIONS) for m, e in [
         ("ctpn", "pytorch"), ("ctpn", "onnxruntime"), ("ctpn_backbone", "onnxruntime"), ("ctpn_head", "pytorch")])
-    plan = RepoPlan(output, "random", frozenset({"python"}), variants, pipelines=(("ctpn", "ctpn_onnxruntime_fp32"),),
+    plan = RepoPlan(output, "random", frozenset({"python"}), variants, pipelines=(PipelinePlan("ctpn", "ctpn_onnxruntime_fp32"),),
                     ensembles=(("ctpn_split", ("ctpn_backbone_onnxruntime_fp32", "ctpn_head_pytorch_fp32")),))
     build_repository(plan)
     with TritonServer(output, Ports.free(), model_control="explicit") as running:

@@ -397,6 +397,8 @@ ENSEMBLE = '[[ensemble]]\nname = "{}"\nsteps = ["efficientnet_lite0_onnxruntime_
     (DETECTOR + PIPELINE.format("yolov3_tiny_onnxruntime_fp32"), "is already a variant's"),
     (VARIANT_TABLE + ENSEMBLE.format("efficientnet_lite0_onnxruntime_fp32"), "is already a variant's"),
     (VARIANT_TABLE + DETECTOR + PIPELINE.format("both") + ENSEMBLE.format("both"), "ensemble name 'both' is already a pipeline's"),
+    (DETECTOR + PIPELINE.format("yolo") + "instances = 0\n", "pipeline yolo: instances must be 1 or more, not 0"),
+    (DETECTOR + PIPELINE.format("yolo") + 'prepare = "gpu"\n', "pipeline yolo: prepare must be one of host, device, not 'gpu'"),
 ])
 def test_pipeline_and_ensemble_names_stay_one_folder_of_their_own(tmp_path, text, message):
     from trtrepo.build.plan import load_plan

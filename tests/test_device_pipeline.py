@@ -80,6 +80,19 @@ def test_device_path_gives_the_host_clients_labels(device_server, photos):
     assert (after["device"] - before.get("device", 0), after["host"] - before.get("host", 0)) == (len(photos) - 1, 1)
 
 
+def test_the_pipelines_counters_time_each_stage_of_the_device_path(device_server, photos):
+    """What trtrepo perf reads to say where a pipeline's time goes: seconds by stage over the images sent."""
+    from trtrepo.perf.pipeline_stages import read_counters
+
+    before = read_counters([device_server.metrics_url], "yolov3_tiny", DETECTOR)
+    detect_server_side(photos, "yolov3_tiny", device_server.grpc_url, "grpc", 0.3, 0.45)
+    after = read_counters([device_server.metrics_url], "yolov3_tiny", DETECTOR)
+    assert after["images"] - before["images"] == len(photos)
+    grew = {stage for stage in ("prepare", "read", "decode", "resize", "engine", "answer") if after[stage] > before[stage]}
+    assert grew == {"read", "decode", "resize", "engine", "answer"}  # not the host path's "prepare"
+    assert after["variant"] > before["variant"]  # the detector's own queue and compute, as Triton counts them
+
+
 def test_device_path_gives_the_host_clients_boxes(device_server, photos):
     url = device_server.grpc_url
     host = detect(photos, DETECTOR, url, "grpc", 4, 0.3, 0.45)

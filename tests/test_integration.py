@@ -114,15 +114,20 @@ def test_perf_sweep_reloads_instances_and_restores_config(server):
 
 def test_perf_command_writes_table_csv_and_plot_with_the_pipeline_beside_its_variant(server, tmp_path):
     """The pipeline is measured with the shipped photos as perf_analyzer's input data, its ratio to the tensor
-    variant it calls in the same table."""
+    variant it calls in the same table; it runs the instances of its own asked for, and gets its config back."""
+    from trtrepo.perf.pipeline_stages import read_counters
     from trtrepo.perf.sweep import read_csv
 
     result = trtrepo("perf", "--url", server.grpc_url, "--models", f"{VARIANTS[0]},{MODEL}", "--instances", "1",
-                     "--concurrency", "2", "--measurement-ms", "500", "--output", str(tmp_path))
+                     "--concurrency", "2", "--measurement-ms", "500", "--pipeline-instances", "2", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "| 1 | 2 |" in result.stdout
     assert {p.name for p in tmp_path.iterdir()} == {"sweep.csv", "sweep.md", "sweep.png", "pipelines.md"}
-    assert f"{MODEL}: per image decode" in (tmp_path / "pipelines.md").read_text()
+    assert "Each stage alone, per image: decode" in (tmp_path / "pipelines.md").read_text()
+    # Where the server's metrics are known, the pipeline's own counters say where its executes spent their time.
+    counters = read_counters([server.metrics_url], MODEL, VARIANTS[0])
+    assert counters["images"] > 0 and counters["prepare"] > 0 and counters["engine"] > 0 and counters["variant"] > 0
+    assert counters["read"] == counters["decode"] == 0  # the device path's stages: this one prepares on the host
     points = {p.variant: p for p in read_csv(tmp_path / "sweep.csv")}
     assert points[MODEL].serves == VARIANTS[0] and points[VARIANTS[0]].serves is None
     assert points[MODEL].throughput > 0 and points[MODEL].batch_size == 1
@@ -130,6 +135,8 @@ def test_perf_command_writes_table_csv_and_plot_with_the_pipeline_beside_its_var
     share = points[MODEL].throughput / points[VARIANTS[0]].throughput
     assert f"{MODEL} bytes in / {VARIANTS[0]} tensors in" in table and f"| {share:.2f}x |" in table
     assert "one encoded photo per request, in turn from 19 photos, " in table
+    assert points[MODEL].pipeline_instances == 2 and "each pipeline running 2 instances of its own" in table
+    assert InferenceClient(MODEL, url=server.grpc_url, protocol="grpc").config.instance_group[0].count == 1
 
 
 def test_perf_sweeps_servers_as_well_as_instances(server, small_repo, tmp_path):

@@ -71,6 +71,23 @@ def test_each_pipeline_config_declares_bytes_in_its_options_and_its_answer(model
     assert [(i.name, i.data_type, i.optional) for i in config.input] == (
         [("image", pb.TYPE_STRING, False)] + [(name, dtype, True) for name, dtype in options.items()])
     assert {o.name: o.data_type for o in config.output} == outputs
+    assert [(g.count, g.kind) for g in config.instance_group] == [(1, pb.ModelInstanceGroup.KIND_CPU)]
+
+
+def test_the_gpu_plans_pipelines_take_their_instances_and_prepare_place_from_the_plan(tmp_path):
+    """[[pipeline]] instances and prepare reach the config; unset, one instance preparing where its variant runs."""
+    from conftest import ROOT
+    from trtrepo.build.plan import PipelinePlan, load_plan
+
+    gpu_plan = load_plan(ROOT / "repo.gpu.toml", ["resnet50"], backends="python")
+    assert gpu_plan.pipelines == (PipelinePlan("resnet50", "resnet50_inductor_fp16"),)
+    plan = tmp_path / "repo.toml"
+    plan.write_text('[[variant]]\nmodel = "resnet50"\nengine = "onnxruntime"\nprecision = "fp32"\n'
+                    '[[pipeline]]\nname = "resnet50"\nvariant = "resnet50_onnxruntime_fp32"\ninstances = 3\nprepare = "device"\n')
+    (pipeline,) = load_plan(plan, backends="python").pipelines
+    config = pipeline_config(pipeline.name, get_model("resnet50"), pipeline.variant, 8, prepare=pipeline.prepare,
+                             instances=pipeline.instances)
+    assert config.instance_group[0].count == 3 and config.parameters["prepare"].string_value == "device"
 
 
 def test_text_answer_is_the_connected_lines_in_image_pixels():
@@ -95,7 +112,35 @@ def test_the_stage_with_the_largest_share_of_an_images_time_bounds_the_pipeline(
     report = StageReport("yolov3_tiny", "yolov3_tiny_onnxruntime_fp32", 24.0, {"decode": 300.0, "resize": 400.0, "engine": 30.0})
     assert report.bound() == "engine"
     assert report.shared_ceiling() == pytest.approx(1 / (1 / 300 + 1 / 400 + 1 / 30))
-    assert "bound by engine (85% of an image's time)" in report.line() and "measured 24.0 img/s" in report.line()
+    assert "yolov3_tiny (24.0 img/s bytes in): bound by engine (85% of an image's time" in report.line()
+
+
+def test_the_servers_counters_name_where_a_pipelines_instance_spent_each_image():
+    """Two scrapes of Triton's metrics (the pipeline's stage counters, its inference count, its variant's queue
+    and compute) give milliseconds per image by stage; what is left of the time that passed was spent outside
+    execute, and the largest share holds the pipeline back."""
+    from trtrepo.perf.pipeline_stages import StageReport, parse_stage_ms, server_counters, stage_milliseconds
+
+    def scrape(images: int, engine: float, queue_us: float) -> str:
+        return "\n".join([
+            "# HELP trtrepo_pipeline_stage_seconds Seconds", "# TYPE trtrepo_pipeline_stage_seconds counter",
+            f'trtrepo_pipeline_stage_seconds{{model="resnet50",stage="decode"}} {images * 0.0002}',
+            f'trtrepo_pipeline_stage_seconds{{model="resnet50",stage="engine"}} {engine}',
+            'trtrepo_pipeline_stage_seconds{model="other",stage="engine"} 99',
+            f'nv_inference_count{{model="resnet50",version="1"}} {images}',
+            'nv_inference_count{model="resnet50_inductor_fp16",version="1"} 123456',
+            f'nv_inference_queue_duration_us{{model="resnet50_inductor_fp16",version="1"}} {queue_us}',
+            'nv_inference_queue_duration_us{model="resnet50",version="1"} 777777'])
+
+    before = server_counters(scrape(1000, 0.5, 100_000.0), "resnet50", "resnet50_inductor_fp16") | {"clock": 10.0}
+    after = server_counters(scrape(3000, 1.4, 300_000.0), "resnet50", "resnet50_inductor_fp16") | {"clock": 12.0}
+    spent = parse_stage_ms(stage_milliseconds(before, after))
+    assert spent == pytest.approx({"decode": 0.2, "engine": 0.45, "variant": 0.1, "elapsed": 1.0})
+    report = StageReport("resnet50", "resnet50_inductor_fp16", 1000.0, {"decode": 5000.0, "engine": 18000.0}, spent)
+    assert report.spent() == pytest.approx({"decode": 0.2, "engine": 0.45, "outside execute": 0.35})
+    assert report.bound() == "engine"
+    assert "went to decode 0.200, engine 0.450 (the variant's own queue and compute 0.100), outside execute 0.350 ms; the largest, engine (45%)" in report.line()
+    assert stage_milliseconds(before, before) is None  # no images in between: nothing to say
 
 
 def test_stage_reports_pair_each_pipeline_with_its_variant_at_the_same_point():

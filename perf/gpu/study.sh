@@ -9,8 +9,9 @@
 #            concurrencies, with GPU utilisation: the study's Table 4 (sweep.csv, sweep.md, sweep.png)
 #     cpu    ONNX Runtime FP32 on the host cores, same requests, instances 1, 2, 4 (same files: the CPU column)
 #     bytes  the model's pipeline (photos in: the shipped photos re-encoded as JPEG, decoded with nvJPEG on the GPU)
-#            beside the variant it calls (tensors in) at batch ${SWEEP_BATCH}, instances 1 ($RESULTS/bytes: the
-#            bytes-in / tensors-in column, pipelines.md: the stage that bounds it)
+#            beside the variant it calls (tensors in) at batch ${SWEEP_BATCH}, instances 1, once per pipeline
+#            instance count in PIPELINE_INSTANCES (default 1,2,4; $RESULTS/bytes/pN: the bytes-in / tensors-in
+#            column; pipelines.md: where its instances spent each image, read from the server's counters)
 #     tune   trtrepo tune (quick) of the model's optimized PyTorch variant over instances, max batch size, CUDA
 #            graphs and pipelining ($RESULTS/tune: tune.csv, tune.md, tune.png)
 # Results gather in $RESULTS (default perf/reports/gpu): each run replaces the rows of what it measured again.
@@ -26,6 +27,7 @@ REPO=${REPO:-/tmp/trtrepo-gpu-repository}
 # start: 1,2,4,8 keeps a model's sweep inside one 10-minute device call; INSTANCES=1,2,3,4,5,6,7,8 for all.
 INSTANCES=${INSTANCES:-1,2,4,8}
 MEASUREMENT_MS=${MEASUREMENT_MS:-2000}  # each point: three perf_analyzer windows this long
+PIPELINE_INSTANCES=${PIPELINE_INSTANCES:-1,2,4}  # the bytes step's pipeline instance counts, one perf run each
 declare -A SWEEP_BATCH=([resnet50]=32 [yolov3]=8 [ctpn]=1)
 declare -A SWEEP_CONCURRENCY=([resnet50]=8,32 [yolov3]=8,32 [ctpn]=8,32)
 declare -A TUNE_MAX_BATCH=([resnet50]=64,128,256 [yolov3]=16,32,64 [ctpn]=1)
@@ -105,8 +107,11 @@ for path in shipped_photos():
         image.convert("RGB").save(out / f"{path.stem}.jpg", quality=90)
 PY
     served=$(python3 -c 'import sys; from trtrepo.format.config import read_config; print(read_config(sys.argv[1]).parameters["variant"].string_value)' "$REPO/$model/config.pbtxt")
-    trtrepo perf --model-repository "$REPO" --models "$served,$model" --instances 1 --concurrency "${BYTES_CONCURRENCY:-64,256}" \
-      --batch-size "${SWEEP_BATCH[$model]}" --photos "$photos" --measurement-ms "$MEASUREMENT_MS" --output "$RESULTS/bytes" || status=1
+    for own in ${PIPELINE_INSTANCES//,/ }; do
+      trtrepo perf --model-repository "$REPO" --models "$served,$model" --instances 1 --concurrency "${BYTES_CONCURRENCY:-64,256}" \
+        --pipeline-instances "$own" --batch-size "${SWEEP_BATCH[$model]}" --photos "$photos" \
+        --measurement-ms "$MEASUREMENT_MS" --output "$RESULTS/bytes/p$own" || status=1
+    done
   fi
   if [[ ",$STEPS," == *,tune,* ]]; then
     trtrepo tune --model-repository "$REPO" --models "${model}_pytorch_fp16" --strategy quick --gpu-options \

@@ -11,18 +11,23 @@ Where images are prepared is the config's ``prepare`` parameter: ``host`` decode
 on a thread pool; ``device`` decodes JPEGs as one batch with torchvision's decode_jpeg (nvJPEG on a GPU instance;
 other formats on the host, counted), prepares them with torch where they lie and hands the batch to the tensor
 model in that memory through DLPack.
+
+Each execute adds the seconds it spent in each stage (pipeline_tasks.STAGES) to a Triton counter, so that what
+holds a pipeline back is read from the server it runs in (trtrepo perf's pipelines.md).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from trtrepo.backend.pipeline_tasks import DECODED_METRIC, PREPARE_THREADS, Prepared, pipeline_task
+from trtrepo.backend.pipeline_tasks import DECODED_METRIC, PREPARE_THREADS, STAGE_METRIC, STAGES, Prepared, pipeline_task
 from trtrepo.backend.stub_python import refuse_garbling_stub
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
@@ -62,9 +67,30 @@ class TritonPythonModel:
             name=DECODED_METRIC, description="Images a trtrepo pipeline decoded, by where", kind=pb_utils.MetricFamily.COUNTER)
         self.decoded = {where: self.metric_family.Metric(labels={"model": args["model_name"], "where": where})
                         for where in ("device", "host")}
+        self.stage_family = pb_utils.MetricFamily(
+            name=STAGE_METRIC, description="Seconds a trtrepo pipeline's executes spent in each stage", kind=pb_utils.MetricFamily.COUNTER)
+        self.stage_seconds = {stage: self.stage_family.Metric(labels={"model": args["model_name"], "stage": stage})
+                              for stage in STAGES}
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        """Adds the block's seconds to the stage's counter; on a GPU once the work it queued there is done."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device is not None and self.device.type == "cuda":
+                import torch
+
+                torch.cuda.synchronize(self.device)
+            self.stage_seconds[stage].increment(time.perf_counter() - began)
 
     def execute(self, requests: list) -> list:
-        responses = self._prepare_on_device(requests) if self.device is not None else list(self.pool.map(self._prepare, requests))
+        if self.device is not None:
+            responses = self._prepare_on_device(requests)
+        else:
+            with self._timed("prepare"):
+                responses = list(self.pool.map(self._prepare, requests))
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, prepared in enumerate(responses):
             if isinstance(prepared, Prepared):
@@ -102,22 +128,25 @@ class TritonPythonModel:
         """Device path: the JPEGs of the batch decoded at once where the tensor model runs, the rest on the host."""
         responses: list[Prepared | object] = [None] * len(requests)
         received: dict[int, tuple[bytes, dict[str, float], str]] = {}
-        for index, request in enumerate(requests):
-            try:
-                data, options = self._read(request)
-                received[index] = (data, options, image_format(data, "image"))  # the header: bombs refused first
-            except Exception as exc:
-                responses[index] = _refused(exc)
-        jpegs = [i for i, (_, _, found) in received.items() if found == "JPEG"]
-        decoded = zip(jpegs, self._decode_jpegs([received[i][0] for i in jpegs]))
-        images = {i: image for i, image in decoded if image is not None}
-        self.decoded["device"].increment(len(images))
-        on_host = [i for i in received if i not in images]
-        images.update(zip(on_host, self.pool.map(self._decode_on_host, [received[i][0] for i in on_host])))
-        self.decoded["host"].increment(len(on_host))
-        for index, (_, options, _) in received.items():
-            image = images[index]
-            responses[index] = _refused(image) if isinstance(image, Exception) else self.task.prepare_tensor(image, options)
+        with self._timed("read"):
+            for index, request in enumerate(requests):
+                try:
+                    data, options = self._read(request)
+                    received[index] = (data, options, image_format(data, "image"))  # the header: bombs refused first
+                except Exception as exc:
+                    responses[index] = _refused(exc)
+        with self._timed("decode"):
+            jpegs = [i for i, (_, _, found) in received.items() if found == "JPEG"]
+            decoded = zip(jpegs, self._decode_jpegs([received[i][0] for i in jpegs]))
+            images = {i: image for i, image in decoded if image is not None}
+            self.decoded["device"].increment(len(images))
+            on_host = [i for i in received if i not in images]
+            images.update(zip(on_host, self.pool.map(self._decode_on_host, [received[i][0] for i in on_host])))
+            self.decoded["host"].increment(len(on_host))
+        with self._timed("resize"):
+            for index, (_, options, _) in received.items():
+                image = images[index]
+                responses[index] = _refused(image) if isinstance(image, Exception) else self.task.prepare_tensor(image, options)
         return responses
 
     def _decode_jpegs(self, datas: list[bytes]) -> list[Any]:
@@ -153,6 +182,16 @@ class TritonPythonModel:
     def _infer(self, ready: list[Prepared]) -> list[object]:
         """One BLS request of images of one shape (in host memory, or on the device through DLPack); a response
         per image."""
+        with self._timed("engine"):
+            raw = self._engine(ready)
+        with self._timed("answer"):
+            return [pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor(name, array) for name, array in
+                self.task.answer({name: value[index : index + 1] for name, value in raw.items()}, prepared).items()])
+                for index, prepared in enumerate(ready)]
+
+    def _engine(self, ready: list[Prepared]) -> dict[str, np.ndarray]:
+        """The tensor model's outputs for the batch, in host memory."""
         spec = self.task.spec
         name = spec.inputs[0].name
         if self.device is None:
@@ -170,11 +209,7 @@ class TritonPythonModel:
             inference = request.exec()
         if inference.has_error():
             raise RuntimeError(f"{self.variant}: {inference.error().message()}")
-        raw = {t.name: _host_array(pb_utils.get_output_tensor_by_name(inference, t.name)) for t in spec.outputs}
-        return [pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor(name, array) for name, array in
-            self.task.answer({name: value[index : index + 1] for name, value in raw.items()}, prepared).items()])
-            for index, prepared in enumerate(ready)]
+        return {t.name: _host_array(pb_utils.get_output_tensor_by_name(inference, t.name)) for t in spec.outputs}
 
 
 def _host_array(tensor: object) -> np.ndarray:

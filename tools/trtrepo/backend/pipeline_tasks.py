@@ -16,6 +16,13 @@ from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT, ModelSpec, TensorSpec
 PREPARE_THREADS = 4
 #: Triton metric (counter) of the images a pipeline's device path decoded, labelled by model and where (device, host).
 DECODED_METRIC = "trtrepo_pipeline_decoded_images"
+#: Triton metric (counter) of the seconds a pipeline's executes spent in each stage, labelled by model and stage.
+STAGE_METRIC = "trtrepo_pipeline_stage_seconds"
+#: The stages an execute runs, in order. The host path reads, decodes and resizes each request on its threads
+#: ("prepare"); the device path reads the requests and image headers ("read"), decodes the batch ("decode") and
+#: resizes, normalizes or letterboxes each image where it lies ("resize"). Both then make the BLS request and wait
+#: for it ("engine": the tensor model's own time and the hand-over both ways) and build the answers ("answer").
+STAGES = ("prepare", "read", "decode", "resize", "engine", "answer")
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,13 @@ serving encoded images)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
 from trtrepo.backend import PIPELINE_ENTRY
+from trtrepo.build.plan import PipelinePlan
 from trtrepo.build.status import BuildResult
 from trtrepo.format.config import (
     CONFIG_FILE,
@@ -37,9 +39,10 @@ def build_ensemble(name: str, steps: tuple[str, ...], repo_dir: Path, log: Calla
     return BuildResult(name, "built", " -> ".join(steps))
 
 
-def build_pipeline(name: str, variant: str, repo_dir: Path, backends: frozenset[str], log: Callable[[str], None]) -> BuildResult:
+def build_pipeline(pipeline: PipelinePlan, repo_dir: Path, backends: frozenset[str], log: Callable[[str], None]) -> BuildResult:
     """The BLS model that serves encoded images through a tensor variant, batching requests up to the variant's
     own limit; needs the Python backend."""
+    name, variant = pipeline.name, pipeline.variant
     variant_config = Path(repo_dir) / variant / CONFIG_FILE
     served = read_config(variant_config) if variant_config.is_file() else None
     limit = served.max_batch_size if served else 0
@@ -52,9 +55,12 @@ def build_pipeline(name: str, variant: str, repo_dir: Path, backends: frozenset[
     else:
         model_dir = Path(repo_dir) / name
         (model_dir / VERSION).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PIPELINE_ENTRY, model_dir / VERSION / "model.py")
+        entry = model_dir / VERSION / "model.py"
+        partial = entry.with_suffix(".partial")
+        shutil.copyfile(PIPELINE_ENTRY, partial)
+        os.replace(partial, entry)  # a rebuild stopped half-way leaves the previous entry file whole
         write_config(pipeline_config(name, get_model(Variant.parse(variant).model), variant, limit, runs_on_gpu(served),
-                                     variant_decoupled=is_decoupled(served)), model_dir)
+                                     pipeline.prepare, is_decoupled(served), pipeline.instances), model_dir)
         log(f"{name}: pipeline over {variant}")
         return BuildResult(name, "built", f"pipeline over {variant}")
     log(f"warning: skipping pipeline {name}: {reason}")

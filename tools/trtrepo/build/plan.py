@@ -23,6 +23,20 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 DEFAULT_PLAN = Path("repo.toml")
+#: Where a [[pipeline]] may prepare its images (trtrepo/backend/pipeline.py); unset: by where its variant runs.
+PIPELINE_PREPARE = ("host", "device")
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """A [[pipeline]] entry: the BLS model ``name`` over the tensor ``variant``, with its own instance count (each an
+    independent process preparing batches, so one prepares while another waits for the variant) and where it
+    prepares images (None: on the device where its variant runs on a GPU, else on the host)."""
+
+    name: str
+    variant: str
+    instances: int = 1
+    prepare: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class RepoPlan:
     variants: tuple[Variant, ...]
     calib_dir: Path | None = None
     calib_images: int = DEFAULT_CALIBRATION_IMAGES
-    pipelines: tuple[tuple[str, str], ...] = ()  # (pipeline model name, tensor variant it calls)
+    pipelines: tuple[PipelinePlan, ...] = ()
     ensembles: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (ensemble name, the variants it chains)
     gate: GatePlan = GatePlan()
     #: [defaults]: the serving options of a variant the plan does not list.
@@ -60,10 +74,13 @@ PLAN_TABLES = {
     "repository": {"output": str, "weights": str, "backends": str, "calib_dir": str, "calib_images": int},
     "defaults": {},
     "variant": {"model": str, "engine": str, "precision": str},
-    "pipeline": {"name": str, "variant": str},
+    "pipeline": {"name": str, "variant": str, "instances": int, "prepare": str},
     "ensemble": {"name": str, "steps": list},
     "gate": {"eval_dir": str, "eval_images": int, **{key: float for key in GATE_KEYS}},
 }
+
+#: Keys of an array table's entries that may be left out (the others must be given).
+OPTIONAL_KEYS = {"pipeline": ("instances", "prepare")}
 
 
 def load_plan(
@@ -111,11 +128,11 @@ def load_plan(
     if not variants:
         raise UserError(f"the plan has no variant for models {', '.join(models or [])}")
     plan_calib = repository.get("calib_dir")
-    pipelines = [(entry["name"], entry["variant"]) for entry in data.get("pipeline", [])
+    pipelines = [_pipeline_plan(entry, plan_file) for entry in data.get("pipeline", [])
                  if not wanted or Variant.parse(entry["variant"]).model in wanted]
     ensembles = [(name, steps) for name, steps in ensembles_all
                  if not wanted or name in wanted or any(Variant.parse(step).model in wanted for step in steps)]
-    _check_model_names(plan_file, [v.name for v in variants], [name for name, _ in pipelines], [name for name, _ in ensembles])
+    _check_model_names(plan_file, [v.name for v in variants], [p.name for p in pipelines], [name for name, _ in ensembles])
     return RepoPlan(
         output=Path(output or repository.get("output", "model_repository")),
         weights=weights or repository.get("weights", "imagenet"),
@@ -157,6 +174,17 @@ def _gate_plan(table: dict, plan_file: Path, eval_dir: Path | None, allow_below:
     plan_eval = table.get("eval_dir")
     return GatePlan(defaults, tuple(per_model), eval_dir or (Path(plan_eval) if plan_eval else None),
                     table.get("eval_images", base.eval_images), allow_below)
+
+
+def _pipeline_plan(entry: dict, plan_file: Path) -> PipelinePlan:
+    """A [[pipeline]] entry, its instance count and prepare place checked (one line naming the pipeline)."""
+    plan = PipelinePlan(entry["name"], entry["variant"], entry.get("instances", 1), entry.get("prepare"))
+    if plan.instances < 1:
+        raise UserError(f"{plan_file} pipeline {plan.name}: instances must be 1 or more, not {plan.instances}")
+    if plan.prepare is not None and plan.prepare not in PIPELINE_PREPARE:
+        raise UserError(f"{plan_file} pipeline {plan.name}: prepare must be one of {', '.join(PIPELINE_PREPARE)}, "
+                        f"not {plan.prepare!r}")
+    return plan
 
 
 def _check_model_names(plan_file: Path, variants: list[str], pipelines: list[str], ensembles: list[str]) -> None:
@@ -215,7 +243,8 @@ def _check_plan(data: dict, plan_file: Path) -> None:
                 extra = {key for key in extra if not isinstance(entry[key], dict)}
             if extra:
                 raise UserError(f"{where}: unknown keys {', '.join(sorted(extra))}; known: {', '.join(sorted(allowed))}")
-            missing = [key for key in keys if table not in ("repository", "gate") and key not in entry]
+            missing = [key for key in keys if table not in ("repository", "gate") and key not in entry
+                       and key not in OPTIONAL_KEYS.get(table, ())]
             if missing:
                 raise UserError(f"{where}: lacks the key {missing[0]}")
             for key, kind in keys.items():

@@ -282,8 +282,8 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                     log(f"note: {variant.name}: {judged.thin_evidence()}")
                 if judged is not None and not judged.passed:
                     log(f"warning: {variant.name} published below its accuracy gate ({judged.line()}), as --allow-below-gate asks")
-    for name, variant in plan.pipelines:
-        results.append(build_pipeline(name, variant, plan.output, plan.backends, log))
+    for pipeline in plan.pipelines:
+        results.append(build_pipeline(pipeline, plan.output, plan.backends, log))
     for name, steps in plan.ensembles:
         results.append(build_ensemble(name, steps, plan.output, log))
     return results

@@ -52,6 +52,10 @@ def perf(
     photos: Annotated[Optional[Path], typer.Option(
         help="Folder (or file list) of encoded images sent to the pipelines named in --models, one per request; "
              "default: the photos installed packages ship.")] = None,
+    pipeline_instances: Annotated[Optional[int], typer.Option(
+        min=1, help="Instances of each pipeline named in --models while it is measured, each preparing batches on its "
+                    "own while another waits for the variant (default: as its config says; --instances counts the "
+                    "variant's).")] = None,
     service_kind: Annotated[ServiceKind, typer.Option(
         help="triton: sweep Triton variants. tfserving: sweep --models on the running TF-Serving at --url (gRPC, "
              "default port 8500; export with `trtrepo tfserving`): concurrency only, the points named "
@@ -90,7 +94,7 @@ def perf(
     with grpc_endpoints(name_list(url), model_repository, api_key, max(server_counts), mps, on_event=say) as endpoints:
         points = sweep_with_progress(endpoints, variants, counts, concurrencies, batch_size, measurement_ms,
                                      on_failure=failures.append, done=done, checkpoint_dir=output,
-                                     server_counts=server_counts, photos=sent)
+                                     server_counts=server_counts, photos=sent, pipeline_instances=pipeline_instances)
     if points or done:
         report_sweep(points or read_csv(output / "sweep.csv"), output, sent)
     if failures:

@@ -178,11 +178,11 @@ def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, nat
 
 
 def pipeline_config(name: str, spec: ModelSpec, variant: str, max_batch_size: int, on_gpu: bool = False,
-                    prepare: str | None = None, variant_decoupled: bool = False) -> pb.ModelConfig:
+                    prepare: str | None = None, variant_decoupled: bool = False, instances: int = 1) -> pb.ModelConfig:
     """The BLS pipeline over a tensor variant: one encoded image (BYTES) per request and the task's optional
     options in; the task's answer out. Its dynamic batcher gathers up to the variant's batch limit of requests,
     which reach the variant as one batch (over a pipelined variant, through its stream). Over a GPU variant its
-    instance is on the GPU too, and images are decoded and prepared there (``prepare`` "device"; "host" elsewhere,
+    instances are on the GPU too, and images are decoded and prepared there (``prepare`` "device"; "host" elsewhere,
     see trtrepo/backend/pipeline.py)."""
     task = pipeline_task(spec)
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
@@ -195,7 +195,7 @@ def pipeline_config(name: str, spec: ModelSpec, variant: str, max_batch_size: in
     for option, _, _ in task.options:
         config.input.add(name=option.name, data_type=config_dtype(option), dims=[1], optional=True)
     add_tensors(config, (), task.outputs)
-    config.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_GPU if on_gpu else pb.ModelInstanceGroup.KIND_CPU)
+    config.instance_group.add(count=instances, kind=pb.ModelInstanceGroup.KIND_GPU if on_gpu else pb.ModelInstanceGroup.KIND_CPU)
     return config
 
 

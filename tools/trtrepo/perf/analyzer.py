@@ -53,8 +53,14 @@ class PerfPoint:
     #: For a pipeline's point: the tensor variant it calls (its requests were encoded photos, one per request);
     #: None for a tensor model's.
     serves: str | None = None
-    #: For a pipeline's point: where it decoded and prepared the photos ("host", or "device": see pipeline.py).
+    #: For a pipeline's point: where it decoded and prepared the photos ("host": PIL and numpy on its threads;
+    #: "cuda" or "cpu": its device path, torch on that device; see pipeline.py).
     prepared_on: str | None = None
+    #: For a pipeline's point: milliseconds per image its executes spent in each stage while measured, read from
+    #: the server's counters ("decode=0.21 engine=1.3 ...": pipeline_stages.parse_stage_ms); None: not read.
+    stage_ms: str | None = None
+    #: For a pipeline's point: its own instances (``instances`` is its variant's), each preparing batches on its own.
+    pipeline_instances: int | None = None
 
 
 def find_perf_analyzer() -> tuple[Path, dict[str, str]]:

@@ -36,11 +36,11 @@ def triton_gpu_memory_mb(metrics_text: str) -> float | None:
 
 def gpu_memory_mb(metrics_url: str | None) -> float | None:
     """GPU memory in use on the GPUs of the server whose metrics are at ``metrics_url`` (None: unknown)."""
-    text = _scrape(metrics_url) if metrics_url else None
+    text = scrape_metrics(metrics_url) if metrics_url else None
     return None if text is None else triton_gpu_memory_mb(text)
 
 
-def _scrape(metrics_url: str) -> str | None:
+def scrape_metrics(metrics_url: str) -> str | None:
     """The server's Prometheus metrics text, or None where they cannot be read."""
     try:
         with urllib.request.urlopen(metrics_url, timeout=2) as response:
@@ -51,7 +51,7 @@ def _scrape(metrics_url: str) -> str | None:
 
 def _triton_reader(metrics_url: str) -> Callable[[], float | None] | None:
     def read() -> float | None:
-        text = _scrape(metrics_url)
+        text = scrape_metrics(metrics_url)
         return None if text is None else triton_gpu_utilization(text)
 
     return read if read() is not None else None

@@ -1,57 +1,154 @@
-"""Which stage holds a pipeline back: its decode and prepare stages timed alone on the photos it was sent, on the
-path it takes (the host's thread pool, or the GPU), beside the engine's served tensors-in throughput from the same
-sweep."""
+"""Which stage holds a pipeline back, two ways: the seconds per image its executes spent in each stage while it was
+measured, read from the server's metrics (the counters pipeline.py keeps); and its decode and resize stages timed
+alone on the photos it was sent, on the path it takes (the host's thread pool, or the device), beside the engine's
+served tensors-in throughput from the same sweep."""
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from trtrepo.backend.pipeline_tasks import PREPARE_THREADS, PipelineTask, pipeline_task
+import numpy as np
+
+from trtrepo.backend.pipeline_tasks import PREPARE_THREADS, STAGE_METRIC, STAGES, PipelineTask, pipeline_task
 from trtrepo.format.config import Variant
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import PerfPoint
-from trtrepo.specs import decode_image
+from trtrepo.perf.gpu_monitor import scrape_metrics
+from trtrepo.specs import decode_image, image_format
 
 #: Passes over the photos per stage timing (the first, untimed, warms imports and caches).
 PASSES = 3
+#: Triton's cumulative counters: a model's inferences (images, for a pipeline), and the microseconds its requests
+#: waited in its queue and were computed (the tensor model's own share of a pipeline's "engine" stage).
+IMAGES_METRIC = "nv_inference_count"
+OWN_TIME_METRICS = ("nv_inference_queue_duration_us", "nv_inference_compute_input_duration_us",
+                    "nv_inference_compute_infer_duration_us", "nv_inference_compute_output_duration_us")
+#: The key of the tensor model's own time (queue and compute, as Triton counts them) in per-image stage times.
+VARIANT_OWN = "variant"
+#: The key of the time that passed between the readings, per image: what the pipeline's instance had for each.
+ELAPSED = "elapsed"
+_SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} ([0-9.eE+-]+)$", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def server_counters(metrics_text: str, pipeline: str, variant: str) -> dict[str, float]:
+    """A pipeline's cumulative counters in one Prometheus scrape: seconds by stage, its images ("images"), and its
+    variant's own queue and compute seconds (VARIANT_OWN)."""
+    found = {stage: 0.0 for stage in STAGES} | {"images": 0.0, VARIANT_OWN: 0.0}
+    for name, labels, value in _SAMPLE.findall(metrics_text):
+        labelled = dict(_LABEL.findall(labels))
+        model = labelled.get("model")
+        if name == STAGE_METRIC and model == pipeline and labelled.get("stage") in found:
+            found[labelled["stage"]] += float(value)
+        elif name == IMAGES_METRIC and model == pipeline:
+            found["images"] += float(value)
+        elif name in OWN_TIME_METRICS and model == variant:
+            found[VARIANT_OWN] += float(value) / 1e6
+    return found
+
+
+def read_counters(metrics_urls: list[str | None], pipeline: str, variant: str) -> dict[str, float] | None:
+    """server_counters summed over the servers, with the time they were read ("clock", seconds), or None where a
+    server's metrics cannot be read."""
+    clock = time.monotonic()
+    texts = [scrape_metrics(url) if url else None for url in metrics_urls]
+    if not texts or any(text is None for text in texts):
+        return None
+    summed: dict[str, float] = {"clock": clock}
+    for text in texts:
+        for key, value in server_counters(text, pipeline, variant).items():
+            summed[key] = summed.get(key, 0.0) + value
+    return summed
+
+
+def stage_milliseconds(before: dict[str, float] | None, after: dict[str, float] | None) -> str | None:
+    """Milliseconds per image of each stage the pipeline ran between two readings, and of the time that passed
+    (ELAPSED), as PerfPoint.stage_ms writes them ("decode=0.210 engine=1.300 ..."); None without both readings or
+    without images in between."""
+    if before is None or after is None or after["images"] <= before["images"]:
+        return None
+    images = after["images"] - before["images"]
+    spent = {ELAPSED if key == "clock" else key: 1000 * (after[key] - before[key]) / images
+             for key in after if key != "images"}
+    return " ".join(f"{key}={ms:.4f}" for key, ms in spent.items() if ms > 0 or key == VARIANT_OWN)
+
+
+def parse_stage_ms(text: str | None) -> dict[str, float]:
+    """PerfPoint.stage_ms back as {stage: ms per image}."""
+    return {key: float(value) for key, value in (item.split("=") for item in (text or "").split())}
+
+
+#: What an instance's time per image holds besides its executes: Triton and the stub passing requests and
+#: responses, or waiting for requests.
+OUTSIDE = "outside execute"
 
 
 @dataclass(frozen=True)
 class StageReport:
-    """A pipeline's measured throughput and each stage's ceiling (images per second, that stage alone)."""
+    """A pipeline's measured throughput, the milliseconds per image its ``instances`` spent in each stage while it
+    was measured (``in_server``, from the server's counters; empty where they could not be read), and each stage's
+    ceiling timed alone (images per second)."""
 
     pipeline: str
     variant: str
     measured: float
     ceilings: dict[str, float]
+    in_server: dict[str, float] = field(default_factory=dict)
+    instances: int = 1
 
     def bound(self) -> str:
-        """The stage that takes the largest share of an image's time."""
+        """The stage that takes the largest share of an image's time: in the server where it was read, else of the
+        stages timed alone."""
+        spent = self.spent()
+        if spent:
+            return max(spent, key=spent.get)
         return min(self.ceilings, key=self.ceilings.get)
 
+    def spent(self) -> dict[str, float]:
+        """Milliseconds per image of the instances' time, by stage, with the time they spent outside their executes."""
+        stages = {stage: ms for stage, ms in self.in_server.items() if stage not in (VARIANT_OWN, ELAPSED)}
+        if not stages:
+            return {}
+        had = self.instances * self.in_server.get(ELAPSED, 1000 / self.measured)
+        return stages | {OUTSIDE: max(had - sum(stages.values()), 0.0)}
+
     def shared_ceiling(self) -> float:
-        """What the stages allow when they share the same cores, one after another: 1 / (sum of 1 / ceiling)."""
+        """What the stages timed alone allow when they share the same cores, one after another: 1 / (sum of 1 / ceiling)."""
         return 1.0 / sum(1.0 / rate for rate in self.ceilings.values())
 
     def line(self) -> str:
-        per_image = ", ".join(f"{stage} {1000 / rate:.1f} ms ({rate:.0f}/s)" for stage, rate in self.ceilings.items())
-        share = (1 / self.ceilings[self.bound()]) / sum(1 / rate for rate in self.ceilings.values())
-        return (f"{self.pipeline}: per image {per_image}; bound by {self.bound()} ({share:.0%} of an image's time). "
-                f"Sharing one machine's cores the stages allow {self.shared_ceiling():.1f} img/s; measured "
-                f"{self.measured:.1f} img/s bytes in.")
+        alone = ", ".join(f"{stage} {1000 / rate:.2f} ms ({rate:.0f}/s)" for stage, rate in self.ceilings.items())
+        estimate = (f"Each stage alone, per image: {alone}; one after another on the same cores they would allow "
+                    f"{self.shared_ceiling():.1f} img/s (an estimate: the engine's figure is for its tensors-in "
+                    "requests, and inside the pipeline it runs the batches the pipeline gathers).")
+        spent = self.spent()
+        if not spent:
+            share = (1 / self.ceilings[self.bound()]) / sum(1 / rate for rate in self.ceilings.values())
+            return (f"{self.pipeline} ({self.measured:.1f} img/s bytes in): bound by {self.bound()} ({share:.0%} of an "
+                    f"image's time, its stages timed alone). {estimate}")
+        own = self.in_server.get(VARIANT_OWN)
+        parts = ", ".join(f"{stage} {ms:.3f}" + (f" (the variant's own queue and compute {own:.3f})"
+                                                  if stage == "engine" and own else "") for stage, ms in spent.items())
+        bound = self.bound()
+        whose = "its instance's" if self.instances == 1 else f"its {self.instances} instances'"
+        return (f"{self.pipeline} ({self.measured:.1f} img/s bytes in): {whose} {sum(spent.values()):.3f} ms per "
+                f"image went to {parts} ms; the largest, {bound} ({spent[bound] / sum(spent.values()):.0%}), holds it "
+                f"back. {estimate}")
 
 
-def stage_ceilings(model: str, photos: list[Path], on_device: bool) -> dict[str, float]:
+def stage_ceilings(model: str, photos: list[Path], prepared_on: str | None) -> dict[str, float]:
     """Images per second of decoding and of preparing (resize, normalize or letterbox) alone, each on the path the
-    pipeline takes: the host's thread pool, or on the GPU (decode_jpeg in batches, the spec's preprocess_tensor)."""
+    pipeline takes (PerfPoint.prepared_on): the host's thread pool, or the device (decode_jpeg in batches, the spec's
+    preprocess_tensor)."""
     task = pipeline_task(get_model(model))
     data = [p.read_bytes() for p in photos]
-    if on_device:
-        return _device_ceilings(task, data)
+    if prepared_on in ("cuda", "cpu", "device"):  # "device": a GPU's, as sweeps before the CPU case wrote it
+        return _device_ceilings(task, data, "cpu" if prepared_on == "cpu" else "cuda")
     options = task.defaults()
     with ThreadPoolExecutor(PREPARE_THREADS) as pool:
         images = list(pool.map(lambda raw: decode_image(raw, "photo"), data))
@@ -60,26 +157,40 @@ def stage_ceilings(model: str, photos: list[Path], on_device: bool) -> dict[str,
     return {"decode": decode, "resize": resize}
 
 
-def _device_ceilings(task: PipelineTask, data: list[bytes]) -> dict[str, float]:
-    """The GPU path's stages alone: nvJPEG decoding the photos as one batch, then preparing each on the GPU."""
+def _device_ceilings(task: PipelineTask, data: list[bytes], device: str) -> dict[str, float]:
+    """The device path's stages alone on ``device`` ("cuda": nvJPEG; "cpu", where the path runs without a GPU), as
+    the pipeline runs them: the JPEGs decoded as one batch and the other photos on the host's threads, then each
+    image prepared where it lies."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    encoded = [torch.frombuffer(bytearray(raw), dtype=torch.uint8) for raw in data]
+    jpegs = [torch.frombuffer(bytearray(raw), dtype=torch.uint8) for raw in data if image_format(raw, "photo") == "JPEG"]
+    others = [raw for raw in data if image_format(raw, "photo") != "JPEG"]
     options = task.defaults()
+    on_gpu = device == "cuda"
 
-    def decode() -> list:
-        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device="cuda")
-        torch.cuda.synchronize()
-        return images
+    def on_host(raw: bytes) -> object:
+        pixels = np.asarray(decode_image(raw, "photo"), dtype=np.uint8)
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).to(device)
 
-    images = decode()
+    with ThreadPoolExecutor(PREPARE_THREADS) as pool:
+        def decode() -> list:
+            images = list(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)) if jpegs else []
+            images += list(pool.map(on_host, others))
+            if on_gpu:
+                torch.cuda.synchronize()
+            return images
+
+        images = decode()
+        decoded = _rate(decode, len(data))
 
     def prepare() -> None:
         [task.prepare_tensor(image, options) for image in images]
-        torch.cuda.synchronize()
+        if on_gpu:
+            torch.cuda.synchronize()
 
-    return {"decode (nvJPEG)": _rate(decode, len(data)), "resize (GPU)": _rate(prepare, len(data))}
+    where = "GPU" if on_gpu else "CPU, torch"
+    return {f"decode ({'nvJPEG' if on_gpu else 'CPU, torch'})": decoded, f"resize ({where})": _rate(prepare, len(data))}
 
 
 def _rate(work: Callable[[], object], images: int) -> float:
@@ -102,6 +213,7 @@ def stage_reports(points: list, photos: list[Path]) -> list[StageReport]:
             best[point.variant] = (point, engine.throughput)
     reports = []
     for pipeline, (point, engine) in best.items():
-        ceilings = stage_ceilings(Variant.parse(point.serves).model, photos, point.prepared_on == "device")
-        reports.append(StageReport(pipeline, point.serves, point.throughput, {**ceilings, "engine": engine}))
+        ceilings = stage_ceilings(Variant.parse(point.serves).model, photos, point.prepared_on)
+        reports.append(StageReport(pipeline, point.serves, point.throughput, {**ceilings, "engine": engine},
+                                   parse_stage_ms(point.stage_ms), point.pipeline_instances or 1))
     return reports

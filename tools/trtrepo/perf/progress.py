@@ -41,12 +41,13 @@ def sweep_with_progress(
     measurement_ms: int, on_failure: Callable[[str], None] | None = None,
     done: frozenset[tuple[str, int, int, int]] = frozenset(), checkpoint_dir: Path | None = None,
     server_counts: list[int] = (1,), tfserving_url: str | None = None, photos: list[Path] | None = None,
+    pipeline_instances: int | None = None,
 ) -> list:
     """perf.sweep with a progress bar and a line per measured point; with ``on_failure``, a line per point that
     could not be measured, and the sweep goes on. ``done``: points not to measure again; ``checkpoint_dir``:
     where sweep.csv is brought up to date after every point. ``tfserving_url``: sweep these models on that
     TF-Serving instead (perf.sweep.sweep_tfserving; no endpoints, counts or servers). ``photos``: what pipelines are
-    sent (default: the shipped photos)."""
+    sent (default: the shipped photos); ``pipeline_instances``: their own instance count (default: their configs')."""
     measured: list = []
     planned = len(({tfserving_key(v, c) for v in variants for c in concurrencies} if tfserving_url else
                    planned_keys(variants, counts, server_counts, concurrencies)) - done)
@@ -71,7 +72,7 @@ def sweep_with_progress(
             return sweep_tfserving(tfserving_url, variants, concurrencies, batch_size, measurement_ms, on_point,
                                    on_failed_point if on_failure else None, done)
         return sweep(endpoints, variants, counts, concurrencies, batch_size, measurement_ms, on_point,
-                     on_failed_point if on_failure else None, done, server_counts, photos)
+                     on_failed_point if on_failure else None, done, server_counts, photos, pipeline_instances)
 
 
 def report_sweep(points: list, output: Path, photos: list[Path] | None = None) -> None:
@@ -81,9 +82,12 @@ def report_sweep(points: list, output: Path, photos: list[Path] | None = None) -
     print("\n" + markdown_table(points, photos))
     reports = stage_reports(points, photos)
     if reports:
-        text = ("## What holds each pipeline back\n\nEach stage timed alone on this machine, on the pipelines' photos, "
-                f"where the pipeline runs it (the host's {PREPARE_THREADS} threads, or the GPU); the engine is its variant's tensors-in "
-                "throughput at the same point of the sweep.\n\n" + "\n".join(f"- {r.line()}" for r in reports) + "\n")
+        text = ("## What holds each pipeline back\n\nIn the server: the milliseconds per image the pipeline's instances "
+                "spent in each stage while it was measured (its counters in Triton's metrics, warm-up included), and "
+                "outside its executes (Triton and the stub passing requests and responses, or waiting for them). "
+                "Alone: each stage timed on this machine, on the pipelines' photos, where the pipeline runs it (the "
+                f"host's {PREPARE_THREADS} threads, or the device); the engine is its variant's tensors-in throughput at "
+                "the same point of the sweep.\n\n" + "\n".join(f"- {r.line()}" for r in reports) + "\n")
         (Path(output) / "pipelines.md").write_text(text)
         files["pipelines"] = Path(output) / "pipelines.md"
         print("\n" + text)

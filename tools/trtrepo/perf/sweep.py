@@ -28,6 +28,7 @@ def sweep(
     done: frozenset[tuple[str, int, int, int]] = frozenset(),
     server_counts: list[int] = (1,),
     photos: list[Path] | None = None,
+    pipeline_instances: int | None = None,
 ) -> list[PerfPoint]:
     """For each variant and instance count: reload the model with that many instances on every server, then measure
     each concurrency against each count of servers (the first that many endpoints, loaded at once).
@@ -38,11 +39,12 @@ def sweep(
     measured (say, instances that run out of GPU memory) stops the sweep, or, given ``on_failure``, is reported to
     it as one line and the sweep goes on. Points in ``done`` (point_key) are not measured again: a resumed sweep.
     Concurrencies below a server count do not apply to it (planned_points) and are not measured. A pipeline is
-    sent ``photos`` (default: the shipped ones), one per request.
+    sent ``photos`` (default: the shipped ones), one per request, and runs ``pipeline_instances`` of its own (default:
+    its config's) whatever its variant's count.
     """
     points = []
     for variant in variants:
-        with Trial(variant, endpoints, photos) as trial:
+        with Trial(variant, endpoints, photos, pipeline_instances) as trial:
             if batch_size > max(trial.config.max_batch_size, 1):
                 raise UserError(f"batch size {batch_size} exceeds {variant}'s max_batch_size {trial.config.max_batch_size}")
             for count in instance_counts:
@@ -166,8 +168,10 @@ def markdown_table(points: list[PerfPoint], photos: list[Path] | None = None) ->
         lines.append("")
         lines.append(f"Baseline: {baseline}." if others else f"No baseline ({baseline}) measured: no ratios.")
         if pipelines:
-            lines.append(f"Pipelines ({', '.join(pipelines)}): one encoded photo per request, in turn from "
-                         f"{sent}; their instances are those of the variant they call.")
+            own = sorted({p.pipeline_instances for p in points if p.variant in pipelines and p.pipeline_instances})
+            lines.append(f"Pipelines ({', '.join(pipelines)}): one encoded photo per request, in turn from {sent}; "
+                         "the instances column is the variant's they call"
+                         + (f", each pipeline running {' or '.join(map(str, own))} instances of its own." if own else "."))
         sections.append("\n".join(lines))
     servers = (" With several servers, throughput is their sum at the concurrency split among them, and p99 the worst "
                "server's.") if several else ""

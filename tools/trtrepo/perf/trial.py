@@ -16,6 +16,7 @@ from trtrepo.errors import UserError
 from trtrepo.format.config import apply_serving_options, config_to_json, runs_on_gpu, serving_options_of
 from trtrepo.imagesets import shipped_photos
 from trtrepo.perf.analyzer import PerfPoint, measure_servers, photo_input_data
+from trtrepo.perf.pipeline_stages import read_counters, stage_milliseconds
 from trtrepo.serving.access import Endpoint
 from trtrepo.serving.client import InferenceClient
 
@@ -30,8 +31,10 @@ class Trial:
     Used as a context manager: on exit every server gets its own original config back (each server may have been
     started with a different one). The options not named in a change keep the original config's values."""
 
-    def __init__(self, variant: str, endpoints: Sequence[Endpoint], photos: list[Path] | None = None) -> None:
-        """``photos``: what a pipeline is sent, one per request (default: the shipped photos)."""
+    def __init__(self, variant: str, endpoints: Sequence[Endpoint], photos: list[Path] | None = None,
+                 pipeline_instances: int | None = None) -> None:
+        """``photos``: what a pipeline is sent, one per request (default: the shipped photos);
+        ``pipeline_instances``: a pipeline's own instance count while measured (default: its config's)."""
         if not endpoints:
             raise UserError("no server to measure on")
         self.variant = variant
@@ -42,7 +45,10 @@ class Trial:
         self.steps = [step.model_name for step in self.config.ensemble_scheduling.step]
         #: A pipeline's tensor variant, which its changes reload ("" for other models).
         self.serves = self.config.parameters["variant"].string_value if "variant" in self.config.parameters else ""
-        reloaded = self.steps or [self.serves or variant]
+        own = pipeline_instances is not None and bool(self.serves)
+        #: A pipeline's own instance count while measured, set when it is reloaded (None for other models).
+        self.pipeline_instances = pipeline_instances if own else (self.config.instance_group[0].count if self.serves else None)
+        reloaded = self.steps or [self.serves or variant] + [variant] * own
         #: Per server, the original config of every model a change reloads.
         self.originals = [{name: client.model_config(name) for name in reloaded} for client in self.clients]
         # A pipeline's requests are encoded photos in host memory, whatever runs its variant.
@@ -66,7 +72,13 @@ class Trial:
         self.changed = True  # before the first load: one that fails half-way still needs restoring
         for client, originals in zip(self.clients, self.originals):
             for name, config in originals.items():
-                client.load_model(name, config_to_json(changed_config(config, changes)))
+                if name == self.variant and self.serves:  # the pipeline itself: only its own instance count changes
+                    changed = type(config)()
+                    changed.CopyFrom(config)
+                    changed.instance_group[0].count = self.pipeline_instances
+                else:
+                    changed = changed_config(config, changes)
+                client.load_model(name, config_to_json(changed))
 
     def measure(self, concurrency: int, batch_size: int, measurement_ms: int, servers: int = 1,
                 instances: int | None = None) -> PerfPoint:
@@ -75,14 +87,25 @@ class Trial:
         if not 1 <= servers <= len(self.endpoints):
             raise UserError(f"{servers} servers asked for, {len(self.endpoints)} given")
         config = next(iter(self.originals[0].values()))
+        metrics_urls = [e.metrics_url for e in self.endpoints[:servers]]
+        before = read_counters(metrics_urls, self.variant, self.serves) if self.serves else None
         point = measure_servers(
             self.variant, [(e.grpc_url, e.metrics_url) for e in self.endpoints[:servers]], 1 if self.serves else batch_size,
             concurrency, measurement_ms, instances if instances is not None else serving_options_of(config).instances,
             shapes_of=self.steps[0] if self.steps else self.variant, on_gpu=self.on_gpu,
             streaming=self.clients[0].streaming,  # each server's key: perf_analyzer finds it by its URL
             input_data=self.input_data)
-        prepared_on = self.config.parameters["prepare"].string_value if self.serves else None
-        return replace(point, serves=self.serves or None, prepared_on=prepared_on)
+        if not self.serves:
+            return point
+        stage_ms = stage_milliseconds(before, read_counters(metrics_urls, self.variant, self.serves))
+        return replace(point, serves=self.serves, prepared_on=self.prepared_on(), stage_ms=stage_ms,
+                       pipeline_instances=self.pipeline_instances)
+
+    def prepared_on(self) -> str:
+        """Where the pipeline prepares its photos (PerfPoint.prepared_on)."""
+        if self.config.parameters["prepare"].string_value != "device":
+            return "host"
+        return "cuda" if runs_on_gpu(self.config) else "cpu"
 
     def restore(self) -> None:
         """Every server's original configs back (a no-op when nothing was changed)."""
