@@ -57,15 +57,12 @@ def photos(darknet_photos: Path) -> list[Path]:
 
 def decoded(server: TritonServer, model: str) -> dict[str, float]:
     """The pipeline's decoded-image counters, by where, from Triton's metrics."""
-    import re
-    import urllib.request
-
     from trtrepo.backend.pipeline_tasks import DECODED_METRIC
+    from trtrepo.perf.gpu_monitor import scrape_metrics
+    from trtrepo.perf.pipeline_stages import labelled_samples
 
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    pattern = rf'^{DECODED_METRIC}{{(?=[^}}]*model="{model}")[^}}]*where="(\w+)"[^}}]*}} ([0-9.e+]+)$'
-    return {where: float(value) for where, value in re.findall(pattern, text, re.MULTILINE)}
+    return {labels["where"]: value for name, labels, value in labelled_samples(scrape_metrics(server.metrics_url))
+            if name == DECODED_METRIC and labels.get("model") == model}
 
 
 def test_device_path_gives_the_host_clients_labels(device_server, photos):

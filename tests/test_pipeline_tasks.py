@@ -13,6 +13,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from trtrepo.backend.pipeline_tasks import ClassifierTask, DetectorTask, TextTask, pipeline_task
 from trtrepo.format.config import pipeline_config
 from trtrepo.models import get_model
+from trtrepo.specs import image_tensor
 
 
 @pytest.mark.parametrize("model, given, message", [
@@ -159,12 +160,6 @@ def test_stage_reports_pair_each_pipeline_with_its_variant_at_the_same_point():
     assert set(report.ceilings) == {"decode", "resize", "engine"} and report.ceilings["decode"] > 0
 
 
-def _as_tensor(image: Image.Image):
-    import torch
-
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-
-
 @pytest.mark.parametrize("model, largest", [("efficientnet_lite0", 2 / 128), ("resnet50", 1 / 255 / 0.224 + 1e-6)])
 def test_device_preprocessing_is_the_hosts_within_a_pixel_level_or_two(model, largest):
     """What a GPU pipeline computes with torch (run here on the CPU) against the host's PIL path, on every shipped
@@ -175,7 +170,7 @@ def test_device_preprocessing_is_the_hosts_within_a_pixel_level_or_two(model, la
     spec = get_model(model)
     for path in shipped_photos():
         image = load_image(path)
-        difference = np.abs(spec.preprocess_tensor(_as_tensor(image)).numpy() - spec.preprocess_image(image))
+        difference = np.abs(spec.preprocess_tensor(image_tensor(image)).numpy() - spec.preprocess_image(image))
         assert difference.max() <= largest and difference.mean() < 1e-3, (path.name, difference.max(), difference.mean())
 
 
@@ -192,9 +187,9 @@ def test_device_preprocessing_gives_the_hosts_labels_and_the_same_letterbox():
     network = spec.build_network("pretrained")
     with torch.inference_mode():
         host = network(torch.from_numpy(np.stack([spec.preprocess_image(i) for i in images]))).argmax(1)
-        device = network(torch.stack([spec.preprocess_tensor(_as_tensor(i)) for i in images])).argmax(1)
+        device = network(torch.stack([spec.preprocess_tensor(image_tensor(i)) for i in images])).argmax(1)
     assert host.tolist() == device.tolist()
     for image in images[:3]:
         array, letterbox = yolo.letterbox_image(image)
-        tensor, same = yolo.letterbox_tensor(_as_tensor(image))
+        tensor, same = yolo.letterbox_tensor(image_tensor(image))
         assert np.array_equal(tensor.numpy(), array) and same == letterbox

@@ -161,6 +161,13 @@ def decode_image(source: Any, what: str) -> "Any":
             raise UserError(f"{what}: not a readable image ({exc.__class__.__name__})") from exc
 
 
+def image_tensor(image: Any) -> "torch.Tensor":
+    """A decoded RGB image (PIL) as the uint8 CHW torch tensor (on the CPU) that preprocess_tensor takes."""
+    import torch
+
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
 def image_format(data: bytes, what: str) -> str:
     """The format an encoded image declares (JPEG, PNG, ...), read from its header alone, refused as decode_image
     refuses it: what decides whether the bytes can go to a GPU decoder."""

@@ -22,12 +22,20 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from trtrepo.backend.pipeline_tasks import DECODED_METRIC, PREPARE_THREADS, STAGE_METRIC, STAGES, Prepared, pipeline_task
+from trtrepo.backend.pipeline_tasks import (
+    DECODED_METRIC,
+    PREPARE_THREADS,
+    STAGE_METRIC,
+    STAGES,
+    Prepared,
+    decode_on_device,
+    pipeline_task,
+)
 from trtrepo.backend.stub_python import refuse_garbling_stub
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
@@ -136,48 +144,17 @@ class TritonPythonModel:
                 except Exception as exc:
                     responses[index] = _refused(exc)
         with self._timed("decode"):
-            jpegs = [i for i, (_, _, found) in received.items() if found == "JPEG"]
-            decoded = zip(jpegs, self._decode_jpegs([received[i][0] for i in jpegs]))
-            images = {i: image for i, image in decoded if image is not None}
-            self.decoded["device"].increment(len(images))
-            on_host = [i for i in received if i not in images]
-            images.update(zip(on_host, self.pool.map(self._decode_on_host, [received[i][0] for i in on_host])))
-            self.decoded["host"].increment(len(on_host))
+            indices = list(received)
+            decoded, on_device = decode_on_device([received[i][0] for i in indices], [received[i][2] for i in indices],
+                                                  self.device, self.pool)
+            images = dict(zip(indices, decoded))
+            self.decoded["device"].increment(on_device)
+            self.decoded["host"].increment(len(indices) - on_device)
         with self._timed("resize"):
             for index, (_, options, _) in received.items():
                 image = images[index]
                 responses[index] = _refused(image) if isinstance(image, Exception) else self.task.prepare_tensor(image, options)
         return responses
-
-    def _decode_jpegs(self, datas: list[bytes]) -> list[Any]:
-        """Each JPEG as a uint8 CHW tensor on the device, or None where the decoder refused it (then tried on the
-        host, whose error is the request's): one batch, else one at a time to find the image it refused."""
-        import torch
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
-        if not encoded:
-            return []
-        try:
-            return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
-        except RuntimeError:
-            found = []
-            for data in encoded:
-                try:
-                    found.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
-                except RuntimeError:
-                    found.append(None)
-            return found
-
-    def _decode_on_host(self, data: bytes) -> Any:
-        """An image decoded with PIL and moved to the device, or the exception that says why it cannot be."""
-        import torch
-
-        try:
-            pixels = np.asarray(decode_image(data, "image"), dtype=np.uint8)
-        except Exception as exc:
-            return exc
-        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).to(self.device)
 
     def _infer(self, ready: list[Prepared]) -> list[object]:
         """One BLS request of images of one shape (in host memory, or on the device through DLPack); a response

@@ -5,12 +5,13 @@ image become the answer (top-k labels, boxes, text lines)."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT, ModelSpec, TensorSpec
+from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT, ModelSpec, TensorSpec, decode_image, image_tensor
 
 #: Images a pipeline instance decodes and prepares at once (PIL's decoders and numpy release the GIL).
 PREPARE_THREADS = 4
@@ -152,3 +153,45 @@ TASKS: dict[str, type[PipelineTask]] = {CLASSIFICATION: ClassifierTask, DETECTIO
 def pipeline_task(spec: ModelSpec) -> PipelineTask:
     """The pipeline task of a model spec."""
     return TASKS[spec.task](spec)
+
+
+def decode_on_device(datas: list[bytes], formats: list[str], device: Any, pool: Executor) -> tuple[list[Any], int]:
+    """The device path's decode: each image as a uint8 CHW tensor on ``device``, or the exception that says why it
+    cannot be, with how many the batch decoder took. JPEGs go to torchvision's decode_jpeg as one batch (nvJPEG on
+    a GPU); other formats (``formats``: image_format's), and JPEGs it refuses, are decoded with PIL on ``pool``."""
+    jpegs = [i for i, found in enumerate(formats) if found == "JPEG"]
+    images = {i: image for i, image in zip(jpegs, _decode_jpegs([datas[i] for i in jpegs], device)) if image is not None}
+    on_device = len(images)
+    on_host = [i for i in range(len(datas)) if i not in images]
+    images.update(zip(on_host, pool.map(lambda data: _decode_on_host(data, device), [datas[i] for i in on_host])))
+    return [images[i] for i in range(len(datas))], on_device
+
+
+def _decode_jpegs(datas: list[bytes], device: Any) -> list[Any]:
+    """Each JPEG as a uint8 CHW tensor on the device, or None where the decoder refused it (then tried on the
+    host, whose error is the request's): one batch, else one at a time to find the image it refused."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
+    if not encoded:
+        return []
+    try:
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        found = []
+        for data in encoded:
+            try:
+                found.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                found.append(None)
+        return found
+
+
+def _decode_on_host(data: bytes, device: Any) -> Any:
+    """An image decoded with PIL and moved to the device, or the exception that says why it cannot be."""
+    try:
+        image = decode_image(data, "image")
+    except Exception as exc:
+        return exc
+    return image_tensor(image).to(device)

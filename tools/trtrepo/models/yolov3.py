@@ -19,7 +19,7 @@ import torch
 from trtrepo.errors import UserError
 from trtrepo.models.darknet import DarknetNetwork, box_count, load_darknet_weights, parse_cfg
 from trtrepo.models.weights import DOWNLOAD_TIMEOUT_S, apply_state_dict, read_state_dict
-from trtrepo.specs import DETECTION, ModelSpec, TensorSpec, Tolerance, load_image
+from trtrepo.specs import DETECTION, ModelSpec, TensorSpec, Tolerance, image_tensor, load_image
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -128,8 +128,7 @@ class YOLOv3(ModelSpec):
         """Resize to fit INPUT_SIZE keeping the aspect ratio, pad the rest with grey; CHW floats in 0..1."""
         width, height = image.size
         if method == "darknet":
-            pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-            array, letterbox = YOLOv3.letterbox_tensor(pixels)
+            array, letterbox = YOLOv3.letterbox_tensor(image_tensor(image))
             return array.numpy(), letterbox
         if method == "pil":
             scale = min(INPUT_SIZE / width, INPUT_SIZE / height)

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
-from trtrepo.backend.pipeline_tasks import PREPARE_THREADS, STAGE_METRIC, STAGES, PipelineTask, pipeline_task
+from trtrepo.backend.pipeline_tasks import PREPARE_THREADS, STAGE_METRIC, STAGES, PipelineTask, decode_on_device, pipeline_task
 from trtrepo.format.config import Variant
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import PerfPoint
@@ -40,16 +38,20 @@ def server_counters(metrics_text: str, pipeline: str, variant: str) -> dict[str,
     """A pipeline's cumulative counters in one Prometheus scrape: seconds by stage, its images ("images"), and its
     variant's own queue and compute seconds (VARIANT_OWN)."""
     found = {stage: 0.0 for stage in STAGES} | {"images": 0.0, VARIANT_OWN: 0.0}
-    for name, labels, value in _SAMPLE.findall(metrics_text):
-        labelled = dict(_LABEL.findall(labels))
+    for name, labelled, value in labelled_samples(metrics_text):
         model = labelled.get("model")
         if name == STAGE_METRIC and model == pipeline and labelled.get("stage") in found:
-            found[labelled["stage"]] += float(value)
+            found[labelled["stage"]] += value
         elif name == IMAGES_METRIC and model == pipeline:
-            found["images"] += float(value)
+            found["images"] += value
         elif name in OWN_TIME_METRICS and model == variant:
-            found[VARIANT_OWN] += float(value) / 1e6
+            found[VARIANT_OWN] += value / 1e6
     return found
+
+
+def labelled_samples(metrics_text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Each labelled sample of a Prometheus scrape: its metric name, labels and value."""
+    return [(name, dict(_LABEL.findall(labels)), float(value)) for name, labels, value in _SAMPLE.findall(metrics_text)]
 
 
 def read_counters(metrics_urls: list[str | None], pipeline: str, variant: str) -> dict[str, float] | None:
@@ -158,25 +160,17 @@ def stage_ceilings(model: str, photos: list[Path], prepared_on: str | None) -> d
 
 
 def _device_ceilings(task: PipelineTask, data: list[bytes], device: str) -> dict[str, float]:
-    """The device path's stages alone on ``device`` ("cuda": nvJPEG; "cpu", where the path runs without a GPU), as
-    the pipeline runs them: the JPEGs decoded as one batch and the other photos on the host's threads, then each
-    image prepared where it lies."""
+    """The device path's stages alone on ``device`` ("cuda": nvJPEG; "cpu", where the path runs without a GPU), with
+    the pipeline's own decode (decode_on_device: the JPEGs as one batch, the other photos on the host's threads),
+    then each image prepared where it lies."""
     import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
 
-    jpegs = [torch.frombuffer(bytearray(raw), dtype=torch.uint8) for raw in data if image_format(raw, "photo") == "JPEG"]
-    others = [raw for raw in data if image_format(raw, "photo") != "JPEG"]
+    formats = [image_format(raw, "photo") for raw in data]
     options = task.defaults()
     on_gpu = device == "cuda"
-
-    def on_host(raw: bytes) -> object:
-        pixels = np.asarray(decode_image(raw, "photo"), dtype=np.uint8)
-        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).to(device)
-
     with ThreadPoolExecutor(PREPARE_THREADS) as pool:
         def decode() -> list:
-            images = list(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)) if jpegs else []
-            images += list(pool.map(on_host, others))
+            images, _ = decode_on_device(data, formats, device, pool)
             if on_gpu:
                 torch.cuda.synchronize()
             return images

@@ -45,10 +45,11 @@ class Trial:
         self.steps = [step.model_name for step in self.config.ensemble_scheduling.step]
         #: A pipeline's tensor variant, which its changes reload ("" for other models).
         self.serves = self.config.parameters["variant"].string_value if "variant" in self.config.parameters else ""
-        own = pipeline_instances is not None and bool(self.serves)
-        #: A pipeline's own instance count while measured, set when it is reloaded (None for other models).
-        self.pipeline_instances = pipeline_instances if own else (self.config.instance_group[0].count if self.serves else None)
-        reloaded = self.steps or [self.serves or variant] + [variant] * own
+        reloaded = list(self.steps) or [self.serves or variant]
+        if self.serves and pipeline_instances is not None:
+            reloaded.append(variant)  # the pipeline itself, for its own instance count
+        #: A pipeline's own instance count while measured (None for other models).
+        self.pipeline_instances = (pipeline_instances or self.config.instance_group[0].count) if self.serves else None
         #: Per server, the original config of every model a change reloads.
         self.originals = [{name: client.model_config(name) for name in reloaded} for client in self.clients]
         # A pipeline's requests are encoded photos in host memory, whatever runs its variant.
@@ -72,13 +73,8 @@ class Trial:
         self.changed = True  # before the first load: one that fails half-way still needs restoring
         for client, originals in zip(self.clients, self.originals):
             for name, config in originals.items():
-                if name == self.variant and self.serves:  # the pipeline itself: only its own instance count changes
-                    changed = type(config)()
-                    changed.CopyFrom(config)
-                    changed.instance_group[0].count = self.pipeline_instances
-                else:
-                    changed = changed_config(config, changes)
-                client.load_model(name, config_to_json(changed))
+                own = {"instances": self.pipeline_instances} if name == self.variant and self.serves else changes
+                client.load_model(name, config_to_json(changed_config(config, own)))
 
     def measure(self, concurrency: int, batch_size: int, measurement_ms: int, servers: int = 1,
                 instances: int | None = None) -> PerfPoint:
