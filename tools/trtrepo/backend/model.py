@@ -53,6 +53,9 @@ class TritonPythonModel:
         # The count comes from the "instances" parameter where the config has it (trtrepo.format.config.INSTANCES_PARAMETER).
         groups = sum(group.get("count", 1) for group in config.get("instance_group", [])) or 1
         threads = max(1, (os.cpu_count() or 1) // int(params.get("instances", groups)))
+        note = engine.load_note(artifact, params["precision"])
+        if note is not None:
+            (pb_utils.Logger.log_warn if note.warning else pb_utils.Logger.log_info)(f"{args['model_name']}: {note.text}")
         loaded = load_runner(spec, engine, artifact, params["precision"], config, on_gpu,
                              int(args["model_instance_device_id"]) if on_gpu else 0, threads)
         self.run_on_gpu, self.run = loaded.gpu, loaded.host

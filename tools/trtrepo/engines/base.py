@@ -87,6 +87,11 @@ class Engine(ABC):
         """What the engine noted of the build of ``artifact`` (machine, compile times), for the variant's manifest."""
         return {}
 
+    def load_note(self, artifact: Path, precision: str) -> "LoadNote | None":
+        """What a user should know of how ``artifact`` runs on this machine (a mode chosen by its hardware, and
+        whether the build was judged in the same one), said where it is loaded; None where there is nothing."""
+        return None
+
     @abstractmethod
     def load(self, spec: "ModelSpec", artifact: Path, precision: str, device: str, threads: int) -> Runner:
         """A callable that maps a batch of named inputs to named outputs, in process."""
@@ -123,6 +128,14 @@ def served_batch_sizes(max_batch_size: int, preferred: "Iterable[int]") -> tuple
     """The batch sizes a dynamic batcher aims at, to which odd batches are padded: the preferred ones and the
     maximum (CUDA graphs are captured, and compiled engines compiled, for these)."""
     return tuple(sorted(set(preferred) | {max_batch_size}))
+
+
+@dataclass(frozen=True)
+class LoadNote:
+    """A line said where an artifact is loaded; ``warning`` where serving it here is not what was judged at build."""
+
+    text: str
+    warning: bool = False
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,9 @@ class BenchRow:
     #: Whether the server answered the benchmark's batch as the engine does in process: "same", else what differs
     #: (a served figure over a path that loses the outputs measures nothing); "-" in reports from before the check.
     served_outputs: str = "-"
+    #: How the engine ran on this machine, in process and served alike (ONNX Runtime INT8: the U8S8 mode and why);
+    #: "-" where the engine has nothing to say.
+    engine_mode: str = "-"
 
     @property
     def served_share(self) -> float:
@@ -152,8 +155,10 @@ def bench(
         instances = max(sum(g.count for g in config.instance_group), 1)
         served = measure(variant, grpc_url, batch, requests_per_instance * instances, int(seconds * 1000), instances,
                          on_gpu=runs_on_gpu(config), metrics_url=metrics_url, streaming=is_decoupled(config))
+        parsed = Variant.parse(variant)
+        note = get_engine(parsed.engine).load_note(artifact_of(repo, variant, config), parsed.precision)
         rows.append(BenchRow(variant, batch, local.samples_per_second, served.throughput, round(local.load_seconds, 2),
-                             served_outputs(variant, grpc_url, local)))
+                             served_outputs(variant, grpc_url, local), note.text if note else "-"))
     return rows
 
 
@@ -173,15 +178,15 @@ def markdown(rows: list[BenchRow]) -> str:
     by_name = {r.variant: r for r in rows}
     lines = [
         "| variant | batch | in-process samples/s | served samples/s | served / in-process | served / baseline | load s "
-        "| served outputs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| served outputs | engine mode (in process and served) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         base = by_name.get(Variant.parse(row.variant).baseline)
         ratio = f"{row.served / base.served:.2f}x" if base and base.served else "-"
         lines.append(
             f"| {row.variant} | {row.batch_size} | {row.in_process:.1f} | {row.served:.1f} | {row.served_share:.0%} | {ratio} "
-            f"| {row.load_seconds:.1f} | {row.served_outputs} |"
+            f"| {row.load_seconds:.1f} | {row.served_outputs} | {row.engine_mode} |"
         )
     return "\n".join(lines) + (
         "\n\nServed: perf_analyzer over gRPC (GPU variants: tensors in CUDA shared memory), with --requests-per-instance "
