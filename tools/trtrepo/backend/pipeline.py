@@ -113,7 +113,10 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
+        """Frees the metrics while the stub is whole: Triton 24.10's stub frees what a model leaves only once it is
+        torn down, and a metric freed then segfaults on its gone shared memory (python_backend PR 429)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+        del self.decoded, self.stage_seconds, self.metric_family, self.stage_family  # metrics before their families
 
     def _read(self, request: object) -> tuple[bytes, dict[str, float]]:
         """The request's encoded image and options (ValueError: the request's own fault)."""
