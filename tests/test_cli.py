@@ -26,11 +26,24 @@ def test_config_edits_instances_and_batching_in_place(small_repo, tmp_path):
     assert not config.model_warmup and config.max_batch_size == 4  # untouched fields stay
 
 
+def test_config_refuses_a_variant_smaller_than_its_pipelines_batch(small_repo, tmp_path):
+    """A pipeline gathering more than its variant takes would fail every batch of several images: refused, and the
+    config on disk is the one it was."""
+    for name in ("efficientnet_lite0", "efficientnet_lite0_onnxruntime_fp32"):
+        shutil.copytree(small_repo / name, tmp_path / name)
+    before = (tmp_path / "efficientnet_lite0_onnxruntime_fp32" / "config.pbtxt").read_text()
+    result = trtrepo("config", str(tmp_path / "efficientnet_lite0_onnxruntime_fp32"), "--max-batch-size", "2",
+                     "--preferred-batch-sizes", "2")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "refused" in result.stderr and "max_batch_size 4 is above its variant" in result.stderr
+    assert (tmp_path / "efficientnet_lite0_onnxruntime_fp32" / "config.pbtxt").read_text() == before
+
+
 def test_bad_input_gives_one_line_and_non_zero_exit(small_repo, tmp_path):
     """Every command once as a user runs it, a process of its own; the other command tests run in process."""
     cases = [
         (("config", str(small_repo / "resnet50_onnxruntime_fp32"), "--preferred-batch-sizes", "64"), "outside 1..max_batch_size"),
-        (("config", str(tmp_path), "--instances", "2"), "cannot read"),
+        (("config", str(tmp_path), "--instances", "2"), "no config.pbtxt there; give the model's folder"),
         (("perf", "--instances", "one"), "comma-separated whole numbers"),
         (("perf", "--model-repository", str(tmp_path)), "no models"),
         (("perf", "--servers", "1,3", "--url", "127.0.0.1:1,127.0.0.1:2"), "needs 3 servers; --url gives 2"),

@@ -107,7 +107,7 @@ class TritonPythonModel:
             try:
                 answers = self._infer([responses[i] for i in indices])
             except Exception as exc:  # the tensor model failed: every request it held gets the reason
-                answers = [_failed(f"{exc.__class__.__name__}: {exc}")] * len(indices)
+                answers = [_failed(f"{exc.__class__.__name__}: {exc}") for _ in indices]
             for index, answer in zip(indices, answers):
                 responses[index] = answer
         return responses

@@ -146,11 +146,17 @@ def config(
         "--pipelined/--no-pipelined",
         help="Python backend: take the next batch while the GPU runs the last (decoupled; clients use gRPC).")] = None,
 ) -> None:
-    """Change a model's instance group, dynamic batching or warm-up in place; prints the resulting config."""
+    """Change a model's instance group, dynamic batching or warm-up in place; prints the resulting config. A change
+    that would leave a pipeline of the repository gathering more than its variant takes is refused, the config kept.
+    A running server serves the change after its next load of the model (trtrepo perf's trials, a restart)."""
     from google.protobuf import text_format
 
     from trtrepo.format.config import CONFIG_FILE, apply_serving_options, read_config, serving_options_of, write_config
+    from trtrepo.format.validate import pipeline_problems
 
+    if not (model_dir / CONFIG_FILE).is_file():
+        raise UserError(f"{model_dir}: no {CONFIG_FILE} there; give the model's folder, such as "
+                        f"{REPOSITORY / model_dir.name if len(model_dir.parts) == 1 else 'model_repository/NAME'}")
     current = read_config(model_dir / CONFIG_FILE)
     options = serving_options_of(current).updated(
         instances=instances,
@@ -163,6 +169,9 @@ def config(
         pipelined=pipelined,
     )
     apply_serving_options(current, options)
+    problems = pipeline_problems(model_dir.resolve().parent, {model_dir.resolve().name: current})
+    if problems:
+        raise UserError(f"refused, {model_dir / CONFIG_FILE} left as it was: {problems[0]}")
     write_config(current, model_dir)
     print(text_format.MessageToString(current), end="")
 

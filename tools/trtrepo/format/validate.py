@@ -51,13 +51,14 @@ def validate_repository(repo: Path, tensorrt: str = TARGET_TENSORRT) -> list[str
     model_dirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not model_dirs:
         return [f"{repo}: no model folders"]
-    return [problem for model_dir in model_dirs for problem in validate_model(model_dir, tensorrt)] + _pipeline_problems(repo)
+    return [problem for model_dir in model_dirs for problem in validate_model(model_dir, tensorrt)] + pipeline_problems(repo)
 
 
-def _pipeline_problems(repo: Path) -> list[str]:
+def pipeline_problems(repo: Path, changed: dict[str, pb.ModelConfig] | None = None) -> list[str]:
     """A pipeline calls its tensor variant by name: the variant must be in the same repository and take the
-    pipeline's whole batch (a batch the variant refuses would fail every request in it)."""
-    configs = {model_dir.name: config for model_dir, config in _readable_configs(repo)}
+    pipeline's whole batch (a batch the variant refuses would fail every request in it). ``changed``: configs to
+    judge in place of those on disk (a change not yet written)."""
+    configs = {model_dir.name: config for model_dir, config in _readable_configs(repo)} | (changed or {})
     problems = []
     for name, config in configs.items():
         if "variant" not in config.parameters:
