@@ -130,8 +130,9 @@ def serve(
     backend), map shared memory or set trace and log files need the key; health, metadata, model configs, statistics
     and inference are open, so perf_analyzer and Triton's own clients work without it. HTTP goes through nginx, which
     refuses what would crash this tritonserver (form-encoded bodies over 4 MB) and bounds bodies, headers and slow
-    senders. A server that dies is started again (at most 5 times in 5 minutes); a Python-backend model whose stub
-    dies or stops is reloaded. A signal stops the server and its stubs (a second one kills them at once) and exits
+    senders. The repository is validated before each start: a model that would not load, or would fail once loaded,
+    is left out with one line (explicit model control), so that it takes no other model down. A server that dies is
+    started again (at most 5 times in 5 minutes); a Python-backend model whose stub dies or stops is reloaded. A signal stops the server and its stubs (a second one kills them at once) and exits
     non-zero."""
     import threading
     from contextlib import nullcontext
@@ -153,7 +154,7 @@ def serve(
             serve_replicas(model_repository, replicas, Ports(http_port, grpc_port, metrics_port), options, model_control_mode.value)
             return
         server = TritonServer(model_repository, Ports(http_port, grpc_port, metrics_port), log_file, model_control_mode.value,
-                              options=options, log_format=log_format.value, on_event=say, guard=True)
+                              options=options, log_format=log_format.value, on_event=say, guard=True, leave_out_invalid=True)
         if not options.loopback:
             console.print(f"[yellow]warning: listening on {host}: {server.options.exposure()}[/yellow]")
         if unrestricted:

@@ -72,6 +72,25 @@ def pipeline_problems(repo: Path, changed: dict[str, pb.ModelConfig] | None = No
     return problems
 
 
+def invalid_models(repo: Path, tensorrt: str = TARGET_TENSORRT) -> dict[str, str]:
+    """The model folders of ``repo`` that Triton would fail to load or that would fail once loaded (a pipeline its
+    variant cannot serve, or one calling a model left out), each with its first problem: what a server leaves out so
+    that one broken model does not take the others down."""
+    repo = Path(repo)
+    found = {}
+    for model_dir in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        problems = validate_model(model_dir, tensorrt)
+        if problems:
+            found[model_dir.name] = problems[0]
+    for problem in pipeline_problems(repo):
+        found.setdefault(Path(problem.split(": ", 1)[0]).parent.name, problem)
+    for model_dir, config in _readable_configs(repo):
+        called = config.parameters["variant"].string_value if "variant" in config.parameters else ""
+        if called in found:
+            found.setdefault(model_dir.name, f"{model_dir / CONFIG_FILE}: its variant {called} is left out")
+    return found
+
+
 def tensorrt_problems(repo: Path, tensorrt: str) -> list[str]:
     """The plans in ``repo`` that TensorRT ``tensorrt`` would refuse."""
     return [problem for model_dir, config in _readable_configs(repo) for problem in _plan_problems(model_dir, config, tensorrt)]

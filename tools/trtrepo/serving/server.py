@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from trtrepo.errors import UserError
+from trtrepo.format.validate import invalid_models
 from trtrepo.serving.access import LOOPBACK, ServerOptions, write_key_files
 from trtrepo.serving.installation import TritonInstallation, check_stub_numpy, find_tritonserver
 from trtrepo.serving.nginx import Nginx, http_server, nginx_config, upstream
@@ -44,8 +46,32 @@ RESTART_WINDOW_S = 300.0
 RESTART_WAIT_S = 1.0
 
 
+#: Ports this process has handed out, never handed out again while it runs.
+_GIVEN_PORTS: set[int] = set()
+#: From the OS, not the random module's shared state: processes that seed it alike must not pick alike.
+_CHOOSER = random.SystemRandom()
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (and for binding port 0)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port nothing listens on, chosen at random below the ephemeral range: a port the kernel handed out
+    for port 0 is taken again by the next outgoing connection (a client of another server) before a server binds it."""
+    high = ephemeral_ports()[0] - 1
+    low = max(1024, high - 12000)
+    for _ in range(200):
+        port = _CHOOSER.randint(low, high)
+        if port not in _GIVEN_PORTS and port_free("127.0.0.1", port):
+            _GIVEN_PORTS.add(port)
+            return port
+    with socket.socket() as sock:  # the range below is full: what the kernel offers
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
@@ -84,6 +110,7 @@ class TritonServer:
         watch_stubs: bool = True,
         on_event: Callable[[str], None] = lambda _: None,
         guard: bool = False,
+        leave_out_invalid: bool = False,
     ) -> None:
         if model_control not in MODEL_CONTROL_MODES:
             raise UserError(f"model control mode must be one of {', '.join(MODEL_CONTROL_MODES)}, got {model_control!r}")
@@ -117,6 +144,10 @@ class TritonServer:
             self.front = Nginx(lambda folder: nginx_config(folder, http_server(listen, "triton_http"),
                                                            upstream("triton_http", [(self.internal_http, True)])))
         self.restarts: list[float] = []  # when supervise() started the server again
+        #: Validate a local repository before each start and load only the models that pass (explicit model control;
+        #: otherwise a model that fails is refused with its problem): one broken model never takes the others down.
+        self.leave_out_invalid = leave_out_invalid
+        self.left_out: dict[str, str] = {}  # model -> its problem, at the last start
 
     @property
     def api_key(self) -> str | None:
@@ -155,8 +186,27 @@ class TritonServer:
         ]
         command += [f"--cuda-memory-pool-byte-size={gpu}:{self.cuda_pool_mb << 20}" for gpu in range(self.gpus)]
         if self.model_control == "explicit":
-            command.append("--load-model=*")
+            if self.left_out:
+                command += [f"--load-model={name}" for name in self._served_models()]
+            else:
+                command.append("--load-model=*")
         return command
+
+    def _served_models(self) -> list[str]:
+        return sorted(p.name for p in Path(self.repository).iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and p.name not in self.left_out)
+
+    def _leave_out_invalid(self) -> None:
+        """The repository's invalid models, each said in one line; UserError where they cannot be left out."""
+        self.left_out = invalid_models(self.repository)
+        if not self.left_out:
+            return
+        if self.model_control != "explicit" or not self._served_models():
+            name, problem = next(iter(self.left_out.items()))
+            raise UserError(f"{name} would not load ({problem}); fix it or remove its folder"
+                            + ("" if self._served_models() else ": no other model to serve"))
+        for name, problem in self.left_out.items():
+            self.on_event(f"left out {name}: {problem}")
 
     def start(self, timeout_s: float = 180) -> "TritonServer":
         check_stub_numpy(self.installation)
@@ -176,6 +226,8 @@ class TritonServer:
 
     def _launch(self, timeout_s: float) -> None:
         """Start the tritonserver process, write the key files, wait until it is ready, watch its stubs."""
+        if self.leave_out_invalid and isinstance(self.repository, Path):
+            self._leave_out_invalid()
         env = {**os.environ, **self.installation.env}
         if self.log_file is None:
             self.process = subprocess.Popen(self.command(), env=env, start_new_session=True, preexec_fn=die_with_parent)
