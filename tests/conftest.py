@@ -27,6 +27,10 @@ from trtrepo.imagesets import shipped_photos
 from trtrepo.serving.server import Ports, TritonServer, free_port, is_ready
 
 ROOT = Path(__file__).resolve().parents[1]
+#: perf_analyzer run bare, as a user would, but judged on whether it measures, not on how steady a shared CI
+#: machine is: each window lasts until 20 requests completed (none is empty), and any spread between windows passes.
+STEADY_ENOUGH = ("--measurement-mode", "count_windows", "--measurement-request-count", "20",
+                 "--stability-percentage", "999")
 SMALL = ServingOptions(max_batch_size=4, preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup=True)
 TEST_VARIANTS = tuple(
     Variant(model, engine, precision, SMALL)

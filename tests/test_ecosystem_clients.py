@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import STEADY_ENOUGH
 from trtrepo.format.validate import validate_repository
 from trtrepo.imagesets import shipped_photos
 from trtrepo.serving.server import Ports, TritonServer
@@ -83,7 +84,7 @@ def test_the_config_endpoint_answers_without_a_key_with_format_and_labels(defaul
 def test_bare_perf_analyzer_measures_a_default_server(default_server, protocol):
     url = default_server.grpc_url if protocol == "grpc" else default_server.http_url
     result = subprocess.run([str(Path(sys.executable).parent / "perf_analyzer"), "-m", CLASSIFIERS[0], "-u", url,
-                             "-i", protocol, "--measurement-interval", "800", "--stability-percentage", "60"],
+                             "-i", protocol, *STEADY_ENOUGH],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-800:] + result.stderr[-800:]
     assert "Throughput:" in result.stdout and "restricted" not in result.stdout + result.stderr
