@@ -1,9 +1,10 @@
 """What a pipeline meets never takes the server or its stub down.
 
-- Its stub ends without a segfault: Triton's Python backend (24.10) frees a model's Python objects only after its stub
-  is torn down, and a Triton metric freed then reaches for the stub's gone shared memory (Metric::SaveToSharedMemory on
-  a null pool; fixed upstream in python_backend PR 429). The pipeline frees its metrics in finalize, while the stub is
-  whole. The kernel's log is where such a death shows: the server exits 0 all the same.
+- Its stub ends without a segfault, and a reload with other instances keeps the server up: in Triton's Python backend
+  (24.10) a Triton metric freed at the stub's teardown reads the stub's gone shared memory (Metric::SaveToSharedMemory
+  on a null pool; fixed upstream in python_backend PR 429), and one freed while serving deletes, in the server, the
+  metric the model's other instances and next version share. The pipeline's metrics are never freed by Python
+  (pipeline.outlive_the_stub). The kernel's log is where a stub's death shows: the server exits 0 all the same.
 - A variant that refuses the pipeline's batch fails that batch's requests, each with its own response: one response
   object returned for several requests kills tritonserver 24.10 itself (SIGSEGV in TRITONBACKEND_ModelInstanceExecute).
 """
@@ -33,16 +34,28 @@ def stub_segfaults() -> list[str]:
     return [line for line in found.stdout.splitlines() if "segfault" in line and "triton_python" in line]
 
 
-def test_a_pipeline_stub_stops_without_a_segfault(small_repo: Path, tmp_path: Path, darknet_photos: Path):
+def test_a_pipeline_reloaded_and_stopped_takes_nothing_down(small_repo: Path, tmp_path: Path, darknet_photos: Path):
+    """Reloaded with two instances and back to one (as trtrepo perf's trials do), then stopped: answers throughout,
+    no SIGSEGV of the server, no segfault of a stub."""
+    from trtrepo.format.config import config_to_json
+    from trtrepo.perf.trial import changed_config
+    from trtrepo.serving.client import InferenceClient
+
     repo = tmp_path / "model_repository"
     for name in (PIPELINE, VARIANT):
         shutil.copytree(small_repo / name, repo / name)
+    photos = sorted(darknet_photos.glob("*.jpg"))
     before = stub_segfaults()
-    with TritonServer(repo, Ports.free()) as server:
-        answers = classify_server_side(sorted(darknet_photos.glob("*.jpg")), PIPELINE, server.grpc_url, "grpc", top_k=1)
-        assert len(answers) == len(list(darknet_photos.glob("*.jpg"))) and all(answers)
+    with TritonServer(repo, Ports.free(), model_control="explicit") as server:
+        client = InferenceClient(PIPELINE, url=server.grpc_url, protocol="grpc")
+        original = client.model_config(PIPELINE)
+        for instances in (2, 1):
+            client.load_model(PIPELINE, config_to_json(changed_config(original, {"instances": instances})))
+            answers = classify_server_side(photos, PIPELINE, server.grpc_url, "grpc", top_k=1)
+            assert len(answers) == len(photos) and all(answers)
+        assert is_ready(server.ports.http, server.connect_host)
     log = server.log_file.read_text()
-    assert f"successfully unloaded '{PIPELINE}'" in log, log[-1500:]
+    assert "Signal (11)" not in log and f"successfully unloaded '{PIPELINE}'" in log, log[-1500:]
     assert stub_segfaults()[len(before):] == []
 
 

@@ -18,6 +18,7 @@ holds a pipeline back is read from the server it runs in (trtrepo perf's pipelin
 
 from __future__ import annotations
 
+import ctypes
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -71,7 +72,7 @@ class TritonPythonModel:
             self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu")
         # The device path counts where it decoded images, in Triton's metrics (a format nvJPEG does not take, or
         # a JPEG it refused, goes to the host).
-        self.metric_family = pb_utils.MetricFamily(  # kept: Triton refuses a metric whose family was deleted
+        self.metric_family = pb_utils.MetricFamily(
             name=DECODED_METRIC, description="Images a trtrepo pipeline decoded, by where", kind=pb_utils.MetricFamily.COUNTER)
         self.decoded = {where: self.metric_family.Metric(labels={"model": args["model_name"], "where": where})
                         for where in ("device", "host")}
@@ -79,6 +80,7 @@ class TritonPythonModel:
             name=STAGE_METRIC, description="Seconds a trtrepo pipeline's executes spent in each stage", kind=pb_utils.MetricFamily.COUNTER)
         self.stage_seconds = {stage: self.stage_family.Metric(labels={"model": args["model_name"], "stage": stage})
                               for stage in STAGES}
+        outlive_the_stub(self.metric_family, self.stage_family, *self.decoded.values(), *self.stage_seconds.values())
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -113,10 +115,7 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        """Frees the metrics while the stub is whole: Triton 24.10's stub frees what a model leaves only once it is
-        torn down, and a metric freed then segfaults on its gone shared memory (python_backend PR 429)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
-        del self.decoded, self.stage_seconds, self.metric_family, self.stage_family  # metrics before their families
 
     def _read(self, request: object) -> tuple[bytes, dict[str, float]]:
         """The request's encoded image and options (ValueError: the request's own fault)."""
@@ -190,6 +189,19 @@ class TritonPythonModel:
         if inference.has_error():
             raise RuntimeError(f"{self.variant}: {inference.error().message()}")
         return {t.name: _host_array(pb_utils.get_output_tensor_by_name(inference, t.name)) for t in spec.outputs}
+
+
+def outlive_the_stub(*objects: object) -> None:
+    """Triton metrics and their families, never freed by Python: the stub process's exit frees them.
+
+    In Triton 24.10 neither moment Python could free one at is safe. While the model serves, freeing one deletes it
+    in the server, where a metric or family of the same name and labels is one object shared by every instance of the
+    model and by its next version (loaded before this one is unloaded): their later increments are a SIGSEGV of
+    tritonserver. At the stub's teardown, which frees what a model left only after the stub itself is gone, freeing
+    one reads the stub's gone shared memory: a segfault of the stub (Metric::SaveToSharedMemory; python_backend PR 429).
+    """
+    for kept in objects:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(kept))
 
 
 def _host_array(tensor: object) -> np.ndarray:
