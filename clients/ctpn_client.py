@@ -19,7 +19,7 @@ from trtrepo.cli.app import run_app
 from trtrepo.clients.options import ApiKeyOption, ImagesArgument, JsonOption, OutOption, Protocol, ProtocolOption, UrlOption, WorkersOption
 from trtrepo.models.ctpn import CTPN, TextLine
 from trtrepo.serving.access import use_api_key
-from trtrepo.serving.client import ask_pipeline, collect_images
+from trtrepo.serving.client import ask_pipeline, collect_images, is_pipeline
 from trtrepo.specs import TEXT
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
@@ -58,7 +58,7 @@ def main(
     line_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Lowest mean proposal score of a reported line.")] = CTPN.line_min_score,
     server_side: Annotated[bool, typer.Option(
         "--server-side", help="Send the encoded images to CTPN's pipeline model (a variant name stands for it): "
-                              "the server resizes, infers and connects the text lines.")] = False,
+                              "the server resizes, infers and connects the text lines. --model ctpn needs no flag.")] = False,
     workers: WorkersOption = 2,
     out: OutOption = None,
     as_json: JsonOption = False,
@@ -67,7 +67,7 @@ def main(
     """Print each image's text lines; optionally write annotated images and JSON."""
     use_api_key(api_key)
     paths = collect_images(images)
-    if server_side:
+    if server_side or is_pipeline(model, url, protocol.value):
         results = find_text_server_side(paths, model, url, protocol.value, line_score, workers)
     else:
         results = find_text(paths, model, url, protocol.value, line_score, workers)

@@ -26,7 +26,7 @@ from trtrepo.errors import UserError
 from trtrepo.format.config import Variant
 from trtrepo.models import MODELS, get_model
 from trtrepo.serving.access import use_api_key
-from trtrepo.serving.client import InferenceClient, ask_pipeline, collect_images
+from trtrepo.serving.client import InferenceClient, ask_pipeline, collect_images, is_pipeline
 from trtrepo.specs import CLASSIFICATION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -82,7 +82,8 @@ def main(
                                 "k labels come back instead of every logit; scores are then logits, not probabilities.")] = False,
     server_side: Annotated[bool, typer.Option(
         "--server-side", help="Send the encoded images to the model's pipeline (a variant name stands for its "
-                              "model's pipeline): the server decodes, resizes, classifies and names the top-k.")] = False,
+                              "model's pipeline): the server decodes, resizes, classifies and names the top-k. A "
+                              "pipeline's own name (--model resnet50) needs no flag.")] = False,
     workers: WorkersOption = 4,
     as_json: JsonOption = False,
     api_key: ApiKeyOption = None,
@@ -90,6 +91,7 @@ def main(
     """Print the top-k ImageNet labels of each image, as classified by MODEL on the server."""
     use_api_key(api_key)
     paths = collect_images(images)
+    server_side = server_side or is_pipeline(model, url, protocol.value)
     if server_side and server_labels:
         raise UserError("--server-side and --server-labels exclude each other: the pipeline always names the top-k")
     if server_side:

@@ -24,7 +24,7 @@ from trtrepo.format.config import Variant
 from trtrepo.models import get_model
 from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, LETTERBOXES, YOLOv3, Detection, to_image_coords
 from trtrepo.serving.access import use_api_key
-from trtrepo.serving.client import InferenceClient, ask_pipeline, collect_images
+from trtrepo.serving.client import InferenceClient, ask_pipeline, collect_images, is_pipeline
 from trtrepo.specs import DETECTION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
@@ -111,7 +111,8 @@ def main(
     batch_size: BatchOption = 4,
     conf: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score threshold (objectness x class probability).")] = DEFAULT_CONF,
     iou: Annotated[float, typer.Option(min=0.0, max=1.0, help="NMS overlap threshold.")] = DEFAULT_IOU,
-    server_side: Annotated[bool, typer.Option("--server-side", help="Send encoded images to the pipeline model.")] = False,
+    server_side: Annotated[bool, typer.Option("--server-side", help="Send encoded images to the pipeline model (a variant name stands for its model's pipeline); a pipeline's "
+                                   "own name (--model yolov3_tiny) needs no flag.")] = False,
     letterbox: Annotated[Letterboxing, typer.Option(
         help="darknet: Darknet's own letterbox (bilinear, corners aligned, sizes rounded down), the boxes Darknet "
              "and OpenCV's Darknet importer find; pil: PIL's antialiased resize.")] = Letterboxing.darknet,
@@ -125,6 +126,7 @@ def main(
 
     use_api_key(api_key)
     paths = collect_images(images)
+    server_side = server_side or is_pipeline(model, url, protocol.value)
     results: list[list[Detection]] = []
     try:
         with Progress(transient=True, disable=len(paths) < 8) as progress:

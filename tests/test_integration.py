@@ -47,6 +47,9 @@ def test_classifier_pipeline_answers_as_the_client_side_path(server, darknet_pho
                            "--json", str(darknet_photos / "dog.jpg"))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["top"][0]["label"] == client_side[[p.name for p in photos].index("dog.jpg")][0][0]
+    by_name = resnet_client("--url", url, "--protocol", protocol, "--model", MODEL, "--top-k", "1", "--json",
+                            str(darknet_photos / "dog.jpg"))  # the pipeline's own name: bytes sent, no flag needed
+    assert by_name.returncode == 0 and json.loads(by_name.stdout) == json.loads(result.stdout), by_name.stderr
 
 
 def test_server_output_matches_in_process_engine(server, small_repo):

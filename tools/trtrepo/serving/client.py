@@ -284,6 +284,14 @@ def collect_images(paths: list[Path]) -> list[Path]:
 BYTES_WAVE = 64
 
 
+def is_pipeline(model: str, url: str | None, protocol: str) -> bool:
+    """Whether ``model`` names a pipeline on the server (encoded images in): the name a user types first, which the
+    clients send bytes to without --server-side. A variant's name never does."""
+    if Variant.is_variant(model):
+        return False
+    return "variant" in InferenceClient(model, url=url, protocol=protocol).config.parameters
+
+
 def ask_pipeline(
     images: list[Path], model: str, url: str | None, protocol: str, options: dict[str, np.ndarray],
     expected_task: str, workers: int = 4, on_done=lambda count: None,
