@@ -178,6 +178,19 @@ def test_serve_leaves_out_a_broken_model_and_serves_the_others(tiny_repo, key_di
     assert "its variant absent_variant is not in the repository" in events
 
 
+def test_a_killed_server_leaves_no_shared_memory_behind(tiny_repo, key_dir):
+    """Triton removes its stubs' /dev/shm regions at a clean stop only; the launcher gives them a prefix of its own and
+    removes what a killed server left."""
+    server = TritonServer(tiny_repo, Ports.free()).start()
+    regions = list(Path("/dev/shm").glob(f"{server.shm_prefix}*"))
+    assert regions, "each stub should have a region named with the server's prefix"
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait(timeout=30)
+    assert all(region.exists() for region in regions)  # what Triton left
+    server.stop()
+    assert not list(Path("/dev/shm").glob(f"{server.shm_prefix}*"))
+
+
 def test_exposed_or_unrestricted_serving_is_announced(tiny_repo, key_dir):
     served = Served(tiny_repo, "--host", "0.0.0.0", "--unrestricted")
     code, out, err = served.stop()

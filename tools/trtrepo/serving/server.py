@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ from trtrepo.serving.installation import TritonInstallation, check_stub_numpy, f
 from trtrepo.serving.nginx import Nginx, http_server, nginx_config, upstream
 from trtrepo.serving.objectstore import is_remote
 from trtrepo.serving.process import die_with_parent
-from trtrepo.serving.stubs import StubWatchdog, remove_shared_memory, stubs_of
+from trtrepo.serving.stubs import StubWatchdog, remove_shared_memory
 
 
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
@@ -148,6 +149,8 @@ class TritonServer:
         #: otherwise a model that fails is refused with its problem): one broken model never takes the others down.
         self.leave_out_invalid = leave_out_invalid
         self.left_out: dict[str, str] = {}  # model -> its problem, at the last start
+        #: Every stub's /dev/shm region starts with this, so that a server that was killed leaves none behind.
+        self.shm_prefix = f"trtrepo_{os.getpid()}_{secrets.token_hex(4)}_"
 
     @property
     def api_key(self) -> str | None:
@@ -182,6 +185,7 @@ class TritonServer:
             # Clients that keep connections open would otherwise hold shutdown for 30 s.
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
             f"--log-format={self.log_format}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *self.options.server_flags(LOOPBACK if self.front else None),
         ]
         command += [f"--cuda-memory-pool-byte-size={gpu}:{self.cuda_pool_mb << 20}" for gpu in range(self.gpus)]
@@ -371,7 +375,6 @@ class TritonServer:
         self._key_files = []
         if self.process is None:
             return
-        stubs = stubs_of(self.process.pid) if self.process.poll() is None else []
         try:
             if self.process.poll() is None and timeout_s > 0:
                 self.process.send_signal(signal.SIGINT)
@@ -381,8 +384,7 @@ class TritonServer:
                     pass
         finally:  # also when a second signal interrupts the wait
             self._kill_group()
-            if stubs:
-                remove_shared_memory([stub.shm_region for stub in stubs])
+            remove_shared_memory(self.shm_prefix)
 
     def _kill_group(self) -> None:
         """SIGKILL to whatever is left of the server's process group (it and its stubs, started in their own session)."""

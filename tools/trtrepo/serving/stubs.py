@@ -75,12 +75,15 @@ def resident_bytes(pids: list[int]) -> int:
     return total
 
 
-def remove_shared_memory(regions: list[str]) -> None:
-    """Remove the /dev/shm regions of stubs whose server was killed (a clean shutdown removes them itself)."""
-    for region in regions:
-        path = Path("/dev/shm") / region.lstrip("/")
-        if region and path.parent == Path("/dev/shm"):
-            path.unlink(missing_ok=True)
+def remove_shared_memory(prefix: str) -> int:
+    """Remove the /dev/shm regions whose names start with ``prefix``, the one a server's stubs were given (a clean
+    shutdown removes them itself; a killed server leaves them); how many there were."""
+    if not prefix or "/" in prefix:
+        raise ValueError(f"not a region prefix: {prefix!r}")
+    regions = list(Path("/dev/shm").glob(f"{prefix}*"))
+    for path in regions:
+        path.unlink(missing_ok=True)
+    return len(regions)
 
 
 class StubWatchdog:
