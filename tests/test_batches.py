@@ -104,3 +104,28 @@ def test_no_more_batches_are_launched_than_may_be_in_flight():
     assert not second.is_alive()
     responder.stop()
     assert [sender for sender, _ in record.sent] == ["a", "b"]
+
+
+class _SharedMemoryTensor:
+    """A Triton tensor in host memory as the stub hands it over: as_numpy views the stub's shared-memory pool."""
+
+    def __init__(self, pool: np.ndarray) -> None:
+        self.pool = pool
+
+    def is_cpu(self) -> bool:
+        return True
+
+    def as_numpy(self) -> np.ndarray:
+        return self.pool[:4]
+
+
+def test_host_arrays_own_their_memory_instead_of_viewing_the_stubs_pool():
+    """The stub may map its pool elsewhere at any moment (grown by its other threads): an array read from it must
+    not point into it."""
+    from trtrepo.backend.batches import host_array
+
+    pool = np.arange(8, dtype=np.float32)
+    array = host_array(_SharedMemoryTensor(pool))
+    assert array.flags.owndata and not np.shares_memory(array, pool)
+    pool[:] = -1  # the pool reused for something else
+    assert array.tolist() == [0, 1, 2, 3]

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from trtrepo.backend.pacing import BatchPacer
 
 
@@ -151,3 +153,19 @@ def _gpu_seconds(batch: LaunchedBatch) -> float | None:
         return batch.gpu_seconds()
     except Exception:  # its events never completed: the batch failed on the GPU
         return None
+
+
+def host_array(tensor: Any) -> np.ndarray:
+    """A request's input or a BLS output as a numpy array of its own, copied from the stub's shared memory or from
+    the device (a GPU instance is handed inputs where they lie, which as_numpy cannot read).
+
+    ``as_numpy`` is a view into the stub's shared-memory pool, which the stub's other threads may grow, and map again
+    elsewhere, at any moment: to send a pipelined model's answers, to take a pipelined variant's next response. A
+    view kept past that reads unmapped memory: the stub segfaults in the next numpy call (seen on an H100 at
+    concurrency 256, the pipeline's argsort of its variant's logits), and every request after it fails "Stub process
+    is not healthy"."""
+    if tensor.is_cpu():
+        return tensor.as_numpy().copy()
+    import torch
+
+    return torch.from_dlpack(tensor.to_dlpack()).cpu().numpy()

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from trtrepo.backend.batches import LaunchedBatch, Responder, launched, per_request
+from trtrepo.backend.batches import LaunchedBatch, Responder, host_array, launched, per_request
 from trtrepo.backend.stub_python import refuse_garbling_stub
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import load_runner
@@ -87,7 +87,7 @@ class TritonPythonModel:
                 for outputs in slices]
 
     def _run_on_host(self, requests: list) -> LaunchedBatch:
-        per_input = {n: [_host_array(pb_utils.get_input_tensor_by_name(r, n)) for r in requests] for n in self.input_names}
+        per_input = {n: [host_array(pb_utils.get_input_tensor_by_name(r, n)) for r in requests] for n in self.input_names}
         batch = {n: arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for n, arrays in per_input.items()}
         dtypes = {t.name: t.dtype for t in self.outputs}
 
@@ -115,16 +115,6 @@ class TritonPythonModel:
         sizes = [t.shape[0] for t in per_input[self.input_names[0]]]
         return LaunchedBatch(sizes, outputs, _gpu_tensor, wait=done.synchronize, inputs=per_input,
                              gpu_seconds=lambda: started.elapsed_time(done) / 1000)
-
-
-def _host_array(tensor: Any) -> np.ndarray:
-    """An input in host memory. A GPU instance is handed its inputs where they lie (FORCE_CPU_ONLY_INPUT_TENSORS
-    "no"), so one whose engine runs from host memory (no GPU runner) may get GPU memory, which as_numpy cannot read."""
-    if tensor.is_cpu():
-        return tensor.as_numpy()
-    import torch
-
-    return torch.from_dlpack(tensor.to_dlpack()).cpu().numpy()
 
 
 def _gpu_tensor(name: str, tensor: Any) -> Any:

@@ -28,6 +28,7 @@ from typing import Iterator
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from trtrepo.backend.batches import host_array
 from trtrepo.backend.pipeline_tasks import (
     DECODED_METRIC,
     PREPARE_THREADS,
@@ -188,7 +189,7 @@ class TritonPythonModel:
             inference = request.exec()
         if inference.has_error():
             raise RuntimeError(f"{self.variant}: {inference.error().message()}")
-        return {t.name: _host_array(pb_utils.get_output_tensor_by_name(inference, t.name)) for t in spec.outputs}
+        return {t.name: host_array(pb_utils.get_output_tensor_by_name(inference, t.name)) for t in spec.outputs}
 
 
 def outlive_the_stub(*objects: object) -> None:
@@ -202,12 +203,3 @@ def outlive_the_stub(*objects: object) -> None:
     """
     for kept in objects:
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(kept))
-
-
-def _host_array(tensor: object) -> np.ndarray:
-    """A BLS output as a numpy array, copied from the device where the tensor model left it there."""
-    if tensor.is_cpu():
-        return tensor.as_numpy()
-    import torch
-
-    return torch.from_dlpack(tensor.to_dlpack()).cpu().numpy()
