@@ -160,3 +160,15 @@ def test_asking_for_ctpn_brings_the_split_ensemble_and_its_parts():
     assert models == {"ctpn", "ctpn_backbone", "ctpn_head"}
     assert [name for name, _ in plan.ensembles] == ["ctpn_split"]
     assert {v.model for v in load_plan(ROOT / "repo.toml", ["resnet50"], backends="python").variants} == {"resnet50"}
+
+
+def test_outside_a_checkout_the_plan_is_the_one_the_package_ships(tmp_path, monkeypatch):
+    """Run where no repo.toml is, `trtrepo repo` builds what the project's repo.toml says (pipelines and INT8 included)
+    and says which plan it read."""
+    from trtrepo.build.plan import PACKAGED_PLAN, load_plan
+
+    monkeypatch.chdir(tmp_path)
+    plan = load_plan(None, ["efficientnet_lite0"], None, None, "python")
+    assert plan.plan_file == PACKAGED_PLAN and PACKAGED_PLAN.read_text() == (Path(__file__).parents[1] / "repo.toml").read_text()
+    assert "efficientnet_lite0_onnxruntime_int8" in [v.name for v in plan.variants]
+    assert [p.name for p in plan.pipelines] == ["efficientnet_lite0"]

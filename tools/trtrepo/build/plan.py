@@ -23,6 +23,9 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 DEFAULT_PLAN = Path("repo.toml")
+#: The plan the package ships, the project's own repo.toml: what `trtrepo repo` builds where the working folder has
+#: no repo.toml, so that it builds outside a checkout what it builds inside one.
+PACKAGED_PLAN = Path(__file__).resolve().parent.parent / "repo.toml"
 #: Where a [[pipeline]] may prepare its images (trtrepo/backend/pipeline.py); unset: by where its variant runs.
 PIPELINE_PREPARE = ("host", "device")
 
@@ -54,6 +57,8 @@ class RepoPlan:
     gate: GatePlan = GatePlan()
     #: [defaults]: the serving options of a variant the plan does not list.
     defaults: ServingOptions = ServingOptions()
+    #: The file the plan was read from (None: made in code).
+    plan_file: Path | None = None
 
     def weights_for(self, model: str) -> str:
         """The weights choice for ``model``: its own entry in a per-model list, else the single choice."""
@@ -95,19 +100,17 @@ def load_plan(
     eval_dir: Path | None = None,
     allow_below_gate: bool = False,
 ) -> RepoPlan:
-    """Read repo.toml (or the built-in plan: every model through every engine at fp32) and apply overrides.
+    """Read the plan (``path``, else ./repo.toml, else the one the package ships) and apply overrides.
 
     Every table, key and value type is checked first: a wrong one is one line naming it, before anything is built.
     ``models`` naming a model that has split parts (ctpn) brings the parts and the ensembles over them too.
     """
-    data: dict = {}
-    plan_file = Path(path or DEFAULT_PLAN)
-    if path is not None or DEFAULT_PLAN.is_file():
-        try:
-            data = tomllib.loads(plan_file.read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise UserError(f"{plan_file}: cannot read plan: {exc}") from exc
-        _check_plan(data, plan_file)
+    plan_file = Path(path) if path is not None else DEFAULT_PLAN if DEFAULT_PLAN.is_file() else PACKAGED_PLAN
+    try:
+        data = tomllib.loads(plan_file.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"{plan_file}: cannot read plan: {exc}") from exc
+    _check_plan(data, plan_file)
     repository = data.get("repository", {})
     defaults = options or _serving_options(data.get("defaults", {}), ServingOptions(), f"{plan_file} [defaults]")
     entries = data.get("variant") or [{"model": m, "engine": e, "precision": "fp32"} for m in MODELS for e in ENGINES]
@@ -144,6 +147,7 @@ def load_plan(
         ensembles=tuple(ensembles),
         gate=_gate_plan(data.get("gate", {}), plan_file, eval_dir, allow_below_gate),
         defaults=defaults,
+        plan_file=plan_file,
     )
 
 

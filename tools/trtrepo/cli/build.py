@@ -84,7 +84,8 @@ def build(
 
 @app.command()
 def repo(
-    plan: Annotated[Optional[Path], typer.Option(help="Declarative plan; default ./repo.toml if present.")] = None,
+    plan: Annotated[Optional[Path], typer.Option(
+        help="Declarative plan; default ./repo.toml if present, else the plan trtrepo ships (the project's repo.toml).")] = None,
     models: Annotated[Optional[str], typer.Option(help="Comma-separated models to build (default: all in the plan).")] = None,
     weights: WeightsOption = None,
     output: Annotated[Optional[Path], typer.Option(help="Repository folder (default: the plan's, model_repository).")] = None,
@@ -103,6 +104,7 @@ def repo(
 
     repo_plan = load_plan(plan, name_list(models), weights, output, backends, calib_dir=calib_dir, calib_images=calib_images,
                           eval_dir=eval_dir, allow_below_gate=allow_below_gate)
+    console.print(f"plan: {repo_plan.plan_file}")
     console.print(f"building {len(repo_plan.variants)} variants into {repo_plan.output} "
                   f"(weights {repo_plan.weights}; server backends: {', '.join(sorted(repo_plan.backends)) or 'none'})")
     with progress() as bar:
