@@ -41,11 +41,14 @@ def test_config_refuses_a_variant_smaller_than_its_pipelines_batch(small_repo, t
 
 def test_bad_input_gives_one_line_and_non_zero_exit(small_repo, tmp_path):
     """Every command once as a user runs it, a process of its own; the other command tests run in process."""
+    (tmp_path / "a_file").write_text("")  # no folder can be made under it: an --output results cannot be written to
     cases = [
         (("config", str(small_repo / "resnet50_onnxruntime_fp32"), "--preferred-batch-sizes", "64"), "outside 1..max_batch_size"),
         (("config", str(tmp_path), "--instances", "2"), "no config.pbtxt there; give the model's folder"),
         (("perf", "--instances", "one"), "comma-separated whole numbers"),
         (("perf", "--model-repository", str(tmp_path)), "no models"),
+        (("perf", "--output", str(tmp_path / "a_file" / "results")), "cannot write results to"),
+        (("eval", "resnet50", "--data", str(tmp_path), "--output", str(tmp_path / "a_file")), "cannot write results to"),
         (("perf", "--servers", "1,3", "--url", "127.0.0.1:1,127.0.0.1:2"), "needs 3 servers; --url gives 2"),
         (("tune", "--target-rate", "100"), "--target-rate needs --max-p99-ms"),
         (("tune", "--model-repository", str(small_repo), "--models", "resnet5"), "no variants of 'resnet5'"),

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from trtrepo.cli.app import REPOSITORY, ApiKeyOption, RepoOption, VariantsOption, app, name_list, say
+from trtrepo.cli.app import REPOSITORY, ApiKeyOption, RepoOption, VariantsOption, app, name_list, say, writable_folder
 from trtrepo.errors import UserError
 from trtrepo.format.config import repository_variants
 from trtrepo.perf.progress import console
@@ -36,6 +36,7 @@ def evaluate_command(
     from trtrepo.models import get_model
     from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT
 
+    writable_folder(output)
     spec = get_model(model)
     if spec.task == DETECTION and annotations is None:
         raise UserError(f"{model} is a detector: pass --annotations instances.json (COCO format)")

@@ -110,6 +110,20 @@ def int_list(text: str, what: str, least: int = 1) -> list[int]:
     return values
 
 
+def writable_folder(folder: Path) -> Path:
+    """``folder``, made if missing, once a file can be written in it: checked before a measurement, so that minutes
+    of measuring are not lost to an --output the results cannot be written to."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".trtrepo-write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write results to {folder}: {exc.strerror or exc}; pick another --output") from None
+    return folder
+
+
 def name_list(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 

@@ -20,6 +20,7 @@ from trtrepo.cli.app import (
     int_list,
     name_list,
     say,
+    writable_folder,
 )
 from trtrepo.errors import UserError
 from trtrepo.format.config import repository_variants
@@ -70,6 +71,7 @@ def perf(
     tfserving, TF-Serving is measured as the baseline server."""
     from trtrepo.perf.sweep import measured_points, planned_keys, planned_points, read_csv
 
+    writable_folder(output)
     if service_kind is ServiceKind.tfserving:
         if mps:
             raise UserError("--mps runs the Triton servers trtrepo starts; TF-Serving is measured where it runs (--url)")
@@ -182,6 +184,7 @@ def tune(
     from trtrepo.perf.tune_verdict import judge
     from trtrepo.perf.trial import Trial
 
+    writable_folder(output)
     if target_rate is not None and max_p99_ms is None:
         raise UserError("--target-rate needs --max-p99-ms: capacity is planned at a latency limit")
     concurrencies = int_list(concurrency, "--concurrency")
@@ -269,6 +272,7 @@ def bench(
     from trtrepo.perf.bench import bench as run_bench
     from trtrepo.perf.bench import frameworks_markdown, markdown, write_report
 
+    writable_folder(output)
     variants = repository_variants(model_repository, name_list(models))
     with grpc_endpoint(name_list(url), model_repository, api_key, mps, on_event=say) as (grpc_url, metrics_url, _):
         console.print(f"measuring {len(variants)} variants at batch {batch_size or 'max_batch_size'}, {seconds:g} s per side ...")
@@ -303,6 +307,7 @@ def soak(
     from trtrepo.perf.soak import soak as run_soak
     from trtrepo.perf.soak import markdown, write_report
 
+    writable_folder(output)
     variants = repository_variants(model_repository, name_list(models))
     with grpc_endpoint(name_list(url), model_repository, api_key, on_event=say) as (grpc_url, _, server_pid):
         console.print(f"soaking {', '.join(variants)} at concurrency {concurrency} for {seconds:g} s ...")
