@@ -168,6 +168,8 @@ def serve(
         with server:
             log = "stdout" if server.log_file is None else server.log_file
             print(f"ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}  log {log}")
+            models = server.ready_models()
+            print(f"serving {len(models)} model{'' if len(models) == 1 else 's'}: {', '.join(models) or 'none'}")
             if server.api_key and not api_key:
                 print(f"API key (shown once; trtrepo commands on this machine find it): {server.api_key}")
             print("Ctrl-C stops the server.", flush=True)

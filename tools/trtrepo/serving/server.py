@@ -316,6 +316,15 @@ class TritonServer:
 
         return triton_client(self.grpc_url, "grpc", self.api_key)
 
+    def ready_models(self) -> list[str]:
+        """The models the server has ready, by name."""
+        api = self._api()
+        try:
+            return sorted(entry["name"] for entry in api.get_model_repository_index(as_json=True).get("models", [])
+                          if entry.get("state") == "READY")
+        finally:
+            api.close()
+
     def python_models(self) -> dict[str, tuple[int, str]]:
         """Ready Python-backend models: name -> (stubs they should have, the config JSON they serve)."""
         import json
