@@ -42,6 +42,7 @@ def test_config_refuses_a_variant_smaller_than_its_pipelines_batch(small_repo, t
 def test_bad_input_gives_one_line_and_non_zero_exit(small_repo, tmp_path):
     """Every command once as a user runs it, a process of its own; the other command tests run in process."""
     (tmp_path / "a_file").write_text("")  # no folder can be made under it: an --output results cannot be written to
+    shutil.copytree(small_repo / "resnet50_onnxruntime_fp32", tmp_path / "my repo ü" / "resnet50_onnxruntime_fp32")
     cases = [
         (("config", str(small_repo / "resnet50_onnxruntime_fp32"), "--preferred-batch-sizes", "64"), "outside 1..max_batch_size"),
         (("config", str(tmp_path), "--instances", "2"), "no config.pbtxt there; give the model's folder"),
@@ -57,6 +58,8 @@ def test_bad_input_gives_one_line_and_non_zero_exit(small_repo, tmp_path):
         (("repo", "--plan", str(tmp_path / "absent.toml")), "cannot read plan"),
         (("export", "resnet5", "--output", str(tmp_path / "x.onnx")), "unknown model 'resnet5'"),
         (("validate", str(tmp_path / "absent")), "not a directory"),
+        (("validate", str(tmp_path / "my repo ü")), "cannot start a model from"),
+        (("serve", "--model-repository", str(tmp_path / "my repo ü")), "holds ' ' 'ü', which tritonserver 2.51"),
         (("eval", "resnet50"), "Missing option '--data'"),
         (("compare", "a", "b", "--repo", str(small_repo)), "'a' is not a variant name"),
         (("tfserving", str(tmp_path), "--output", str(tmp_path / "tfs")), "no TensorFlow variants to export"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -42,12 +43,31 @@ MODEL_FILES = {
 }
 
 
+#: What a path may hold for the Python backend to start a stub on it (stub_path_problem says why).
+STUB_SAFE_PATH = re.compile(r"[A-Za-z0-9_./+,:@%=-]+")
+
+
+def stub_path_problem(path: Path | str) -> str | None:
+    """Why Triton 2.51's Python backend cannot start a stub on ``path``, if it cannot: it starts each stub through
+    bash with the model's path (and its own) unquoted, so a space splits the command (the stub dies on `stol`),
+    shell characters run as shell, and a non-ASCII name fails every model's load."""
+    text = str(Path(path).resolve())
+    if STUB_SAFE_PATH.fullmatch(text):
+        return None
+    odd = sorted({c for c in text if not STUB_SAFE_PATH.fullmatch(c)})
+    return (f"{text}: holds {' '.join(repr(c) for c in odd)}, which tritonserver 2.51's Python backend cannot start a "
+            "model from (it runs each model's process through bash with the path unquoted); move or rename it to "
+            "letters, digits and . _ - / only")
+
+
 def validate_repository(repo: Path, tensorrt: str = TARGET_TENSORRT) -> list[str]:
     """All problems found in ``repo``, each ``path: message``; an empty list means Triton should load it.
     ``tensorrt``: the TensorRT version of the server it is for (plans load only there)."""
     repo = Path(repo)
     if not repo.is_dir():
         return [f"{repo}: not a directory"]
+    if problem := stub_path_problem(repo):
+        return [problem]
     model_dirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not model_dirs:
         return [f"{repo}: no model folders"]

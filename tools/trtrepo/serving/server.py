@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from trtrepo.errors import UserError
-from trtrepo.format.validate import invalid_models
+from trtrepo.format.validate import invalid_models, stub_path_problem
 from trtrepo.serving.access import LOOPBACK, ServerOptions, write_key_files
 from trtrepo.serving.installation import TritonInstallation, check_stub_numpy, find_tritonserver
 from trtrepo.serving.nginx import Nginx, http_server, nginx_config, upstream
@@ -124,6 +124,9 @@ class TritonServer:
         self.ports = ports
         self.model_control = model_control
         self.installation = installation or find_tritonserver()
+        for path in ([self.repository] if isinstance(self.repository, Path) else []) + [self.installation.backend_dir]:
+            if problem := stub_path_problem(path):
+                raise UserError(problem)
         if str(log_file) == "-":
             self.log_file = None  # the server log goes to this process's stdout
         else:
