@@ -169,7 +169,6 @@ def test_serve_leaves_out_a_broken_model_and_serves_the_others(tiny_repo, key_di
     with urllib.request.urlopen(f"http://127.0.0.1:{served.ports.http}/v2/models/{VARIANT}/ready", timeout=10) as answer:
         assert answer.status == 200
     code, out, err = served.stop()
-    assert f"serving 1 model: {VARIANT}" in out, out
     events = " ".join(err.split())
     assert events.count("left out broken:") == 1 and events.count("left out lost_pipeline:") == 1, err[-2000:]
     assert "its variant absent_variant is not in the repository" in events
