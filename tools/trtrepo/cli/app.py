@@ -110,9 +110,9 @@ def int_list(text: str, what: str, least: int = 1) -> list[int]:
     return values
 
 
-def writable_folder(folder: Path) -> Path:
-    """``folder``, made if missing, once a file can be written in it: checked before a measurement, so that minutes
-    of measuring are not lost to an --output the results cannot be written to."""
+def writable_folder(folder: Path) -> None:
+    """Make ``folder`` if missing and check a file can be written in it: before a measurement, so that minutes of
+    measuring are not lost to an --output the results cannot be written to."""
     import tempfile
 
     try:
@@ -121,7 +121,6 @@ def writable_folder(folder: Path) -> Path:
             pass
     except OSError as exc:
         raise UserError(f"cannot write results to {folder}: {exc.strerror or exc}; pick another --output") from None
-    return folder
 
 
 def name_list(text: str | None) -> list[str] | None:

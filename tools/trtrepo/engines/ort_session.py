@@ -12,6 +12,7 @@ variant's build record names that mode, so that a machine which would serve it i
 
 from __future__ import annotations
 
+import functools
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ class U8S8Mode:
         return {"u8s8_mode": self.name, "reason": self.reason}
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     """The CPU's feature flags as Linux lists them; empty where it does not."""
     try:
@@ -72,7 +74,7 @@ def u8s8_mode(flags: frozenset[str] | None = None, machine: str | None = None) -
 
 def session_options(threads: int, mode: U8S8Mode | None = None) -> "ort.SessionOptions":
     """Session options every trtrepo ONNX Runtime session uses: threads, and quantized products in this
-    machine's mode (``mode`` to choose another, as a comparison of the two does)."""
+    machine's mode (``mode``: another CPU's, as the tests choose)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

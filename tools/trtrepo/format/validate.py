@@ -68,27 +68,37 @@ def validate_repository(repo: Path, tensorrt: str = TARGET_TENSORRT) -> list[str
         return [f"{repo}: not a directory"]
     if problem := stub_path_problem(repo):
         return [problem]
-    model_dirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
+    model_dirs = model_folders(repo)
     if not model_dirs:
         return [f"{repo}: no model folders"]
     return [problem for model_dir in model_dirs for problem in validate_model(model_dir, tensorrt)] + pipeline_problems(repo)
+
+
+def model_folders(repo: Path) -> list[Path]:
+    """The folders of ``repo`` that Triton takes for models (hidden ones, such as staging, are not)."""
+    return sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def pipeline_problems(repo: Path, changed: dict[str, pb.ModelConfig] | None = None) -> list[str]:
     """A pipeline calls its tensor variant by name: the variant must be in the same repository and take the
     pipeline's whole batch (a batch the variant refuses would fail every request in it). ``changed``: configs to
     judge in place of those on disk (a change not yet written)."""
+    return list(_pipeline_problems_by_model(repo, changed).values())
+
+
+def _pipeline_problems_by_model(repo: Path, changed: dict[str, pb.ModelConfig] | None = None) -> dict[str, str]:
+    """pipeline_problems, by the pipeline each is of."""
     configs = {model_dir.name: config for model_dir, config in _readable_configs(repo)} | (changed or {})
-    problems = []
+    problems = {}
     for name, config in configs.items():
         if "variant" not in config.parameters:
             continue
         variant, path = config.parameters["variant"].string_value, Path(repo) / name / CONFIG_FILE
         if variant not in configs:
-            problems.append(f"{path}: its variant {variant} is not in the repository")
+            problems[name] = f"{path}: its variant {variant} is not in the repository"
         elif config.max_batch_size > configs[variant].max_batch_size:
-            problems.append(f"{path}: max_batch_size {config.max_batch_size} is above its variant {variant}'s "
-                            f"{configs[variant].max_batch_size}")
+            problems[name] = (f"{path}: max_batch_size {config.max_batch_size} is above its variant {variant}'s "
+                              f"{configs[variant].max_batch_size}")
     return problems
 
 
@@ -96,14 +106,13 @@ def invalid_models(repo: Path, tensorrt: str = TARGET_TENSORRT) -> dict[str, str
     """The model folders of ``repo`` that Triton would fail to load or that would fail once loaded (a pipeline its
     variant cannot serve, or one calling a model left out), each with its first problem: what a server leaves out so
     that one broken model does not take the others down."""
-    repo = Path(repo)
     found = {}
-    for model_dir in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for model_dir in model_folders(repo):
         problems = validate_model(model_dir, tensorrt)
         if problems:
             found[model_dir.name] = problems[0]
-    for problem in pipeline_problems(repo):
-        found.setdefault(Path(problem.split(": ", 1)[0]).parent.name, problem)
+    for name, problem in _pipeline_problems_by_model(repo).items():
+        found.setdefault(name, problem)
     for model_dir, config in _readable_configs(repo):
         called = config.parameters["variant"].string_value if "variant" in config.parameters else ""
         if called in found:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from trtrepo.errors import UserError
-from trtrepo.format.validate import invalid_models, stub_path_problem
+from trtrepo.format.validate import invalid_models, model_folders, stub_path_problem
 from trtrepo.serving.access import LOOPBACK, ServerOptions, write_key_files
 from trtrepo.serving.installation import TritonInstallation, check_stub_numpy, find_tritonserver
 from trtrepo.serving.nginx import Nginx, http_server, nginx_config, upstream
@@ -200,8 +200,7 @@ class TritonServer:
         return command
 
     def _served_models(self) -> list[str]:
-        return sorted(p.name for p in Path(self.repository).iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and p.name not in self.left_out)
+        return [p.name for p in model_folders(self.repository) if p.name not in self.left_out]
 
     def _leave_out_invalid(self) -> None:
         """The repository's invalid models, each said in one line; UserError where they cannot be left out."""

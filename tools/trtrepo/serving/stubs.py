@@ -75,15 +75,13 @@ def resident_bytes(pids: list[int]) -> int:
     return total
 
 
-def remove_shared_memory(prefix: str) -> int:
+def remove_shared_memory(prefix: str) -> None:
     """Remove the /dev/shm regions whose names start with ``prefix``, the one a server's stubs were given (a clean
-    shutdown removes them itself; a killed server leaves them); how many there were."""
+    shutdown removes them itself; a killed server leaves them)."""
     if not prefix or "/" in prefix:
         raise ValueError(f"not a region prefix: {prefix!r}")
-    regions = list(Path("/dev/shm").glob(f"{prefix}*"))
-    for path in regions:
+    for path in Path("/dev/shm").glob(f"{prefix}*"):
         path.unlink(missing_ok=True)
-    return len(regions)
 
 
 class StubWatchdog:
