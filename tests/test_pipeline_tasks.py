@@ -158,6 +158,22 @@ def test_stage_reports_pair_each_pipeline_with_its_variant_at_the_same_point():
     (report,) = stage_reports(points, shipped_photos()[:3])
     assert (report.measured, report.ceilings["engine"]) == (60.0, 120.0)  # c8 had no tensors-in point beside it
     assert set(report.ceilings) == {"decode", "resize", "engine"} and report.ceilings["decode"] > 0
+    assert set(report.outside) == {1} and report.outside[1] > 0
+    assert f"the pipeline reached {60 / report.outside[1]:.0%} of the 1-thread figure and 50% of its variant's" in report.line()
+
+
+@pytest.mark.parametrize("prepared_on", [None, "cpu"])
+def test_decode_and_prepare_outside_triton_on_one_and_several_threads(prepared_on):
+    """The ceiling decode and prepare set for one pipeline instance and for two at once, on the host's path and on
+    the device path (torch on the CPU here)."""
+    from trtrepo.imagesets import shipped_photos
+    from trtrepo.perf.pipeline_stages import StageReport, decoded_and_prepared
+
+    photos = shipped_photos()[:2]
+    outside = {copies: decoded_and_prepared("efficientnet_lite0", photos, prepared_on, copies) for copies in (1, 2)}
+    assert all(rate > 0 for rate in outside.values())
+    line = StageReport("p", "v", 10.0, {"decode": 50.0, "engine": 40.0}, instances=2, outside=outside).line()
+    assert f"{outside[1]:.0f} img/s on 1 thread, {outside[2]:.0f} img/s on 2 threads" in line and "25% of its variant's" in line
 
 
 @pytest.mark.parametrize("model, largest", [("efficientnet_lite0", 2 / 128), ("resnet50", 1 / 255 / 0.224 + 1e-6)])

@@ -394,3 +394,31 @@ def test_an_interrupted_rebuild_leaves_the_old_variants_serving(tmp_path, key_di
     assert set(after) == set(built)
     again = trtrepo("repo", "--plan", str(plan))
     assert again.returncode == 0 and "up to date: efficientnet_lite0_onnxruntime_fp32, efficientnet_lite0_onnxruntime_int8" in again.stdout
+
+
+def test_a_point_during_which_a_stub_died_is_reported_crashed_and_not_measured(tiny_repo, tmp_path):
+    """A stub killed while perf_analyzer measures its model: the sweep has no figure for that point (the watchdog's
+    reload would be counted into it) but a line saying it crashed, which sweep.md lists under the table."""
+    from trtrepo.perf.sweep import sweep, write_report
+    from trtrepo.serving.endpoints import grpc_endpoint
+    from trtrepo.serving.stubs import children
+
+    def kill_the_stub_once_measured(server_pid: int) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                Path(f"/proc/{pid}/comm").read_text().strip() == "perf_analyzer" for pid in children(os.getpid())):
+            time.sleep(0.1)
+        time.sleep(1)
+        for stub in stubs_of(server_pid):
+            os.kill(stub.pid, signal.SIGKILL)
+
+    failures: list[str] = []
+    with grpc_endpoint(None, tiny_repo, on_event=lambda _: None) as endpoint:
+        killer = threading.Thread(target=kill_the_stub_once_measured, args=(endpoint.server_pid,))
+        killer.start()
+        points = sweep([endpoint], [VARIANT], [1], [2], 1, 2000, on_failure=failures.append)
+        killer.join()
+    assert points == [] and len(failures) == 1, failures
+    assert f"crashed: 1 Python stub of {VARIANT} died while it was measured" in failures[0]
+    written = write_report([], tmp_path, failures=failures)["markdown"].read_text()
+    assert "## Not measured in the last run" in written and "crashed: 1 Python stub" in written

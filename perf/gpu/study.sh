@@ -12,6 +12,8 @@
 #            beside the variant it calls (tensors in) at batch ${SWEEP_BATCH}, instances 1, once per pipeline
 #            instance count in PIPELINE_INSTANCES (default 1,2,4; $RESULTS/bytes/pN: the bytes-in / tensors-in
 #            column; pipelines.md: where its instances spent each image, read from the server's counters)
+#     answers  the model's pipeline against the client-side path on the same photos: the same labels and boxes?
+#            (perf/gpu/answers.py; $RESULTS/answers-MODEL.md)
 #     tune   trtrepo tune (quick) of the model's optimized PyTorch variant over instances, max batch size, CUDA
 #            graphs and pipelining ($RESULTS/tune: tune.csv, tune.md, tune.png)
 # Results gather in $RESULTS (default perf/reports/gpu): each run replaces the rows of what it measured again.
@@ -94,8 +96,8 @@ for model in ${MODELS//,/ }; do
     trtrepo perf --model-repository "$REPO" --models "${model}_onnxruntime_fp32" --instances 1,2,4 \
       --concurrency "${concurrency%%,*}" --batch-size "${SWEEP_BATCH[$model]}" --measurement-ms 4000 --output "$RESULTS" || status=1
   fi
-  if [[ ",$STEPS," == *,bytes,* ]]; then
-    photos=/tmp/trtrepo-photos
+  photos=/tmp/trtrepo-photos
+  if [[ ",$STEPS," == *,bytes,* || ",$STEPS," == *,answers,* ]] && [ ! -d "$photos" ]; then
     python3 - "$photos" <<'PY'
 import sys
 from pathlib import Path
@@ -106,9 +108,17 @@ for path in shipped_photos():
     with Image.open(path) as image:
         image.convert("RGB").save(out / f"{path.stem}.jpg", quality=90)
 PY
-    served=$(python3 -c 'import sys; from trtrepo.format.config import read_config; print(read_config(sys.argv[1]).parameters["variant"].string_value)' "$REPO/$model/config.pbtxt")
+  fi
+  # The pipeline and the variant it calls, alone in a repository of links: a server for them loads nothing else.
+  served=$(python3 -c 'import sys; from trtrepo.format.config import read_config; print(read_config(sys.argv[1]).parameters["variant"].string_value)' "$REPO/$model/config.pbtxt" 2>/dev/null || true)
+  pair=/tmp/trtrepo-pipeline-$model
+  rm -rf "$pair" && mkdir -p "$pair" && { [ -z "$served" ] || ln -s "$REPO/$model" "$REPO/$served" "$pair/"; }
+  if [[ ",$STEPS," == *,answers,* ]]; then
+    python3 perf/gpu/answers.py "$pair" "$model" "$photos" --output "$RESULTS/answers-$model.md" || status=1
+  fi
+  if [[ ",$STEPS," == *,bytes,* ]]; then
     for own in ${PIPELINE_INSTANCES//,/ }; do
-      trtrepo perf --model-repository "$REPO" --models "$served,$model" --instances 1 --concurrency "${BYTES_CONCURRENCY:-64,256}" \
+      trtrepo perf --model-repository "$pair" --models "$served,$model" --instances 1 --concurrency "${BYTES_CONCURRENCY:-64,256}" \
         --pipeline-instances "$own" --batch-size "${SWEEP_BATCH[$model]}" --photos "$photos" \
         --measurement-ms "$MEASUREMENT_MS" --output "$RESULTS/bytes/p$own" || status=1
     done

@@ -97,8 +97,8 @@ def perf(
         points = sweep_with_progress(endpoints, variants, counts, concurrencies, batch_size, measurement_ms,
                                      on_failure=failures.append, done=done, checkpoint_dir=output,
                                      server_counts=server_counts, photos=sent, pipeline_instances=pipeline_instances)
-    if points or done:
-        report_sweep(points or read_csv(output / "sweep.csv"), output, sent)
+    if points or done or failures:
+        report_sweep(points or (read_csv(output / "sweep.csv") if done else []), output, sent, failures)
     if failures:
         total = len(grid) - len(done)
         raise UserError(f"{len(failures)} of {total} points could not be measured (listed above); "

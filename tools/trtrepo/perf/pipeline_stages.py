@@ -6,6 +6,7 @@ served tensors-in throughput from the same sweep."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -102,6 +103,9 @@ class StageReport:
     ceilings: dict[str, float]
     in_server: dict[str, float] = field(default_factory=dict)
     instances: int = 1
+    #: Decode and prepare together outside Triton, images per second by how many copies of one instance's work ran
+    #: at once (1, and the pipeline's instance count).
+    outside: dict[int, float] = field(default_factory=dict)
 
     def bound(self) -> str:
         """The stage that takes the largest share of an image's time: in the server where it was read, else of the
@@ -123,6 +127,17 @@ class StageReport:
         """What the stages timed alone allow when they share the same cores, one after another: 1 / (sum of 1 / ceiling)."""
         return 1.0 / sum(1.0 / rate for rate in self.ceilings.values())
 
+    def outside_line(self) -> str:
+        """The pipeline's throughput against decode and prepare outside Triton and against its tensor variant."""
+        if not self.outside:
+            return ""
+        rates = ", ".join(f"{rate:.0f} img/s on {copies} thread{'s' if copies > 1 else ''}"
+                          for copies, rate in sorted(self.outside.items()))
+        versus = ", ".join(f"{self.measured / rate:.0%} of the {copies}-thread figure"
+                           for copies, rate in sorted(self.outside.items()))
+        return (f" Decoded and prepared outside Triton, as its instances do it: {rates}; the pipeline reached {versus} "
+                f"and {self.measured / self.ceilings['engine']:.0%} of its variant's tensors-in throughput.")
+
     def line(self) -> str:
         alone = ", ".join(f"{stage} {1000 / rate:.2f} ms ({rate:.0f}/s)" for stage, rate in self.ceilings.items())
         estimate = (f"Each stage alone, per image: {alone}; one after another on the same cores they would allow "
@@ -132,7 +147,7 @@ class StageReport:
         if not spent:
             share = (1 / self.ceilings[self.bound()]) / sum(1 / rate for rate in self.ceilings.values())
             return (f"{self.pipeline} ({self.measured:.1f} img/s bytes in): bound by {self.bound()} ({share:.0%} of an "
-                    f"image's time, its stages timed alone). {estimate}")
+                    f"image's time, its stages timed alone). {estimate}{self.outside_line()}")
         own = self.in_server.get(VARIANT_OWN)
         parts = ", ".join(f"{stage} {ms:.3f}" + (f" (the variant's own queue and compute {own:.3f})"
                                                   if stage == "engine" and own else "") for stage, ms in spent.items())
@@ -140,7 +155,7 @@ class StageReport:
         whose = "its instance's" if self.instances == 1 else f"its {self.instances} instances'"
         return (f"{self.pipeline} ({self.measured:.1f} img/s bytes in): {whose} {sum(spent.values()):.3f} ms per "
                 f"image went to {parts} ms; the largest, {bound} ({spent[bound] / sum(spent.values()):.0%}), holds it "
-                f"back. {estimate}")
+                f"back. {estimate}{self.outside_line()}")
 
 
 def stage_ceilings(model: str, photos: list[Path], prepared_on: str | None) -> dict[str, float]:
@@ -163,28 +178,71 @@ def _device_ceilings(task: PipelineTask, data: list[bytes], device: str) -> dict
     """The device path's stages alone on ``device`` ("cuda": nvJPEG; "cpu", where the path runs without a GPU), with
     the pipeline's own decode (decode_on_device: the JPEGs as one batch, the other photos on the host's threads),
     then each image prepared where it lies."""
+    decode, prepare = _device_steps(task, data, device)
+    with ThreadPoolExecutor(PREPARE_THREADS) as pool:
+        images = decode(pool)
+        decoded = _rate(lambda: decode(pool), len(data))
+    where = "GPU" if device == "cuda" else "CPU, torch"
+    return {f"decode ({'nvJPEG' if device == 'cuda' else 'CPU, torch'})": decoded,
+            f"resize ({where})": _rate(lambda: prepare(images), len(data))}
+
+
+def _device_steps(task: PipelineTask, data: list[bytes], device: str) -> tuple[Callable, Callable]:
+    """The device path's decode (of all of ``data``, with a pool for what the batch decoder leaves) and prepare (of
+    the decoded images), each returning once the device is done."""
     import torch
 
     formats = [image_format(raw, "photo") for raw in data]
     options = task.defaults()
-    on_gpu = device == "cuda"
-    with ThreadPoolExecutor(PREPARE_THREADS) as pool:
-        def decode() -> list:
-            images, _ = decode_on_device(data, formats, device, pool)
-            if on_gpu:
-                torch.cuda.synchronize()
-            return images
+    finish = (lambda: torch.cuda.current_stream().synchronize()) if device == "cuda" else (lambda: None)
 
-        images = decode()
-        decoded = _rate(decode, len(data))
+    def decode(pool: ThreadPoolExecutor) -> list:
+        images, _ = decode_on_device(data, formats, device, pool)
+        finish()
+        return images
 
-    def prepare() -> None:
-        [task.prepare_tensor(image, options) for image in images]
-        if on_gpu:
-            torch.cuda.synchronize()
+    def prepare(images: list) -> list:
+        prepared = [task.prepare_tensor(image, options) for image in images]
+        finish()
+        return prepared
 
-    where = "GPU" if on_gpu else "CPU, torch"
-    return {f"decode ({'nvJPEG' if on_gpu else 'CPU, torch'})": decoded, f"resize ({where})": _rate(prepare, len(data))}
+    return decode, prepare
+
+
+def decoded_and_prepared(model: str, photos: list[Path], prepared_on: str | None, copies: int) -> float:
+    """Images per second of ``copies`` copies of one pipeline instance's decode and prepare of the photos, run at
+    once on threads (on a GPU each on its own CUDA stream, as each instance, a process, has its own): the ceiling
+    those stages set outside Triton for that many instances."""
+    task = pipeline_task(get_model(model))
+    data = [p.read_bytes() for p in photos]
+    on_device = prepared_on in ("cuda", "cpu", "device")
+    device = "cpu" if prepared_on == "cpu" else "cuda"
+    with ThreadPoolExecutor(PREPARE_THREADS * copies) as pool:
+        if on_device:
+            decode, prepare = _device_steps(task, data, device)
+            one = _on_own_stream(lambda: prepare(decode(pool)), device)
+        else:
+            options = task.defaults()
+            one = lambda: list(pool.map(lambda raw: task.prepare(decode_image(raw, "photo"), options), data))  # noqa: E731
+        with ThreadPoolExecutor(copies) as instances:
+            return _rate(lambda: list(instances.map(lambda _: one(), range(copies))), copies * len(data))
+
+
+def _on_own_stream(work: Callable[[], object], device: str) -> Callable[[], object]:
+    """``work`` run on a CUDA stream of the calling thread's own (on a GPU), as a pipeline instance's process has."""
+    if device != "cuda":
+        return work
+    import torch
+
+    streams = threading.local()
+
+    def run() -> object:
+        if not hasattr(streams, "stream"):
+            streams.stream = torch.cuda.Stream()
+        with torch.cuda.stream(streams.stream):
+            return work()
+
+    return run
 
 
 def _rate(work: Callable[[], object], images: int) -> float:
@@ -207,7 +265,10 @@ def stage_reports(points: list, photos: list[Path]) -> list[StageReport]:
             best[point.variant] = (point, engine.throughput)
     reports = []
     for pipeline, (point, engine) in best.items():
-        ceilings = stage_ceilings(Variant.parse(point.serves).model, photos, point.prepared_on)
+        model, instances = Variant.parse(point.serves).model, point.pipeline_instances or 1
+        ceilings = stage_ceilings(model, photos, point.prepared_on)
+        outside = {copies: decoded_and_prepared(model, photos, point.prepared_on, copies)
+                   for copies in dict.fromkeys((1, instances))}
         reports.append(StageReport(pipeline, point.serves, point.throughput, {**ceilings, "engine": engine},
-                                   parse_stage_ms(point.stage_ms), point.pipeline_instances or 1))
+                                   parse_stage_ms(point.stage_ms), instances, outside))
     return reports

@@ -75,11 +75,13 @@ def sweep_with_progress(
                      on_failed_point if on_failure else None, done, server_counts, photos, pipeline_instances)
 
 
-def report_sweep(points: list, output: Path, photos: list[Path] | None = None) -> None:
-    """The sweep's table on stdout, its files written to ``output``; ``photos``: what pipelines were sent."""
+def report_sweep(points: list, output: Path, photos: list[Path] | None = None, failures: list[str] = ()) -> None:
+    """The sweep's table on stdout, its files written to ``output``; ``photos``: what pipelines were sent;
+    ``failures``: a line per point that could not be measured (a crashed one among them), listed in sweep.md."""
     photos = photos or shipped_photos()
-    files = write_report(points, output, photos)
-    print("\n" + markdown_table(points, photos))
+    files = write_report(points, output, photos, failures)
+    if points:
+        print("\n" + markdown_table(points, photos))
     reports = stage_reports(points, photos)
     if reports:
         text = ("## What holds each pipeline back\n\nIn the server: the milliseconds per image the pipeline's instances "
@@ -87,7 +89,9 @@ def report_sweep(points: list, output: Path, photos: list[Path] | None = None) -
                 "outside its executes (Triton and the stub passing requests and responses, or waiting for them). "
                 "Alone: each stage timed on this machine, on the pipelines' photos, where the pipeline runs it (the "
                 f"host's {PREPARE_THREADS} threads, or the device); the engine is its variant's tensors-in throughput at "
-                "the same point of the sweep.\n\n" + "\n".join(f"- {r.line()}" for r in reports) + "\n")
+                "the same point of the sweep. Outside Triton: decode and prepare together, as one instance does them, on "
+                "one thread and on as many at once as the pipeline had instances (each on its own CUDA stream on a "
+                "GPU).\n\n" + "\n".join(f"- {r.line()}" for r in reports) + "\n")
         (Path(output) / "pipelines.md").write_text(text)
         files["pipelines"] = Path(output) / "pipelines.md"
         print("\n" + text)

@@ -255,13 +255,19 @@ def measured_points(out_dir: Path, batch_size: int) -> frozenset[tuple[str, int,
     return frozenset(point_key(p) for p in read_csv(path) if p.batch_size == batch_size or p.serves)
 
 
-def write_report(points: list[PerfPoint], out_dir: Path, photos: list[Path] | None = None) -> dict[str, Path]:
+def write_report(points: list[PerfPoint], out_dir: Path, photos: list[Path] | None = None,
+                 failures: list[str] = ()) -> dict[str, Path]:
     """sweep.csv, sweep.md and sweep.png in out_dir, over these points and the earlier ones there that they do not
-    measure again (same variant, server and instance counts, and concurrency)."""
+    measure again (same variant, server and instance counts, and concurrency); ``failures``, this run's points that
+    could not be measured, are listed under the table."""
     out_dir = Path(out_dir)
     table = out_dir / "sweep.md"
     points = gather(PerfPoint, out_dir / "sweep.csv", points, point_key, "sweep")
     out_dir.mkdir(parents=True, exist_ok=True)
     axes = "servers and model instances" if any(p.servers > 1 for p in points) else "model instances"
-    table.write_text(f"# Throughput against {axes}\n\n" + markdown_table(points, photos))
+    missing = "".join(f"- {line}\n" for line in failures)
+    table.write_text(f"# Throughput against {axes}\n\n" + (markdown_table(points, photos) if points else "No point measured.\n")
+                     + (f"\n## Not measured in the last run\n\n{missing}" if missing else ""))
+    if not points:
+        return {"markdown": table}
     return {"csv": write_records(points, out_dir / "sweep.csv"), "markdown": table, "plot": plot(points, out_dir / "sweep.png")}

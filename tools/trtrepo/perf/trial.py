@@ -8,6 +8,8 @@ CUDA graphs, pipelining); only the model is reloaded, through the repository API
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -19,8 +21,11 @@ from trtrepo.perf.analyzer import PerfPoint, measure_servers, photo_input_data
 from trtrepo.perf.pipeline_stages import read_counters, stage_milliseconds
 from trtrepo.serving.access import Endpoint
 from trtrepo.serving.client import InferenceClient
+from trtrepo.serving.stubs import Stub, stubs_of
 
 
+#: How long a reload may take to end the stubs of the configs it replaced before the trial measures anyway.
+SETTLE_TIMEOUT_S = 60
 #: Serving options a trial may not change on an ensemble: its own batch limit would no longer match its steps'.
 ENSEMBLE_FIXED = ("max_batch_size", "preferred_batch_sizes")
 
@@ -71,10 +76,26 @@ class Trial:
             raise UserError(f"{self.variant} is {kind}: its {' and '.join(ENSEMBLE_FIXED)} follow the models it calls; "
                             "tune those instead")
         self.changed = True  # before the first load: one that fails half-way still needs restoring
+        stubs: dict[str, int] = {}
         for client, originals in zip(self.clients, self.originals):
             for name, config in originals.items():
                 own = {"instances": self.pipeline_instances} if name == self.variant and self.serves else changes
-                client.load_model(name, config_to_json(changed_config(config, own)))
+                loaded = changed_config(config, own)
+                client.load_model(name, config_to_json(loaded))
+                if loaded.backend == "python":
+                    stubs[name] = loaded.instance_group[0].count
+        self._settle(stubs)
+
+    def _settle(self, expected: dict[str, int], timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+        """Wait until the stubs of the configs a reload replaced have exited, each own server left with the
+        ``expected`` stubs per model: Triton loads the new instances before it unloads the old ones, whose stubs
+        would otherwise still be there when a measurement starts, and their exit taken for a crash."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            counts = [Counter(stub.model for stub in stubs_of(e.server_pid)) for e in self.endpoints if e.server_pid]
+            if all(count[name] <= wanted for count in counts for name, wanted in expected.items()):
+                return
+            time.sleep(0.1)
 
     def measure(self, concurrency: int, batch_size: int, measurement_ms: int, servers: int = 1,
                 instances: int | None = None) -> PerfPoint:
@@ -85,17 +106,38 @@ class Trial:
         config = next(iter(self.originals[0].values()))
         metrics_urls = [e.metrics_url for e in self.endpoints[:servers]]
         before = read_counters(metrics_urls, self.variant, self.serves) if self.serves else None
-        point = measure_servers(
-            self.variant, [(e.grpc_url, e.metrics_url) for e in self.endpoints[:servers]], 1 if self.serves else batch_size,
-            concurrency, measurement_ms, instances if instances is not None else serving_options_of(config).instances,
-            shapes_of=self.steps[0] if self.steps else self.variant, on_gpu=self.on_gpu,
-            streaming=self.clients[0].streaming,  # each server's key: perf_analyzer finds it by its URL
-            input_data=self.input_data)
+        stubs = self._stubs(servers)
+        failure = None
+        try:
+            point = measure_servers(
+                self.variant, [(e.grpc_url, e.metrics_url) for e in self.endpoints[:servers]],
+                1 if self.serves else batch_size, concurrency, measurement_ms,
+                instances if instances is not None else serving_options_of(config).instances,
+                shapes_of=self.steps[0] if self.steps else self.variant, on_gpu=self.on_gpu,
+                streaming=self.clients[0].streaming,  # each server's key: perf_analyzer finds it by its URL
+                input_data=self.input_data)
+        except UserError as exc:
+            failure = exc
+        lost = stubs - self._stubs(servers)
+        if lost:
+            died = ", ".join(sorted({stub.model for stub in lost}))
+            raise UserError(f"crashed: {len(lost)} Python stub{'s' if len(lost) > 1 else ''} of {died} died while it "
+                            "was measured (the server reloads it; a figure would count the failed requests and the "
+                            "reload, so there is none)") from failure
+        if failure:
+            raise failure
         if not self.serves:
             return point
         stage_ms = stage_milliseconds(before, read_counters(metrics_urls, self.variant, self.serves))
         return replace(point, serves=self.serves, prepared_on=self.prepared_on(), stage_ms=stage_ms,
                        pipeline_instances=self.pipeline_instances)
+
+    def _stubs(self, servers: int) -> set[Stub]:
+        """The live Python stubs of the models this trial measures, on those of the first ``servers`` servers that
+        are this command's own (a stub of a server given by address cannot be seen)."""
+        names = {self.variant, *self.steps, *([self.serves] if self.serves else [])}
+        return {stub for e in self.endpoints[:servers] if e.server_pid
+                for stub in stubs_of(e.server_pid) if stub.model in names}
 
     def prepared_on(self) -> str:
         """Where the pipeline prepares its photos (PerfPoint.prepared_on)."""
