@@ -102,3 +102,16 @@ def test_headers_per_protocol():
     assert key_headers("k", "http") == {"trtrepo-key": "k"}
     assert key_headers("k", "grpc") == {"triton-grpc-protocol-trtrepo-key": "k"}  # Triton's gRPC prefix
     assert key_headers(None, "http") == {}
+
+
+def test_a_servers_metrics_are_where_given_or_on_the_port_after_grpc_when_triton_answers_there():
+    """perf --url: --metrics-url as HOST:PORT or as the URL Triton prints; without it, gRPC's port + 1 only where a
+    Triton's metrics answer (here nothing listens: unknown, not a wrong guess)."""
+    from trtrepo.serving.endpoints import metrics_url_of
+    from trtrepo.serving.server import free_port
+
+    assert metrics_url_of("10.0.0.5:8001", "10.0.0.5:9102") == "http://10.0.0.5:9102/metrics"
+    assert metrics_url_of("10.0.0.5:8001", "http://10.0.0.5:9102/metrics") == "http://10.0.0.5:9102/metrics"
+    assert metrics_url_of(f"127.0.0.1:{free_port()}") is None
+    with pytest.raises(UserError, match="is not HOST:PORT"):
+        metrics_url_of("127.0.0.1:8001", "metrics")

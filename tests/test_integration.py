@@ -121,12 +121,16 @@ def test_perf_command_writes_table_csv_and_plot_with_the_pipeline_beside_its_var
     from trtrepo.perf.pipeline_stages import read_counters
     from trtrepo.perf.sweep import read_csv
 
-    result = trtrepo("perf", "--url", server.grpc_url, "--models", f"{VARIANTS[0]},{MODEL}", "--instances", "1",
-                     "--concurrency", "2", "--measurement-ms", "500", "--pipeline-instances", "2", "--output", str(tmp_path))
+    metrics = server.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    result = trtrepo("perf", "--url", server.grpc_url, "--metrics-url", metrics, "--models", f"{VARIANTS[0]},{MODEL}",
+                     "--instances", "1", "--concurrency", "2", "--measurement-ms", "500", "--pipeline-instances", "2",
+                     "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "| 1 | 2 |" in result.stdout
     assert {p.name for p in tmp_path.iterdir()} == {"sweep.csv", "sweep.md", "sweep.png", "pipelines.md"}
-    assert "Each stage alone, per image: decode" in (tmp_path / "pipelines.md").read_text()
+    stages = (tmp_path / "pipelines.md").read_text()
+    assert "Each stage alone, per image: decode" in stages
+    assert "its 2 instances'" in stages and "ms per image went to" in stages  # the in-server breakdown, through --url
     # Where the server's metrics are known, the pipeline's own counters say where its executes spent their time.
     counters = read_counters([server.metrics_url], MODEL, VARIANTS[0])
     assert counters["images"] > 0 and counters["prepare"] > 0 and counters["engine"] > 0 and counters["variant"] > 0

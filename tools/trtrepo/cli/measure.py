@@ -43,6 +43,10 @@ def perf(
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server in explicit mode, or several, "
                                                     "comma-separated (replicas, one per GPU); default: start as many "
                                                     "as --servers needs.")] = None,
+    metrics_url: Annotated[Optional[str], typer.Option(
+        help="With --url: where each server's metrics are (HOST:PORT, comma-separated in --url's order), for GPU "
+             "utilisation and the pipelines' in-server breakdown; default: the port after each gRPC port, Triton's "
+             "own layout, where Triton's metrics answer.")] = None,
     api_key: ApiKeyOption = None,
     mps: MpsOption = False,
     model_repository: RepoOption = REPOSITORY,
@@ -93,7 +97,8 @@ def perf(
     if done:
         console.print(f"resuming: {len(done)} points already in {output / 'sweep.csv'} are not measured again")
     failures: list[str] = []
-    with grpc_endpoints(name_list(url), model_repository, api_key, max(server_counts), mps, on_event=say) as endpoints:
+    with grpc_endpoints(name_list(url), model_repository, api_key, max(server_counts), mps, on_event=say,
+                        metrics_urls=name_list(metrics_url)) as endpoints:
         points = sweep_with_progress(endpoints, variants, counts, concurrencies, batch_size, measurement_ms,
                                      on_failure=failures.append, done=done, checkpoint_dir=output,
                                      server_counts=server_counts, photos=sent, pipeline_instances=pipeline_instances)

@@ -4,10 +4,10 @@ the GPU memory in use on a server's GPUs."""
 from __future__ import annotations
 
 import threading
-import urllib.error
-import urllib.request
 from statistics import mean
 from typing import Callable
+
+from trtrepo.serving.endpoints import scrape_metrics
 
 
 UTILIZATION_METRIC = "nv_gpu_utilization"  # Triton's gauge, 0..1 per GPU (DCGM-backed)
@@ -38,15 +38,6 @@ def gpu_memory_mb(metrics_url: str | None) -> float | None:
     """GPU memory in use on the GPUs of the server whose metrics are at ``metrics_url`` (None: unknown)."""
     text = scrape_metrics(metrics_url) if metrics_url else None
     return None if text is None else triton_gpu_memory_mb(text)
-
-
-def scrape_metrics(metrics_url: str) -> str | None:
-    """The server's Prometheus metrics text, or None where they cannot be read."""
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=2) as response:
-            return response.read().decode()
-    except (urllib.error.URLError, OSError):
-        return None
 
 
 def _triton_reader(metrics_url: str) -> Callable[[], float | None] | None:

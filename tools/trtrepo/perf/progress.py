@@ -25,7 +25,9 @@ from trtrepo.perf.sweep import (
 from trtrepo.serving.access import Endpoint
 
 
-console = Console(stderr=True)
+#: soft_wrap: a line is never broken at the console's width (80 columns where stderr is a file or a pipe, as in a
+#: log or CI), which would split a figure or a path in two; a terminal folds long lines itself.
+console = Console(stderr=True, soft_wrap=True)
 
 
 def progress() -> Progress:

@@ -208,10 +208,15 @@ def plot(points: list[PerfPoint], path: Path) -> Path:
     variant and concurrency, and p99 latency against throughput. A variant keeps its colour in both panels and a
     concurrency its line style; the latency panel is log-log, since a CPU column and a GPU one differ a
     thousandfold in both. Points measured on several servers are drawn against the server count instead, a line per
-    variant, instance count and concurrency."""
+    variant, instance count and concurrency. A sweep of one instance count on one server is drawn against
+    concurrency, a line per variant (a lone dot per line would say nothing)."""
     plt = pyplot()
     several = any(p.servers > 1 for p in points)
     axis, axis_name = (("servers", "servers") if several else ("instances", "model instances"))
+    counts = {p.instances for p in points}
+    if not several and len(counts) == 1:
+        (count,) = counts
+        axis, axis_name = "concurrency", f"concurrency ({count} model instance{'s' if count > 1 else ''})"
     variants = list(dict.fromkeys(p.variant for p in points))
     models = list(dict.fromkeys(model_name(v, variants) for v in variants))
     colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
@@ -220,7 +225,12 @@ def plot(points: list[PerfPoint], path: Path) -> Path:
     for model, (left, right) in zip(models, rows):
         for variant in (v for v in variants if model_name(v, variants) == model):
             mine = [p for p in points if p.variant == variant]
-            for instances, concurrency in sorted({(p.instances if several else 0, p.concurrency) for p in mine}):
+            if axis == "concurrency":
+                line = sorted(mine, key=lambda p: p.concurrency)
+                left.plot([p.concurrency for p in line], [p.throughput for p in line], marker="o",
+                          color=colours[variant], label=variant)
+            for instances, concurrency in sorted({(p.instances if several else 0, p.concurrency) for p in mine}
+                                                 if axis != "concurrency" else ()):
                 line = sorted((p for p in mine if p.concurrency == concurrency and (not several or p.instances == instances)),
                               key=lambda p: getattr(p, axis))
                 label = f"{variant} x{instances} c{concurrency}" if several else f"{variant} c{concurrency}"

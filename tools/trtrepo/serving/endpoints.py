@@ -4,15 +4,21 @@ ports in explicit model-control mode, started for the command and stopped after 
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 from trtrepo.environment import variables_set
 from trtrepo.errors import UserError
-from trtrepo.serving.access import KEY_ENV, Endpoint, ServerOptions, normalize_url
+from trtrepo.serving.access import KEY_ENV, Endpoint, ServerOptions, normalize_url, split_url
 from trtrepo.serving.mps import shared_gpu
 from trtrepo.serving.server import Ports, TritonServer
+
+
+#: A metric every Triton serves: how a port is told to be a Triton's metrics.
+TRITON_METRIC = "nv_inference_count"
 
 
 def own_server(repository: Path, on_event: Callable[[str], None] = print) -> TritonServer:
@@ -22,20 +28,52 @@ def own_server(repository: Path, on_event: Callable[[str], None] = print) -> Tri
                         options=ServerOptions(api_key=os.environ.get(KEY_ENV) or None), on_event=on_event)
 
 
+def scrape_metrics(metrics_url: str) -> str | None:
+    """The server's Prometheus metrics text, or None where they cannot be read."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as response:
+            return response.read().decode()
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def metrics_url_of(grpc_url: str, given: str | None = None) -> str | None:
+    """Where the metrics of the server at ``grpc_url`` are: ``given`` (HOST:PORT or a URL), else Triton's own
+    layout (metrics on the port after gRPC's, 8001 and 8002) where Triton's metrics answer there; None where unknown."""
+    if given:
+        host, port = split_url(given.rstrip("/").removesuffix("/metrics"))
+        return f"http://{host}:{port}/metrics"
+    host, port = split_url(grpc_url)
+    guess = f"http://{host}:{port + 1}/metrics"
+    text = scrape_metrics(guess) if port < 65535 else None
+    return guess if text and TRITON_METRIC in text else None
+
+
 @contextmanager
 def grpc_endpoints(urls: list[str] | None, repository: Path, api_key: str | None = None, count: int = 1,
-                   mps: bool = False, on_event: Callable[[str], None] = print) -> Iterator[list[Endpoint]]:
-    """The servers given (gRPC addresses), else ``count`` servers of our own on ``repository``. ``api_key``
-    is TRTREPO_API_KEY while they are in use, where every client and perf_analyzer run of the command looks for it
-    (trtrepo.serving.access.find_key). ``mps``: our servers run under CUDA's MPS (one daemon for all)."""
+                   mps: bool = False, on_event: Callable[[str], None] = print,
+                   metrics_urls: list[str] | None = None) -> Iterator[list[Endpoint]]:
+    """The servers given (gRPC addresses, with their ``metrics_urls`` where given, else as metrics_url_of finds
+    them), else ``count`` servers of our own on ``repository``. ``api_key`` is TRTREPO_API_KEY while they are in
+    use, where every client and perf_analyzer run of the command looks for it (trtrepo.serving.access.find_key).
+    ``mps``: our servers run under CUDA's MPS (one daemon for all)."""
     if urls and mps:
         raise UserError("--mps runs the servers trtrepo starts; with --url, start MPS where that server runs "
                         "(trtrepo serve --mps)")
+    if metrics_urls and len(metrics_urls) != len(urls or []):
+        raise UserError(f"--metrics-url gives {len(metrics_urls)} addresses for {len(urls or [])} --url: one per "
+                        "server given, in the same order")
     with ExitStack() as stack:
         if api_key:
             stack.enter_context(variables_set({KEY_ENV: api_key}))
         if urls:
-            yield [Endpoint(normalize_url(url)) for url in urls]
+            endpoints = [Endpoint(normalize_url(url), metrics_url_of(url, given))
+                         for url, given in zip(urls, metrics_urls or [None] * len(urls))]
+            for endpoint in endpoints:
+                if endpoint.metrics_url is None:
+                    on_event(f"{endpoint.grpc_url}: its metrics are not on the next port; pass --metrics-url for "
+                             "GPU utilisation and the pipelines' in-server breakdown")
+            yield endpoints
             return
         if mps:
             stack.enter_context(shared_gpu(on_event))
