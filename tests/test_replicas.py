@@ -3,6 +3,7 @@ request (nginx passes on what met the dead one, the client retries what no serve
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -122,3 +123,32 @@ def test_serve_replicas_answers_through_one_endpoint_and_stops_on_ctrl_c(one_mod
         out, err = process.communicate(timeout=60)
     assert process.returncode in (130, -signal.SIGINT), err
     assert err.strip().splitlines()[-1] == "error: interrupted"
+
+
+@pytest.mark.skipif(nginx_missing() is not None, reason=f"{nginx_missing()}")
+def test_with_no_server_behind_it_the_front_answers_503_json_and_retry_after_that_tritonclient_reads():
+    """The front while its tritonserver is being restarted (here: none listens behind it): tritonclient gets
+    Triton's error JSON with a 503 it retries (client.unanswered), not an HTML page it cannot parse."""
+    import urllib.error
+    import urllib.request
+
+    from tritonclient.utils import InferenceServerException
+
+    from trtrepo.serving.client import triton_client, unanswered
+    from trtrepo.serving.nginx import RETRY_AFTER_S, Nginx, http_server, nginx_config, upstream
+    from trtrepo.serving.server import free_port, port_open
+
+    front, behind = free_port(), free_port()
+    nginx = Nginx(lambda folder: nginx_config(folder, http_server(f"127.0.0.1:{front}", "triton"),
+                                              upstream("triton", [(behind, True)])))
+    nginx.start(lambda: port_open("127.0.0.1", front))
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{front}/v2/models/{MODEL}/infer", data=b"{}", timeout=10)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == str(RETRY_AFTER_S)
+        assert "retry in" in json.loads(refused.value.read())["error"]
+        with pytest.raises(InferenceServerException) as raised:
+            triton_client(f"127.0.0.1:{front}", "http").get_model_metadata(MODEL)
+        assert str(raised.value.status()) == "503" and unanswered(raised.value) and "being restarted" in str(raised.value)
+    finally:
+        nginx.stop()

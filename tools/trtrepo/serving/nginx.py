@@ -8,6 +8,7 @@ Limits (every HTTP front trtrepo starts: `trtrepo serve`, and the balancer of `-
   the limit holds for every encoding, and the server never sees a body that is still arriving.
 - Any other body over BODY_LIMIT, headers over HEADER_BUFFER, and senders slower than SLOW_SENDER_S between two
   reads get nginx's 413, 494/400 and 408, so a client that lies about its length or trickles bytes holds nothing.
+- While no tritonserver answers (a restart), requests get 503, Retry-After and Triton's error JSON, not nginx's HTML.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ FORM_BODY_LIMIT = 4_000_000
 BODY_LIMIT = "2g"
 HEADER_BUFFER = "4 16k"
 SLOW_SENDER_S = 30
+#: Seconds a client is told to wait (Retry-After) when no tritonserver is there to answer.
+RETRY_AFTER_S = 2
 #: nginx's temporary folders, kept in its private folder rather than its compiled-in /var/lib/nginx.
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 FORM_LOCATION = "/.trtrepo-form-encoded"
@@ -62,6 +65,9 @@ def http_server(listen: str, upstream_name: str) -> list[str]:
     refused = ('{"error":"form-encoded request bodies over %d bytes are refused (this tritonserver crashes on them): '
                'send the body as application/json or binary"}' % FORM_BODY_LIMIT)
     too_large = '{"error":"request bodies over %s are refused"}' % BODY_LIMIT
+    # nginx's own 502 and 504 (no tritonserver to pass the request to: it is being restarted) as Triton's error JSON
+    # that tritonclient parses, 503 with Retry-After, instead of nginx's HTML page. Triton's own errors pass as they are.
+    down = '{"error":"no tritonserver answers here now (it is being restarted?): retry in %d s"}' % RETRY_AFTER_S
     proxy = ["      proxy_http_version 1.1;", '      proxy_set_header Connection "";',
              "      proxy_next_upstream error timeout http_502 http_503 non_idempotent;", "      proxy_read_timeout 300s;"]
     return [
@@ -70,13 +76,15 @@ def http_server(listen: str, upstream_name: str) -> list[str]:
         f"    client_header_timeout {SLOW_SENDER_S}s;", f"    large_client_header_buffers {HEADER_BUFFER};",
         "    location / {",
         f"      if ($form_encoded) {{ rewrite ^ {FORM_LOCATION} last; }}",
-        "      error_page 413 = @too_large;",
+        "      error_page 413 = @too_large;", "      error_page 502 504 = @unavailable;",
         f"      proxy_pass http://{upstream_name};", *proxy, "    }",
         f"    location = {FORM_LOCATION} {{", "      internal;", f"      client_max_body_size {FORM_BODY_LIMIT};",
-        "      error_page 413 = @form_too_large;",
+        "      error_page 413 = @form_too_large;", "      error_page 502 504 = @unavailable;",
         f"      proxy_pass http://{upstream_name}$request_uri;", *proxy, "    }",
         f"    location @form_too_large {{ default_type application/json; return 413 '{refused}'; }}",
         f"    location @too_large {{ default_type application/json; return 413 '{too_large}'; }}",
+        f"    location @unavailable {{ default_type application/json; add_header Retry-After {RETRY_AFTER_S} always; "
+        f"return 503 '{down}'; }}",
         "  }",
     ]
 
