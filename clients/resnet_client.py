@@ -26,7 +26,7 @@ from trtrepo.errors import UserError
 from trtrepo.format.config import Variant
 from trtrepo.models import MODELS, get_model
 from trtrepo.serving.access import use_api_key
-from trtrepo.serving.client import InferenceClient, ask_pipeline, collect_images, is_pipeline
+from trtrepo.serving.client import RESTART_WAIT_S, InferenceClient, ask_pipeline, collect_images, is_pipeline
 from trtrepo.specs import CLASSIFICATION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -47,7 +47,7 @@ def classify(
     if spec.task != CLASSIFICATION:
         raise UserError(f"{model} is not a classifier ({spec.task}): use {TASK_CLIENTS[spec.task]}")
     samples = {spec.inputs[0].name: np.stack([spec.preprocess(path) for path in images])}
-    client = InferenceClient(model, url=url, protocol=protocol)
+    client = InferenceClient(model, url=url, protocol=protocol, wait_s=RESTART_WAIT_S)
     if not server_labels:
         return spec.postprocess(client.infer_batches(samples, batch_size), top_k)
     labelled = [o for o in client.config.output if o.label_filename]

@@ -24,7 +24,7 @@ from trtrepo.format.config import Variant
 from trtrepo.models import get_model
 from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, LETTERBOXES, YOLOv3, Detection, to_image_coords
 from trtrepo.serving.access import use_api_key
-from trtrepo.serving.client import InferenceClient, ask_pipeline, collect_images, is_pipeline
+from trtrepo.serving.client import RESTART_WAIT_S, InferenceClient, ask_pipeline, collect_images, is_pipeline
 from trtrepo.specs import DETECTION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
@@ -54,7 +54,7 @@ def detect(
     Results are appended to ``results`` as each wave of images is answered, so a caller keeps what came back
     before a failure."""
     spec = spec_of(model)
-    client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
+    client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers, wait_s=RESTART_WAIT_S)
     step = client.batch_step(batch_size)
     results = [] if results is None else results
     for start in range(0, len(images), WAVE):

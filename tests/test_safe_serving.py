@@ -422,3 +422,29 @@ def test_a_point_during_which_a_stub_died_is_reported_crashed_and_not_measured(t
     assert f"crashed: 1 Python stub of {VARIANT} died while it was measured" in failures[0]
     written = write_report([], tmp_path, failures=failures)["markdown"].read_text()
     assert "## Not measured in the last run" in written and "crashed: 1 Python stub" in written
+
+
+def test_a_client_waits_for_a_restarted_server_within_its_bound(tiny_repo):
+    """A request sent while the server is down (killed, started again on the same ports 3 s later, as `serve`
+    does) is answered once it is back: the client retries what no server answered, for up to ``wait_s``."""
+    ports = Ports.free()
+    batch = {"input": np.zeros((1, 3, 224, 224), np.float32)}
+    first = TritonServer(tiny_repo, ports).start()
+    client = InferenceClient(VARIANT, url=first.grpc_url, protocol="grpc", wait_s=60)
+    assert client.infer(batch)["logits"].shape == (1, 1000)
+    os.killpg(first.process.pid, signal.SIGKILL)
+    first.process.wait()
+    answered: list = []
+    # The request waits in a thread; the server starts in this one (its parent-death signal follows the thread
+    # that started it).
+    sender = threading.Thread(target=lambda: answered.append(client.infer(batch)["logits"].shape))
+    began = time.monotonic()
+    sender.start()
+    time.sleep(3)
+    with TritonServer(tiny_repo, ports):
+        sender.join(60)
+        assert answered == [(1, 1000)] and client.retried > 0 and time.monotonic() - began >= 3
+    first.stop()
+    client.wait_s = 0.5  # and with the server gone for good, the bound ends the wait in one line
+    with pytest.raises(UserError, match=r"no server answered it for 0\.5 s"):
+        client.infer(batch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from trtrepo.specs import IMAGE_SUFFIXES, TASK_CLIENTS, ModelSpec
 
 
 PROTOCOLS = {"http": 8000, "grpc": 8001}
+T = TypeVar("T")
 
 
 def _short(exc: Exception) -> str:
@@ -25,6 +26,11 @@ def _short(exc: Exception) -> str:
 
 #: The first wait before a request is sent again (InferenceClient's retries).
 RETRY_WAIT_S = 0.1
+#: The longest wait between two tries of a request no server answered.
+RETRY_WAIT_MAX_S = 2.0
+#: How long trtrepo's command-line clients wait for a server that is not there (being restarted: `trtrepo serve`
+#: brings a dead tritonserver back within this) before they give up with one line.
+RESTART_WAIT_S = 30.0
 #: The statuses of a request that no server answered: a balancer with no replica to give it to (HTTP 502, 503,
 #: 504), gRPC's UNAVAILABLE. A model's own error (bad input, 400) is never retried; neither is any other status.
 UNANSWERED_STATUSES = frozenset({"502", "503", "504", "StatusCode.UNAVAILABLE"})
@@ -70,11 +76,13 @@ class InferenceClient:
 
     def __init__(
         self, model: str, url: str | None = None, protocol: str = "http", timeout_s: float = 60, concurrency: int = 1,
-        api_key: str | None = None, retries: int = 0,
+        api_key: str | None = None, retries: int = 0, wait_s: float = 0.0,
     ) -> None:
         """``concurrency``: how many threads may call infer at once (HTTP keeps that many connections).
         ``retries``: how often infer sends a request again that found no server to answer it (refused, reset,
-        502/503 from a balancer, gRPC UNAVAILABLE), waiting RETRY_WAIT_S, doubled each time; ``retried`` counts."""
+        502/503 from a balancer, gRPC UNAVAILABLE), waiting RETRY_WAIT_S, doubled each time; ``retried`` counts.
+        ``wait_s``: for that long at least, a request no server answered (a restart under way) is sent again,
+        however many retries that takes."""
         if protocol not in PROTOCOLS:
             raise UserError(f"protocol must be http or grpc, got {protocol!r}")
         self.protocol = protocol
@@ -82,6 +90,7 @@ class InferenceClient:
         self.model = model
         self.timeout_s = timeout_s
         self.retries = retries
+        self.wait_s = wait_s
         self.retried = 0
         self.api_key = find_key(self.url, api_key)
         if protocol == "http":
@@ -195,21 +204,32 @@ class InferenceClient:
         if self.streaming:
             return self.infer_many([inputs])[0]
         tensors, outputs = self._request(inputs)
-        attempt = 0
+        return self._retrying(lambda: self._outputs(self._client.infer(self.model, tensors, outputs=outputs)))
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """``call``, sent again while no server answered it, ``retries`` times and for ``wait_s`` at least."""
+        attempt, deadline = 0, time.monotonic() + self.wait_s
         while True:
             try:
-                return self._outputs(self._client.infer(self.model, tensors, outputs=outputs))
+                return call()
+            except UserError:
+                raise
             except Exception as exc:
-                if attempt == self.retries or not unanswered(exc):
-                    raise UserError(f"inference on {self.model!r} failed: {_short(exc)}") from exc
+                if not unanswered(exc) or (attempt >= self.retries and time.monotonic() >= deadline):
+                    waited = f" (no server answered it for {self.wait_s:g} s)" if self.wait_s and unanswered(exc) else ""
+                    raise UserError(f"inference on {self.model!r} failed: {_short(exc)}{waited}") from exc
             self.retried += 1
-            time.sleep(RETRY_WAIT_S * 2**attempt)
+            time.sleep(min(RETRY_WAIT_S * 2**attempt, RETRY_WAIT_MAX_S))
             attempt += 1
 
     def infer_many(self, requests: list[dict[str, np.ndarray]], on_result=lambda: None) -> list[dict[str, np.ndarray]]:
         """Several requests in flight at once (HTTP: the client's connection pool; gRPC: async calls, or one
         stream for a pipelined model), results in request order. ``on_result`` is called as each result is
-        collected."""
+        collected. Requests that no server answered are sent again as InferenceClient's retries and wait_s say
+        (inference changes nothing on the server: sending a request twice is safe)."""
+        return self._retrying(lambda: self._infer_many_once(requests, on_result))
+
+    def _infer_many_once(self, requests: list[dict[str, np.ndarray]], on_result) -> list[dict[str, np.ndarray]]:
         import queue
 
         done: "queue.Queue" = queue.Queue()
@@ -244,10 +264,6 @@ class InferenceClient:
                 collected[int(result.get_response().id)] = self._outputs(result)
                 on_result()
             return [collected[i] for i in range(len(requests))]
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(f"inference on {self.model!r} failed: {_short(exc)}") from exc
         finally:
             if self.streaming:
                 self._client.stop_stream()
@@ -300,7 +316,7 @@ def ask_pipeline(
     batcher gathers them) with the same ``options`` for all: the model's spec and its answer, in image order. A
     variant's name (<model>_<engine>_<precision>) stands for its model's pipeline."""
     model = Variant.parse(model).model if Variant.is_variant(model) else model
-    client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers)
+    client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers, wait_s=RESTART_WAIT_S)
     if "variant" not in client.config.parameters:
         raise UserError(f"{model} is a tensor model; --server-side needs a pipeline model (`trtrepo repo` builds one per model)")
     spec = get_model(client.config.parameters["model"].string_value)
