@@ -87,3 +87,51 @@ def test_a_variant_refusing_the_pipelines_batch_fails_its_requests_not_the_serve
     assert set(outcomes) <= {"answered", "refused by the variant"}, outcomes
     assert "refused by the variant" in outcomes  # batches of several images met the variant's limit
     assert "Signal (11)" not in server.log_file.read_text()
+
+
+def test_a_pipelines_image_bounds_refuse_alone_and_large_images_leave_no_memory_behind(small_repo: Path, tmp_path: Path,
+                                                                                   darknet_photos: Path):
+    """The pipeline's config bounds one request (max_image_bytes, max_image_pixels): beyond them a request gets one
+    400-class line and the others are answered. Four 6000x6000 JPEGs at once, then small photos: the stub's memory
+    comes back near where it was (glibc's mmap threshold held fixed: README, the pipeline's memory)."""
+    import io
+
+    from PIL import Image
+
+    from trtrepo.errors import UserError
+    from trtrepo.serving.client import InferenceClient
+    from trtrepo.serving.stubs import resident_bytes, stubs_of
+
+    repo = tmp_path / "model_repository"
+    for name in (PIPELINE, VARIANT):
+        shutil.copytree(small_repo / name, repo / name)
+    photos = sorted(darknet_photos.glob("*.jpg"))
+    large = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (6000, 6000, 3), dtype=np.uint8)).save(large, "JPEG", quality=80)
+    with TritonServer(repo, Ports.free()) as server:
+        ask = lambda data: InferenceClient(PIPELINE, url=server.grpc_url, protocol="grpc").infer(  # noqa: E731
+            {"image": np.array([[data]], dtype=object), "top_k": np.array([[1]], dtype=np.int32)})
+        classify_server_side(photos, PIPELINE, server.grpc_url, "grpc", top_k=1)  # warm: every buffer of a photo
+        (stub,) = [s for s in stubs_of(server.process.pid) if s.model == PIPELINE]
+        before = resident_bytes([stub.pid])
+        with ThreadPoolExecutor(4) as pool:
+            assert all(a["labels"].shape == (1, 1) for a in pool.map(ask, [large.getvalue()] * 4))
+        classify_server_side(photos, PIPELINE, server.grpc_url, "grpc", top_k=1)
+        after = resident_bytes([stub.pid])
+        print(f"\nstub memory: {before >> 20} MB before four 36-megapixel images, {after >> 20} MB after")
+        assert after - before < 300 << 20, f"the stub kept {(after - before) >> 20} MB after four 36-megapixel images"
+
+    config = read_config(repo / PIPELINE / CONFIG_FILE)
+    assert config.parameters["max_image_pixels"].string_value == str(8192 * 8192)
+    config.parameters["max_image_pixels"].string_value = str(1000 * 1000)
+    config.parameters["max_image_bytes"].string_value = str(2 << 20)
+    write_config(config, repo / PIPELINE)
+    with TritonServer(repo, Ports.free()) as server:
+        ask = lambda data: InferenceClient(PIPELINE, url=server.grpc_url, protocol="grpc").infer(  # noqa: E731
+            {"image": np.array([[data]], dtype=object), "top_k": np.array([[1]], dtype=np.int32)})
+        with pytest.raises(UserError, match=r"declares 6000x6000 pixels, more than the 1,000,000") as pixels:
+            ask(large.getvalue()[: 1 << 20])  # the header says 6000x6000; the rest is not needed to refuse it
+        with pytest.raises(UserError, match=r"more than the 2,097,152 this pipeline takes \(max_image_bytes") as size:
+            ask(large.getvalue())
+        assert [str(e.value.__cause__.status()) for e in (pixels, size)] == ["StatusCode.INVALID_ARGUMENT"] * 2
+        assert ask((darknet_photos / "dog.jpg").read_bytes())["labels"].shape == (1, 1)

@@ -151,10 +151,10 @@ def load_image(path: Path) -> "Any":
         return decode_image(file, str(path))
 
 
-def decode_image(source: Any, what: str) -> "Any":
+def decode_image(source: Any, what: str, max_pixels: int = MAX_IMAGE_PIXELS) -> "Any":
     """An image file object (or bytes) as RGB: grayscale, palette, alpha and CMYK converted; refused with one
-    line naming ``what`` when it is not an image, is truncated, or declares more than MAX_IMAGE_PIXELS."""
-    with opened_image(source, what) as image:
+    line naming ``what`` when it is not an image, is truncated, or declares more than ``max_pixels``."""
+    with opened_image(source, what, max_pixels) as image:
         try:
             return image.convert("RGB")
         except (OSError, ValueError, SyntaxError) as exc:
@@ -168,16 +168,16 @@ def image_tensor(image: Any) -> "torch.Tensor":
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def image_format(data: bytes, what: str) -> str:
+def image_format(data: bytes, what: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str:
     """The format an encoded image declares (JPEG, PNG, ...), read from its header alone, refused as decode_image
     refuses it: what decides whether the bytes can go to a GPU decoder."""
-    with opened_image(data, what) as image:
+    with opened_image(data, what, max_pixels) as image:
         return image.format or ""
 
 
 @contextlib.contextmanager
-def opened_image(source: Any, what: str) -> Iterator["Any"]:
-    """The image PIL opened lazily (its header read, no pixel decoded yet), checked against MAX_IMAGE_PIXELS."""
+def opened_image(source: Any, what: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator["Any"]:
+    """The image PIL opened lazily (its header read, no pixel decoded yet), checked against ``max_pixels``."""
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -191,7 +191,7 @@ def opened_image(source: Any, what: str) -> Iterator["Any"]:
         raise UserError(f"{what}: not a readable image ({exc.__class__.__name__})") from exc
     with image:
         width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise UserError(f"{what}: declares {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} "
+        if width * height > max_pixels:
+            raise UserError(f"{what}: declares {width}x{height} pixels, more than the {max_pixels:,} "
                             "this tool decodes (a decompression bomb?)")
         yield image

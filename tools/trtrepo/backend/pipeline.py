@@ -31,6 +31,10 @@ import triton_python_backend_utils as pb_utils
 from trtrepo.backend.batches import host_array
 from trtrepo.backend.pipeline_tasks import (
     DECODED_METRIC,
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_BYTES_PARAMETER,
+    MAX_IMAGE_PIXELS_PARAMETER,
+    MMAP_THRESHOLD_BYTES,
     PREPARE_THREADS,
     STAGE_METRIC,
     STAGES,
@@ -41,7 +45,11 @@ from trtrepo.backend.pipeline_tasks import (
 from trtrepo.backend.stub_python import refuse_garbling_stub
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
-from trtrepo.specs import decode_image, image_format
+from trtrepo.specs import MAX_IMAGE_PIXELS, decode_image, image_format
+
+
+#: glibc's mallopt parameter number of the size from which allocations are mmapped (malloc.h).
+M_MMAP_THRESHOLD = -3
 
 
 def _failed(message: str, code: object | None = None) -> object:
@@ -64,6 +72,10 @@ class TritonPythonModel:
         self.task = pipeline_task(get_model(params["model"]))
         self.variant = params["variant"]
         self.variant_decoupled = params.get("variant_decoupled") == "true"  # a pipelined variant answers by senders
+        self.max_bytes = int(params.get(MAX_IMAGE_BYTES_PARAMETER, MAX_IMAGE_BYTES))
+        self.max_pixels = int(params.get(MAX_IMAGE_PIXELS_PARAMETER, MAX_IMAGE_PIXELS))
+        # The stub is this model's own process: its allocator's setting is the model's for the process's life.
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
         self.pool = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="pipeline-prepare")
         self.device = None
         if params.get("prepare") == "device" and self.task.on_device:
@@ -123,6 +135,9 @@ class TritonPythonModel:
         images = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().reshape(-1)
         if images.size != 1:
             raise ValueError(f"send one image per request, not {images.size}: the pipeline batches requests itself")
+        if len(images[0]) > self.max_bytes:
+            raise ValueError(f"the image is {len(images[0]):,} bytes, more than the {self.max_bytes:,} this pipeline "
+                             f"takes ({MAX_IMAGE_BYTES_PARAMETER} in its config)")
         given = {tensor.name: found.as_numpy() for tensor, _, _ in self.task.options
                  if (found := pb_utils.get_input_tensor_by_name(request, tensor.name)) is not None}
         return bytes(images[0]), self.task.read_options(given)
@@ -131,7 +146,7 @@ class TritonPythonModel:
         """Host path: the request's image ready for the tensor model, or the response that tells the client why not."""
         try:
             data, options = self._read(request)
-            return self.task.prepare(decode_image(data, "image"), options)
+            return self.task.prepare(decode_image(data, "image", self.max_pixels), options)
         except Exception as exc:
             return _refused(exc)
 
@@ -143,7 +158,7 @@ class TritonPythonModel:
             for index, request in enumerate(requests):
                 try:
                     data, options = self._read(request)
-                    received[index] = (data, options, image_format(data, "image"))  # the header: bombs refused first
+                    received[index] = (data, options, image_format(data, "image", self.max_pixels))  # header first
                 except Exception as exc:
                     responses[index] = _refused(exc)
         with self._timed("decode"):

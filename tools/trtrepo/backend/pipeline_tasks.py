@@ -24,6 +24,15 @@ STAGE_METRIC = "trtrepo_pipeline_stage_seconds"
 #: resizes, normalizes or letterboxes each image where it lies ("resize"). Both then make the BLS request and wait
 #: for it ("engine": the tensor model's own time and the hand-over both ways) and build the answers ("answer").
 STAGES = ("prepare", "read", "decode", "resize", "engine", "answer")
+#: A pipeline's bounds on one request (config parameters of these names; refused with INVALID_ARG beyond them):
+#: the encoded image's bytes, and the pixels its header declares. With at most PREPARE_THREADS images decoded at
+#: once, an instance holds at most PREPARE_THREADS x 3 x max_image_pixels bytes of decoded images.
+MAX_IMAGE_BYTES_PARAMETER, MAX_IMAGE_PIXELS_PARAMETER = "max_image_bytes", "max_image_pixels"
+MAX_IMAGE_BYTES = 64 << 20
+#: Allocations from this size up are the kernel's pages, handed back when freed (glibc's M_MMAP_THRESHOLD, fixed):
+#: glibc raises its threshold to the size of each large block freed, so that after a few large images their
+#: buffers come from its heap and stay there (README: the pipeline's memory).
+MMAP_THRESHOLD_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from trtrepo.backend.pipeline_tasks import pipeline_task
+from trtrepo.backend.pipeline_tasks import MAX_IMAGE_BYTES, MAX_IMAGE_BYTES_PARAMETER, MAX_IMAGE_PIXELS_PARAMETER, pipeline_task
 from trtrepo.engines import Engine
 from trtrepo.engines.base import graph_batch_sizes
 from trtrepo.errors import UserError
-from trtrepo.specs import ModelSpec, TensorSpec
+from trtrepo.specs import MAX_IMAGE_PIXELS, ModelSpec, TensorSpec
 
 
 CONFIG_FILE = "config.pbtxt"
@@ -191,6 +191,8 @@ def pipeline_config(name: str, spec: ModelSpec, variant: str, max_batch_size: in
     config.parameters["variant"].string_value = variant
     config.parameters["prepare"].string_value = prepare or ("device" if on_gpu and task.on_device else "host")
     config.parameters["variant_decoupled"].string_value = "true" if variant_decoupled else "false"
+    config.parameters[MAX_IMAGE_BYTES_PARAMETER].string_value = str(MAX_IMAGE_BYTES)
+    config.parameters[MAX_IMAGE_PIXELS_PARAMETER].string_value = str(MAX_IMAGE_PIXELS)
     config.input.add(name="image", data_type=pb.TYPE_STRING, dims=[1])
     for option, _, _ in task.options:
         config.input.add(name=option.name, data_type=config_dtype(option), dims=[1], optional=True)

@@ -14,7 +14,7 @@ from trtrepo.environment import variables_set
 from trtrepo.errors import UserError
 from trtrepo.serving.access import KEY_ENV, Endpoint, ServerOptions, normalize_url, split_url
 from trtrepo.serving.mps import shared_gpu
-from trtrepo.serving.server import Ports, TritonServer
+from trtrepo.serving.server import Ports, TritonServer, port_open
 
 
 #: A metric every Triton serves: how a port is told to be a Triton's metrics.
@@ -70,7 +70,7 @@ def grpc_endpoints(urls: list[str] | None, repository: Path, api_key: str | None
             endpoints = [Endpoint(normalize_url(url), metrics_url_of(url, given))
                          for url, given in zip(urls, metrics_urls or [None] * len(urls))]
             for endpoint in endpoints:
-                if endpoint.metrics_url is None:
+                if endpoint.metrics_url is None and port_open(*split_url(endpoint.grpc_url)):  # else: the error to come
                     on_event(f"{endpoint.grpc_url}: its metrics are not on the next port; pass --metrics-url for "
                              "GPU utilisation and the pipelines' in-server breakdown")
             yield endpoints
