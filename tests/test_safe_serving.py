@@ -448,3 +448,39 @@ def test_a_client_waits_for_a_restarted_server_within_its_bound(tiny_repo):
     client.wait_s = 0.5  # and with the server gone for good, the bound ends the wait in one line
     with pytest.raises(UserError, match=r"no server answered it for 0\.5 s"):
         client.infer(batch)
+
+
+def test_a_stub_stuck_in_execute_is_replaced_and_the_model_answers_again(null_repo, tmp_path):
+    """A stub whose execute never returns (a deadlock: no work, no answer) while requests wait for it: the watchdog
+    kills it once its stuck time has passed and reloads the model, which answers the next requests."""
+    import shutil
+
+    repo = tmp_path / "model_repository"
+    shutil.copytree(null_repo / VARIANT, repo / VARIANT)
+    model_file = repo / VARIANT / "1" / "model.py"
+    model_file.write_text(model_file.read_text().replace(
+        "    def execute(self, requests):\n",
+        "    def execute(self, requests):\n"
+        "        if pb_utils.get_input_tensor_by_name(requests[0], 'input').as_numpy()[0, 0, 0, 0] > 0:\n"
+        "            import threading\n"
+        "            threading.Event().wait()  # a deadlock: no work, no answer, ever\n"))
+    events: list[str] = []
+    with TritonServer(repo, Ports.free(), model_control="explicit", on_event=events.append) as server:
+        server.watchdog.stuck_after_s = 3
+        client = InferenceClient(VARIANT, url=server.grpc_url, protocol="grpc", timeout_s=120)
+        zeros = {"input": np.zeros((1, 3, 224, 224), np.float32)}
+        stuck = threading.Thread(target=lambda: pytest.raises(UserError, client.infer, {"input": np.ones((1, 3, 224, 224), np.float32)}))
+        stuck.start()
+        time.sleep(0.5)
+        # Queued behind the stuck one: it fails with the stub's death ("not healthy"), as the stuck one does.
+        waiting = threading.Thread(target=lambda: pytest.raises(UserError, client.infer, zeros))
+        waiting.start()
+        stuck.join(60)
+        waiting.join(60)
+        assert not stuck.is_alive() and not waiting.is_alive()
+        deadline = time.monotonic() + 60
+        while not server.watchdog.recoveries and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.infer(zeros)["logits"].shape == (1, 1000)
+    assert any("answered none of its requests" in e and "(stuck); killing them" in e for e in events), events
+    assert any("reloaded in" in e for e in events), events

@@ -98,3 +98,28 @@ def test_the_watchdog_thread_stops(fake_stubs):
 
 def test_no_stubs_for_a_process_without_children():
     assert stubs_of(1 << 22) == [] and Path("/proc/self").exists()
+
+
+def test_a_model_that_answers_nothing_while_owed_requests_and_does_no_work_is_killed_as_stuck(fake_stubs):
+    """A stub that Triton's health check fails (frozen, deadlocked: failing "not healthy", or requests waiting) and
+    that does no work is killed once stuck_after_s have passed; idle stubs, and stubs that answer or work, are not."""
+    stuck = fake_stubs("a_pytorch_fp32", 0)
+    idle = fake_stubs("b_pytorch_fp32", 0)
+    answering = fake_stubs("c_pytorch_fp32", 0)
+    wait_for_stubs(3)
+    counts = {m: {"request_success": 5.0, "request_failure": 0.0, "pending_request_count": 0.0} for m in ("a_pytorch_fp32", "b_pytorch_fp32", "c_pytorch_fp32")}
+    events: list[str] = []
+    watchdog = StubWatchdog(os.getpid(), lambda: {m: (1, "{}") for m in counts}, lambda model, config: None,
+                            events.append, requests=lambda: counts, stuck_after_s=0.5)
+    watchdog.scan()  # the windows open with nothing owed
+    counts["a_pytorch_fp32"]["request_failure"] = 3  # "Stub process ... is not healthy", say
+    counts["c_pytorch_fp32"]["pending_request_count"] = 2
+    watchdog.scan()
+    assert stuck.poll() is None  # not yet: stuck_after_s has not passed
+    time.sleep(0.6)
+    counts["c_pytorch_fp32"]["request_success"] = 6  # c answered one of its requests
+    watchdog.scan()
+    assert stuck.wait(5) == -signal.SIGKILL
+    assert idle.poll() is None and answering.poll() is None
+    assert events == ["a_pytorch_fp32: its Python stubs answered none of its requests for 1 s and did no work (stuck); "
+                      "killing them"]

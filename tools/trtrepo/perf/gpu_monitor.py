@@ -7,7 +7,7 @@ import threading
 from statistics import mean
 from typing import Callable
 
-from trtrepo.serving.endpoints import scrape_metrics
+from trtrepo.serving.metrics import scrape_metrics
 
 
 UTILIZATION_METRIC = "nv_gpu_utilization"  # Triton's gauge, 0..1 per GPU (DCGM-backed)

@@ -17,7 +17,7 @@ from trtrepo.backend.pipeline_tasks import PREPARE_THREADS, STAGE_METRIC, STAGES
 from trtrepo.format.config import Variant
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import PerfPoint
-from trtrepo.serving.endpoints import scrape_metrics
+from trtrepo.serving.metrics import scrape_metrics
 from trtrepo.specs import decode_image, image_format
 
 #: Passes over the photos per stage timing (the first, untimed, warms imports and caches).

@@ -4,8 +4,6 @@ ports in explicit model-control mode, started for the command and stopped after 
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -13,12 +11,9 @@ from typing import Callable, Iterator
 from trtrepo.environment import variables_set
 from trtrepo.errors import UserError
 from trtrepo.serving.access import KEY_ENV, Endpoint, ServerOptions, normalize_url, split_url
+from trtrepo.serving.metrics import TRITON_METRIC, scrape_metrics
 from trtrepo.serving.mps import shared_gpu
 from trtrepo.serving.server import Ports, TritonServer, port_open
-
-
-#: A metric every Triton serves: how a port is told to be a Triton's metrics.
-TRITON_METRIC = "nv_inference_count"
 
 
 def own_server(repository: Path, on_event: Callable[[str], None] = print) -> TritonServer:
@@ -26,15 +21,6 @@ def own_server(repository: Path, on_event: Callable[[str], None] = print) -> Tri
     is TRTREPO_API_KEY's or a fresh one (found by the command's clients through the key file)."""
     return TritonServer(repository, Ports.free(), model_control="explicit",
                         options=ServerOptions(api_key=os.environ.get(KEY_ENV) or None), on_event=on_event)
-
-
-def scrape_metrics(metrics_url: str) -> str | None:
-    """The server's Prometheus metrics text, or None where they cannot be read."""
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=2) as response:
-            return response.read().decode()
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
 
 
 def metrics_url_of(grpc_url: str, given: str | None = None) -> str | None:

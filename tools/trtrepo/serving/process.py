@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 from pathlib import Path
 
 
 PR_SET_PDEATHSIG = 1
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Looked up here, not in the child: between fork and exec a child of a threaded process must not take the dynamic
 # loader's locks.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -39,6 +41,12 @@ def process_state(pid: int) -> str:
     """The state letter /proc gives a process (R, S, D, T stopped, Z, ...); "" when it is gone."""
     fields = _stat_fields(pid)
     return fields[0] if fields else ""
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used, user and system (/proc's fields 14 and 15); 0 when it is gone."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS if fields else 0.0
 
 
 def process_identity(pid: int) -> str:

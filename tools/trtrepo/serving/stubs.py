@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trtrepo.serving.process import process_state
+from trtrepo.serving.process import cpu_seconds, process_state
 
 
 STUB_BINARY = "triton_python_backend_stub"
@@ -84,22 +84,48 @@ def remove_shared_memory(prefix: str) -> None:
         path.unlink(missing_ok=True)
 
 
+#: How long a model's stubs may answer nothing while it has requests to answer, and do no work, before the
+#: watchdog takes them for stuck (frozen, deadlocked) and replaces them.
+STUCK_AFTER_S = 30.0
+#: CPU seconds its stubs may use in that time and still count as doing no work (their idle threads' wake-ups).
+IDLE_CPU_S = 0.2
+
+
+@dataclass
+class Quiet:
+    """Since when a model has answered no request, with its counts of answered and failed requests and its stubs'
+    CPU time then."""
+
+    since: float
+    answered: float
+    failed: float
+    cpu: float
+
+
 class StubWatchdog:
-    """Reloads a Python-backend model whose stubs are fewer than its config's instances, twice in a row.
+    """Reloads a Python-backend model whose stubs are fewer than its config's instances, twice in a row; kills the
+    stubs of a model that answers nothing for ``stuck_after_s`` while it has requests (they wait, or they fail) and
+    its stubs do no work: stuck, whatever their process state says (Triton 2.51 keeps such a model READY, failing
+    every request "Stub process ... is not healthy", and aborts when a frozen stub resumes).
 
     ``models``: model name -> (expected stub count, config JSON it serves) for the models that should be up;
     ``reload``: (model, config JSON) -> None. A reload that fails is reported and tried again on the next scan.
+    ``requests``: per model, metrics.request_counts of the server (None: unknown; no stuck check).
     """
 
     def __init__(
         self, server_pid: int, models: Callable[[], dict[str, tuple[int, str]]], reload: Callable[[str, str], None],
         report: Callable[[str], None], interval_s: float = 1.0,
+        requests: Callable[[], dict[str, dict[str, float]] | None] = lambda: None, stuck_after_s: float = STUCK_AFTER_S,
     ) -> None:
         self.server_pid = server_pid
         self.models = models
         self.reload = reload
         self.report = report
         self.interval_s = interval_s
+        self.requests = requests
+        self.stuck_after_s = stuck_after_s
+        self._quiet: dict[str, Quiet] = {}
         self.recoveries: list[tuple[str, float]] = []  # (model, seconds from noticing to ready again)
         self._short: dict[str, int] = {}
         self._expected: dict[str, tuple[int, str]] | None = None
@@ -127,10 +153,13 @@ class StubWatchdog:
     def scan(self) -> list[str]:
         """One look at the process table; reloads (and returns) the models short of stubs for two scans running."""
         alive: dict[str, int] = {}
-        for stub in stubs_of(self.server_pid):
-            if process_state(stub.pid) == "T":
-                self.report(f"{stub.model}: its Python stub {stub.pid} is stopped; killing it")
-                os.kill(stub.pid, signal.SIGKILL)
+        stubs = stubs_of(self.server_pid)
+        self._kill_stuck(stubs)
+        for stub in stubs:
+            if process_state(stub.pid) in ("T", ""):  # stopped, or killed as stuck
+                if process_state(stub.pid) == "T":
+                    self.report(f"{stub.model}: its Python stub {stub.pid} is stopped; killing it")
+                    os.kill(stub.pid, signal.SIGKILL)
                 continue
             alive[stub.model] = alive.get(stub.model, 0) + 1
         # The server is asked only when the stubs disagree with what it said last (a reload changed the instances,
@@ -160,3 +189,32 @@ class StubWatchdog:
             self.report(f"{model}: reloaded in {seconds:.1f} s")
             reloaded.append(model)
         return reloaded
+
+    def _kill_stuck(self, stubs: list[Stub]) -> None:
+        """Kill the stubs of each model that has had requests to answer (waiting for an instance, or failed since
+        the window began) and answered none for stuck_after_s while its stubs used no more than IDLE_CPU_S: the scan
+        then reloads it, short of stubs. A model sent only requests it refuses, too few to use that CPU, for as
+        long, is reloaded too: seconds of a reload, against a stub that would answer nothing."""
+        counts = self.requests()
+        if counts is None:
+            return
+        now = time.monotonic()
+        by_model: dict[str, list[Stub]] = {}
+        for stub in stubs:
+            by_model.setdefault(stub.model, []).append(stub)
+        for model, own in by_model.items():
+            if model not in counts:
+                continue
+            answered, failed = counts[model]["request_success"], counts[model]["request_failure"]
+            cpu = sum(cpu_seconds(stub.pid) for stub in own)
+            quiet = self._quiet.get(model)
+            waiting = quiet is not None and (counts[model]["pending_request_count"] > 0 or failed > quiet.failed)
+            if not waiting or answered > quiet.answered or cpu - quiet.cpu > IDLE_CPU_S:
+                self._quiet[model] = Quiet(now, answered, failed, cpu)  # nothing owed, or work done: a new window
+                continue
+            if now - quiet.since >= self.stuck_after_s:
+                self.report(f"{model}: its Python stubs answered none of its requests for {now - quiet.since:.0f} s "
+                            "and did no work (stuck); killing them")
+                for stub in own:
+                    os.kill(stub.pid, signal.SIGKILL)
+                self._quiet.pop(model, None)
