@@ -55,6 +55,8 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --
 STUB_SITE=/tmp/trtrepo-stub-numpy
 python3 -m pip install -q --no-index --no-deps --upgrade --target "$STUB_SITE" "$PACK"/stub-wheels/numpy-*.whl
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TRTREPO_STUB_PATH="$STUB_SITE"
+# A stub that dies of a signal leaves its threads' Python stacks here (trtrepo/backend/stub_python.py).
+export TRTREPO_STUB_FAULTS="${TRTREPO_STUB_FAULTS:-$RESULTS/faults}"
 trtrepo() { python3 -m trtrepo.cli "$@"; }
 
 if [ ! -f "$RESULTS/environment.md" ]; then

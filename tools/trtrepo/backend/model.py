@@ -32,7 +32,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from trtrepo.backend.batches import LaunchedBatch, Responder, host_array, launched, per_request
-from trtrepo.backend.stub_python import refuse_garbling_stub
+from trtrepo.backend.stub_python import record_fatal_stacks, refuse_garbling_stub
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import load_runner
 from trtrepo.models import get_model
@@ -40,6 +40,7 @@ from trtrepo.models import get_model
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        record_fatal_stacks(args["model_instance_name"])
         refuse_garbling_stub(pb_utils)
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}

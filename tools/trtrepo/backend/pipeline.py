@@ -42,7 +42,7 @@ from trtrepo.backend.pipeline_tasks import (
     decode_on_device,
     pipeline_task,
 )
-from trtrepo.backend.stub_python import refuse_garbling_stub
+from trtrepo.backend.stub_python import record_fatal_stacks, refuse_garbling_stub
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.specs import MAX_IMAGE_PIXELS, decode_image, image_format
@@ -67,6 +67,7 @@ def _refused(exc: Exception) -> object:
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        record_fatal_stacks(args["model_instance_name"])
         refuse_garbling_stub(pb_utils)
         params = {k: v["string_value"] for k, v in json.loads(args["model_config"]).get("parameters", {}).items()}
         self.task = pipeline_task(get_model(params["model"]))

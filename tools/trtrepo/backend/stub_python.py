@@ -22,6 +22,10 @@ from typing import Any
 
 #: The environment variable that names the folders the stub puts first on its path.
 PATH_ENV = "TRTREPO_PYTHONPATH"
+#: The environment variable that names a folder where each stub writes the Python stacks of its threads if it
+#: dies of a fatal signal: the kernel's log on the GPU machines records no user-space segfault, and the server's
+#: log never shows a stub's stderr.
+FAULTS_ENV = "TRTREPO_STUB_FAULTS"
 #: Found in stub binaries whose pybind11 knows numpy 2's module layout (2.12 and newer).
 NUMPY2_MARKER = b"numpy._core"
 
@@ -35,6 +39,20 @@ def put_first(entries: str) -> None:
         site.addsitedir(entry)
         added += [p for p in sys.path if p not in before]
     sys.path[:] = added + [p for p in sys.path if p not in added]
+
+
+def record_fatal_stacks(instance: str) -> None:
+    """Inside a stub, at a model's load, where FAULTS_ENV names a folder: faulthandler writes every thread's stack
+    there (INSTANCE-PID.txt) if the stub dies of SIGSEGV, SIGBUS, SIGFPE, SIGILL or SIGABRT."""
+    folder = os.environ.get(FAULTS_ENV)
+    if not folder:
+        return
+    import faulthandler
+
+    os.makedirs(folder, exist_ok=True)
+    # Kept open for the stub's life: faulthandler writes to the file descriptor when the signal comes.
+    stacks = open(os.path.join(folder, f"{instance}-{os.getpid()}.txt"), "w")  # noqa: SIM115
+    faulthandler.enable(stacks, all_threads=True)
 
 
 def refuse_garbling_stub(pb_utils: Any) -> None:

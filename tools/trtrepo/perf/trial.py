@@ -121,9 +121,9 @@ class Trial:
         lost = stubs - self._stubs(servers)
         if lost:
             died = ", ".join(sorted({stub.model for stub in lost}))
-            raise UserError(f"crashed: {len(lost)} Python stub{'s' if len(lost) > 1 else ''} of {died} died while it "
-                            "was measured (the server reloads it; a figure would count the failed requests and the "
-                            "reload, so there is none)") from failure
+            raise UserError(f"crashed: {len(lost)} Python stub{'s' if len(lost) > 1 else ''} of {died} died (or were "
+                            "replaced by a reload) while it was measured; a figure would count the failed requests "
+                            "and the reload, so there is none") from failure
         if failure:
             raise failure
         if not self.serves:
