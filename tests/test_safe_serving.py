@@ -484,3 +484,25 @@ def test_a_stub_stuck_in_execute_is_replaced_and_the_model_answers_again(null_re
         assert client.infer(zeros)["logits"].shape == (1, 1000)
     assert any("answered none of its requests" in e and "(stuck); killing them" in e for e in events), events
     assert any("reloaded in" in e for e in events), events
+
+
+def test_a_model_whose_folder_is_gone_is_unloaded_when_its_stub_dies_not_left_ready_failing(null_repo, tmp_path):
+    """The repository deleted under a running server, then the model's stub killed: its reload cannot work, so the
+    model is unloaded (no longer READY, said once) instead of staying READY and answering every request 500."""
+    import shutil
+
+    repo = tmp_path / "model_repository"
+    shutil.copytree(null_repo / VARIANT, repo / VARIANT)
+    events: list[str] = []
+    with TritonServer(repo, Ports.free(), model_control="explicit", on_event=events.append) as server:
+        client = InferenceClient(VARIANT, url=server.grpc_url, protocol="grpc")
+        shutil.rmtree(repo / VARIANT)
+        (stub,) = stubs_of(server.process.pid)
+        os.kill(stub.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while client._client.is_model_ready(VARIANT) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not client._client.is_model_ready(VARIANT), events
+        time.sleep(3)  # more scans: nothing more is said
+    gone = [e for e in events if "is gone" in e]
+    assert len(gone) == 1 and "unloaded it (no longer READY)" in gone[0], events

@@ -153,6 +153,7 @@ class TritonServer:
         #: otherwise a model that fails is refused with its problem): one broken model never takes the others down.
         self.leave_out_invalid = leave_out_invalid
         self.left_out: dict[str, str] = {}  # model -> its problem, at the last start
+        self._python_served: dict[str, tuple[int, str]] = {}  # python_models' last answer
         #: Every stub's /dev/shm region starts with this, so that a server that was killed leaves none behind.
         self.shm_prefix = f"trtrepo_{os.getpid()}_{secrets.token_hex(4)}_"
 
@@ -341,22 +342,48 @@ class TritonServer:
         api = self._api()
         try:
             models = {}
-            for entry in api.get_model_repository_index(as_json=True).get("models", []):
+            for entry in self._index(api):
                 if entry.get("state") != "READY":
                     continue
                 config = api.get_model_config(entry["name"], as_json=True, client_timeout=120)["config"]
                 if config.get("backend") == "python":
                     models[entry["name"]] = (sum(g.get("count", 1) for g in config.get("instance_group", [])) or 1,
                                              json.dumps(config))
+            # Triton's index lists the repository's folders: a model served whose folder was deleted drops out of it
+            # while it stays READY. Kept, so that when its stub dies the reload finds the folder gone and unloads it.
+            models |= {name: served for name, served in self._python_served.items()
+                       if name not in models and self._folder_gone(name) and api.is_model_ready(name)}
+            self._python_served = models
             return models
         finally:
             api.close()
 
+    def _index(self, api) -> list[dict]:
+        """The repository index's entries; none where the local repository itself is gone (Triton cannot list it)."""
+        try:
+            return api.get_model_repository_index(as_json=True).get("models", [])
+        except Exception:
+            if isinstance(self.repository, Path) and not self.repository.is_dir():
+                return []
+            raise
+
+    def _folder_gone(self, model: str) -> bool:
+        return isinstance(self.repository, Path) and not (self.repository / model).is_dir()
+
     def reload_model(self, model: str, config_json: str) -> None:
         """Load ``model`` anew with this config. Triton ignores a load whose config and files are unchanged, so a
-        parameter counts the restarts; the old instances serve (or fail) until the new ones are ready."""
+        parameter counts the restarts; the old instances serve (or fail) until the new ones are ready. A model whose
+        folder is gone is unloaded instead (UserError): READY with a dead stub, it would answer every request 500."""
         import json
 
+        if self._folder_gone(model):
+            api = self._api()
+            try:
+                api.unload_model(model)
+            finally:
+                api.close()
+            raise UserError(f"its folder {self.repository / model} is gone, so it cannot be loaded again; unloaded it "
+                            "(no longer READY); put the folder back and restart the server")
         config = json.loads(config_json)
         parameters = config.setdefault("parameters", {})
         restarts = int(parameters.get(RESTARTS_PARAMETER, {}).get("string_value", "0")) + 1

@@ -126,6 +126,7 @@ class StubWatchdog:
         self.requests = requests
         self.stuck_after_s = stuck_after_s
         self._quiet: dict[str, Quiet] = {}
+        self._failed: dict[str, str] = {}  # model -> the reason its last reload failed
         self.recoveries: list[tuple[str, float]] = []  # (model, seconds from noticing to ready again)
         self._short: dict[str, int] = {}
         self._expected: dict[str, tuple[int, str]] | None = None
@@ -133,6 +134,7 @@ class StubWatchdog:
         self._thread = threading.Thread(target=self._run, name="stub-watchdog", daemon=True)
 
     def start(self) -> "StubWatchdog":
+        self._expected = self.models()  # what is served from the start, before anything can change under it
         self._thread.start()
         return self
 
@@ -180,8 +182,13 @@ class StubWatchdog:
             try:
                 self.reload(model, config_json)
             except Exception as exc:
-                self.report(f"{model}: reload failed ({' '.join(str(exc).split())[:200]}); trying again")
+                reason = " ".join(str(exc).split())[:200]
+                if self._failed.get(model) != reason:  # said once, not at every scan while it goes on failing
+                    self.report(f"{model}: reload failed ({reason}); trying again while it is served")
+                self._failed[model] = reason
+                self._expected = None  # a model unloaded instead is no longer watched
                 continue
+            self._failed.pop(model, None)
             seconds = time.monotonic() - started
             self.recoveries.append((model, seconds))
             self._short.pop(model, None)
