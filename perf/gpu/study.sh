@@ -14,6 +14,10 @@
 #            column; pipelines.md: where its instances spent each image, read from the server's counters)
 #     answers  the model's pipeline against the client-side path on the same photos: the same labels and boxes?
 #            (perf/gpu/answers.py; $RESULTS/answers-MODEL.md)
+#     crash  which part of the pipeline kills its stub (issue 42): the pipeline and its variant copied three ways,
+#            each measured at concurrency 8 and 64 with the stubs' stacks collected ($RESULTS/crash/WAY, faults/):
+#            as_built (the pipelined variant called through its stream, prepare = device), plain (the variant not
+#            pipelined: trtrepo config --no-pipelined, the pipeline then calls it plainly), host (prepare = host)
 #     tune   trtrepo tune (quick) of the model's optimized PyTorch variant over instances, max batch size, CUDA
 #            graphs and pipelining ($RESULTS/tune: tune.csv, tune.md, tune.png)
 # Results gather in $RESULTS (default perf/reports/gpu): each run replaces the rows of what it measured again.
@@ -99,7 +103,7 @@ for model in ${MODELS//,/ }; do
       --concurrency "${concurrency%%,*}" --batch-size "${SWEEP_BATCH[$model]}" --measurement-ms 4000 --output "$RESULTS" || status=1
   fi
   photos=/tmp/trtrepo-photos
-  if [[ ",$STEPS," == *,bytes,* || ",$STEPS," == *,answers,* ]] && [ ! -d "$photos" ]; then
+  if [[ ",$STEPS," =~ ,(bytes|answers|crash), ]] && [ ! -d "$photos" ]; then
     python3 - "$photos" <<'PY'
 import sys
 from pathlib import Path
@@ -123,6 +127,19 @@ PY
       trtrepo perf --model-repository "$pair" --models "$served,$model" --instances 1 --concurrency "${BYTES_CONCURRENCY:-64,256}" \
         --pipeline-instances "$own" --batch-size "${SWEEP_BATCH[$model]}" --photos "$photos" \
         --measurement-ms "$MEASUREMENT_MS" --output "$RESULTS/bytes/p$own" || status=1
+    done
+  fi
+  if [[ ",$STEPS," == *,crash,* && -n "$served" ]]; then
+    for way in as_built plain host; do
+      copy=/tmp/trtrepo-crash-$model-$way
+      rm -rf "$copy" && mkdir -p "$copy" && cp -r "$REPO/$model" "$REPO/$served" "$copy/"
+      case $way in
+        plain) trtrepo config "$copy/$served" --no-pipelined > /dev/null ;;
+        host) python3 -c 'import sys; from trtrepo.format.config import read_config, write_config; c = read_config(sys.argv[1] + "/config.pbtxt"); c.parameters["prepare"].string_value = "host"; write_config(c, sys.argv[1])' "$copy/$model" ;;
+      esac
+      TRTREPO_STUB_FAULTS="$RESULTS/crash/$way/faults" trtrepo perf --model-repository "$copy" --models "$model" \
+        --instances 1 --concurrency 8,64 --pipeline-instances 1 --photos "$photos" --measurement-ms "$MEASUREMENT_MS" \
+        --output "$RESULTS/crash/$way" || status=1
     done
   fi
   if [[ ",$STEPS," == *,tune,* ]]; then
