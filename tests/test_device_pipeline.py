@@ -59,7 +59,7 @@ def decoded(server: TritonServer, model: str) -> dict[str, float]:
     """The pipeline's decoded-image counters, by where, from Triton's metrics."""
     from trtrepo.backend.pipeline_tasks import DECODED_METRIC
     from trtrepo.serving.metrics import scrape_metrics
-    from trtrepo.perf.pipeline_stages import labelled_samples
+    from trtrepo.serving.metrics import labelled_samples
 
     return {labels["where"]: value for name, labels, value in labelled_samples(scrape_metrics(server.metrics_url))
             if name == DECODED_METRIC and labels.get("model") == model}

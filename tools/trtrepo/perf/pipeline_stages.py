@@ -5,7 +5,6 @@ served tensors-in throughput from the same sweep."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ from trtrepo.backend.pipeline_tasks import PREPARE_THREADS, STAGE_METRIC, STAGES
 from trtrepo.format.config import Variant
 from trtrepo.models import get_model
 from trtrepo.perf.analyzer import PerfPoint
-from trtrepo.serving.metrics import scrape_metrics
+from trtrepo.serving.metrics import labelled_samples, scrape_metrics
 from trtrepo.specs import decode_image, image_format
 
 #: Passes over the photos per stage timing (the first, untimed, warms imports and caches).
@@ -31,8 +30,6 @@ OWN_TIME_METRICS = ("nv_inference_queue_duration_us", "nv_inference_compute_inpu
 VARIANT_OWN = "variant"
 #: The key of the time that passed between the readings, per image: what the pipeline's instance had for each.
 ELAPSED = "elapsed"
-_SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} ([0-9.eE+-]+)$", re.MULTILINE)
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 def server_counters(metrics_text: str, pipeline: str, variant: str) -> dict[str, float]:
@@ -48,11 +45,6 @@ def server_counters(metrics_text: str, pipeline: str, variant: str) -> dict[str,
         elif name in OWN_TIME_METRICS and model == variant:
             found[VARIANT_OWN] += value / 1e6
     return found
-
-
-def labelled_samples(metrics_text: str) -> list[tuple[str, dict[str, str], float]]:
-    """Each labelled sample of a Prometheus scrape: its metric name, labels and value."""
-    return [(name, dict(_LABEL.findall(labels)), float(value)) for name, labels, value in _SAMPLE.findall(metrics_text)]
 
 
 def read_counters(metrics_urls: list[str | None], pipeline: str, variant: str) -> dict[str, float] | None:

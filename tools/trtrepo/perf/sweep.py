@@ -225,17 +225,17 @@ def plot(points: list[PerfPoint], path: Path) -> Path:
     for model, (left, right) in zip(models, rows):
         for variant in (v for v in variants if model_name(v, variants) == model):
             mine = [p for p in points if p.variant == variant]
-            if axis == "concurrency":
-                line = sorted(mine, key=lambda p: p.concurrency)
-                left.plot([p.concurrency for p in line], [p.throughput for p in line], marker="o",
-                          color=colours[variant], label=variant)
-            for instances, concurrency in sorted({(p.instances if several else 0, p.concurrency) for p in mine}
-                                                 if axis != "concurrency" else ()):
-                line = sorted((p for p in mine if p.concurrency == concurrency and (not several or p.instances == instances)),
-                              key=lambda p: getattr(p, axis))
-                label = f"{variant} x{instances} c{concurrency}" if several else f"{variant} c{concurrency}"
+            if axis == "concurrency":  # one line: the variant over concurrency
+                lines = [(variant, "-", mine)]
+            else:  # a line per concurrency (and instance count) over the axis
+                lines = [(f"{variant} x{instances} c{concurrency}" if several else f"{variant} c{concurrency}",
+                          styles[concurrency],
+                          [p for p in mine if p.concurrency == concurrency and (not several or p.instances == instances)])
+                         for instances, concurrency in sorted({(p.instances if several else 0, p.concurrency) for p in mine})]
+            for label, style, line in lines:
+                line = sorted(line, key=lambda p: getattr(p, axis))
                 left.plot([getattr(p, axis) for p in line], [p.throughput for p in line], marker="o",
-                          color=colours[variant], linestyle=styles[concurrency], label=label)
+                          color=colours[variant], linestyle=style, label=label)
             ordered = sorted(mine, key=lambda p: p.throughput)
             right.plot([p.throughput for p in ordered], [p.p99_ms for p in ordered], marker="o", linestyle="none",
                        color=colours[variant], label=variant)

@@ -8,8 +8,10 @@ import urllib.request
 
 #: A metric every Triton serves: how a port is told to be a Triton's metrics.
 TRITON_METRIC = "nv_inference_count"
-_REQUESTS = re.compile(r'^nv_inference_(request_success|request_failure|pending_request_count)\{[^}]*model="([^"]+)"[^}]*\} '
-                       r"([0-9.eE+-]+)$", re.MULTILINE)
+#: Triton's counters of a model's requests (answered, failed for any reason) and its gauge of those waiting.
+REQUEST_METRICS = ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_pending_request_count")
+_SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} ([0-9.eE+-]+)$", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 def scrape_metrics(metrics_url: str) -> str | None:
@@ -21,11 +23,17 @@ def scrape_metrics(metrics_url: str) -> str | None:
         return None
 
 
+def labelled_samples(metrics_text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Each labelled sample of a Prometheus scrape: its metric name, labels and value."""
+    return [(name, dict(_LABEL.findall(labels)), float(value)) for name, labels, value in _SAMPLE.findall(metrics_text)]
+
+
 def request_counts(metrics_text: str) -> dict[str, dict[str, float]]:
     """Per model, its requests answered ("request_success"), failed ("request_failure", every reason) and waiting
     for an instance ("pending_request_count"), summed over its versions."""
     found: dict[str, dict[str, float]] = {}
-    for name, model, value in _REQUESTS.findall(metrics_text):
-        counts = found.setdefault(model, {"request_success": 0.0, "request_failure": 0.0, "pending_request_count": 0.0})
-        counts[name] += float(value)
+    for name, labels, value in labelled_samples(metrics_text):
+        if name in REQUEST_METRICS and "model" in labels:
+            counts = found.setdefault(labels["model"], {key.removeprefix("nv_inference_"): 0.0 for key in REQUEST_METRICS})
+            counts[name.removeprefix("nv_inference_")] += value
     return found

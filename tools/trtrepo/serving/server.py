@@ -325,8 +325,7 @@ class TritonServer:
         """The models the server has ready, by name."""
         api = self._api()
         try:
-            return sorted(entry["name"] for entry in api.get_model_repository_index(as_json=True).get("models", [])
-                          if entry.get("state") == "READY")
+            return sorted(entry["name"] for entry in self._index(api) if entry.get("state") == "READY")
         finally:
             api.close()
 

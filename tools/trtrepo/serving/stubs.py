@@ -158,10 +158,11 @@ class StubWatchdog:
         stubs = stubs_of(self.server_pid)
         self._kill_stuck(stubs)
         for stub in stubs:
-            if process_state(stub.pid) in ("T", ""):  # stopped, or killed as stuck
-                if process_state(stub.pid) == "T":
-                    self.report(f"{stub.model}: its Python stub {stub.pid} is stopped; killing it")
-                    os.kill(stub.pid, signal.SIGKILL)
+            state = process_state(stub.pid)
+            if state == "T":
+                self.report(f"{stub.model}: its Python stub {stub.pid} is stopped; killing it")
+                os.kill(stub.pid, signal.SIGKILL)
+            if state in ("T", ""):  # stopped, or gone (killed as stuck)
                 continue
             alive[stub.model] = alive.get(stub.model, 0) + 1
         # The server is asked only when the stubs disagree with what it said last (a reload changed the instances,
