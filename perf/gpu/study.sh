@@ -14,10 +14,11 @@
 #            column; pipelines.md: where its instances spent each image, read from the server's counters)
 #     answers  the model's pipeline against the client-side path on the same photos: the same labels and boxes?
 #            (perf/gpu/answers.py; $RESULTS/answers-MODEL.md)
-#     crash  which part of the pipeline kills its stub (issue 42): the pipeline and its variant copied three ways,
+#     crash  which part of the pipeline kills its stub (issue 42): the pipeline and its variant copied four ways,
 #            each measured at concurrency 8 and 64 with the stubs' stacks collected ($RESULTS/crash/WAY, faults/):
 #            as_built (the pipelined variant called through its stream, prepare = device), plain (the variant not
-#            pipelined: trtrepo config --no-pipelined, the pipeline then calls it plainly), host (prepare = host)
+#            pipelined: trtrepo config --no-pipelined, the pipeline then calls it plainly), host (prepare = host),
+#            glibc_mmap (the pipeline stub keeps glibc's adaptive mmap threshold: mmap_threshold = 0)
 #     tune   trtrepo tune (quick) of the model's optimized PyTorch variant over instances, max batch size, CUDA
 #            graphs and pipelining ($RESULTS/tune: tune.csv, tune.md, tune.png)
 # Results gather in $RESULTS (default perf/reports/gpu): each run replaces the rows of what it measured again.
@@ -62,6 +63,9 @@ export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TRTREPO_
 # A stub that dies of a signal leaves its threads' Python stacks here (trtrepo/backend/stub_python.py).
 export TRTREPO_STUB_FAULTS="${TRTREPO_STUB_FAULTS:-$RESULTS/faults}"
 trtrepo() { python3 -m trtrepo.cli "$@"; }
+set_parameter() {  # FOLDER NAME VALUE: one parameter of the model's config.pbtxt
+  python3 -c 'import sys; from trtrepo.format.config import read_config, write_config; c = read_config(sys.argv[1] + "/config.pbtxt"); c.parameters[sys.argv[2]].string_value = sys.argv[3]; write_config(c, sys.argv[1])' "$@"
+}
 
 if [ ! -f "$RESULTS/environment.md" ]; then
   {
@@ -130,12 +134,13 @@ PY
     done
   fi
   if [[ ",$STEPS," == *,crash,* && -n "$served" ]]; then
-    for way in as_built plain host; do
+    for way in ${CRASH_WAYS:-as_built plain host glibc_mmap}; do
       copy=/tmp/trtrepo-crash-$model-$way
       rm -rf "$copy" && mkdir -p "$copy" && cp -r "$REPO/$model" "$REPO/$served" "$copy/"
       case $way in
         plain) trtrepo config "$copy/$served" --no-pipelined > /dev/null ;;
-        host) python3 -c 'import sys; from trtrepo.format.config import read_config, write_config; c = read_config(sys.argv[1] + "/config.pbtxt"); c.parameters["prepare"].string_value = "host"; write_config(c, sys.argv[1])' "$copy/$model" ;;
+        host) set_parameter "$copy/$model" prepare host ;;
+        glibc_mmap) set_parameter "$copy/$model" mmap_threshold 0 ;;
       esac
       TRTREPO_STUB_FAULTS="$RESULTS/crash/$way/faults" trtrepo perf --model-repository "$copy" --models "$model" \
         --instances 1 --concurrency 8,64 --pipeline-instances 1 --photos "$photos" --measurement-ms "$MEASUREMENT_MS" \

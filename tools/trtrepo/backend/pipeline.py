@@ -35,6 +35,7 @@ from trtrepo.backend.pipeline_tasks import (
     MAX_IMAGE_BYTES_PARAMETER,
     MAX_IMAGE_PIXELS_PARAMETER,
     MMAP_THRESHOLD_BYTES,
+    MMAP_THRESHOLD_PARAMETER,
     PREPARE_THREADS,
     STAGE_METRIC,
     STAGES,
@@ -76,7 +77,9 @@ class TritonPythonModel:
         self.max_bytes = int(params.get(MAX_IMAGE_BYTES_PARAMETER, MAX_IMAGE_BYTES))
         self.max_pixels = int(params.get(MAX_IMAGE_PIXELS_PARAMETER, MAX_IMAGE_PIXELS))
         # The stub is this model's own process: its allocator's setting is the model's for the process's life.
-        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        mmap_threshold = int(params.get(MMAP_THRESHOLD_PARAMETER, MMAP_THRESHOLD_BYTES))
+        if mmap_threshold:
+            ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, mmap_threshold)
         self.pool = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="pipeline-prepare")
         self.device = None
         if params.get("prepare") == "device" and self.task.on_device:

@@ -31,8 +31,9 @@ MAX_IMAGE_BYTES_PARAMETER, MAX_IMAGE_PIXELS_PARAMETER = "max_image_bytes", "max_
 MAX_IMAGE_BYTES = 64 << 20
 #: Allocations from this size up are the kernel's pages, handed back when freed (glibc's M_MMAP_THRESHOLD, fixed):
 #: glibc raises its threshold to the size of each large block freed, so that after a few large images their
-#: buffers come from its heap and stay there (README: the pipeline's memory).
-MMAP_THRESHOLD_BYTES = 1 << 20
+#: buffers come from its heap and stay there (README: the pipeline's memory). The config parameter of this name
+#: overrides it; 0 leaves glibc's own adaptive threshold.
+MMAP_THRESHOLD_PARAMETER, MMAP_THRESHOLD_BYTES = "mmap_threshold", 1 << 20
 
 
 @dataclass(frozen=True)
