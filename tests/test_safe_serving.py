@@ -450,20 +450,30 @@ def test_a_client_waits_for_a_restarted_server_within_its_bound(tiny_repo):
         client.infer(batch)
 
 
-def test_a_stub_stuck_in_execute_is_replaced_and_the_model_answers_again(null_repo, tmp_path):
-    """A stub whose execute never returns (a deadlock: no work, no answer) while requests wait for it: the watchdog
-    kills it once its stuck time has passed and reloads the model, which answers the next requests."""
+#: In a changed null model's execute: the first value of its first request's input, which a test sets to steer it.
+FIRST_VALUE = "pb_utils.get_input_tensor_by_name(requests[0], 'input').as_numpy()[0, 0, 0, 0]"
+
+
+def null_model_changed(null_repo: Path, tmp_path: Path, execute_head: str) -> Path:
+    """A copy of the null model's repository whose model.py starts its execute with ``execute_head`` (which ends
+    with the execute line itself, so that it can put methods before it)."""
     import shutil
 
     repo = tmp_path / "model_repository"
     shutil.copytree(null_repo / VARIANT, repo / VARIANT)
     model_file = repo / VARIANT / "1" / "model.py"
-    model_file.write_text(model_file.read_text().replace(
-        "    def execute(self, requests):\n",
+    model_file.write_text(model_file.read_text().replace("    def execute(self, requests):\n", execute_head))
+    return repo
+
+
+def test_a_stub_stuck_in_execute_is_replaced_and_the_model_answers_again(null_repo, tmp_path):
+    """A stub whose execute never returns (a deadlock: no work, no answer) while requests wait for it: the watchdog
+    kills it once its stuck time has passed and reloads the model, which answers the next requests."""
+    repo = null_model_changed(null_repo, tmp_path,
         "    def execute(self, requests):\n"
-        "        if pb_utils.get_input_tensor_by_name(requests[0], 'input').as_numpy()[0, 0, 0, 0] > 0:\n"
+        f"        if {FIRST_VALUE} > 0:\n"
         "            import threading\n"
-        "            threading.Event().wait()  # a deadlock: no work, no answer, ever\n"))
+        "            threading.Event().wait()  # a deadlock: no work, no answer, ever\n")
     events: list[str] = []
     with TritonServer(repo, Ports.free(), model_control="explicit", on_event=events.append) as server:
         server.watchdog.stuck_after_s = 3
@@ -506,3 +516,42 @@ def test_a_model_whose_folder_is_gone_is_unloaded_when_its_stub_dies_not_left_re
         time.sleep(3)  # more scans: nothing more is said
     gone = [e for e in events if "is gone" in e]
     assert len(gone) == 1 and "unloaded it (no longer READY)" in gone[0], events
+
+
+def test_a_stub_starved_of_memory_is_replaced_and_its_requests_answer_again(null_repo, tmp_path):
+    """A stub whose address space is capped under it (prlimit) fails every request that needs a large buffer while
+    Triton calls it healthy: it counts them (MemoryFailures), the watchdog replaces it after STARVED_AFTER_FAILURES,
+    and the new process answers the same request."""
+    import resource
+
+    from trtrepo.serving.stubs import STARVED_AFTER_FAILURES
+
+    repo = null_model_changed(null_repo, tmp_path,
+        "    def initialize(self, args):\n"
+        "        from trtrepo.backend.stub_python import MemoryFailures\n"
+        "        self.memory = MemoryFailures(pb_utils, args['model_name'])\n\n"
+        "    def execute(self, requests):\n"
+        f"        megabytes = int({FIRST_VALUE})\n"
+        "        try:\n"
+        "            np.ones(megabytes << 18, np.float32)  # a large image's buffers, say\n"
+        "        except MemoryError as exc:\n"
+        "            self.memory.count(exc, len(requests))\n"
+        "            return [pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))) for _ in requests]\n")
+    events: list[str] = []
+    with TritonServer(repo, Ports.free(), model_control="explicit", on_event=events.append) as server:
+        (stub,) = stubs_of(server.process.pid)
+        mapped = int(Path(f"/proc/{stub.pid}/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.prlimit(stub.pid, resource.RLIMIT_AS, (mapped + (64 << 20), mapped + (64 << 20)))
+        client = InferenceClient(VARIANT, url=server.grpc_url, protocol="grpc", timeout_s=60)
+        large, small = ({"input": np.full((1, 3, 224, 224), megabytes, np.float32)} for megabytes in (256, 1))
+        for _ in range(STARVED_AFTER_FAILURES):
+            with pytest.raises(UserError, match="allocate"):
+                client.infer(large)
+            assert client.infer(small)["logits"].shape == (1, 1000)  # the starved stub still answers small requests
+        deadline = time.monotonic() + 60
+        while not server.watchdog.recoveries and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.infer(large)["logits"].shape == (1, 1000)
+        assert [s.pid for s in stubs_of(server.process.pid)] != [stub.pid]
+    assert any(f"stub {stub.pid} failed {STARVED_AFTER_FAILURES} requests for want of memory (starved)" in e
+               for e in events), events

@@ -32,7 +32,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from trtrepo.backend.batches import LaunchedBatch, Responder, host_array, launched, per_request
-from trtrepo.backend.stub_python import record_fatal_stacks, refuse_garbling_stub
+from trtrepo.backend.stub_python import MemoryFailures, record_fatal_stacks, refuse_garbling_stub
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import load_runner
 from trtrepo.models import get_model
@@ -60,9 +60,10 @@ class TritonPythonModel:
         loaded = load_runner(spec, engine, artifact, params["precision"], config, on_gpu,
                              int(args["model_instance_device_id"]) if on_gpu else 0, threads)
         self.run_on_gpu, self.run = loaded.gpu, loaded.host
+        self.memory = MemoryFailures(pb_utils, args["model_name"])
         self.responder: Responder | None = None
         if config.get("model_transaction_policy", {}).get("decoupled", False):
-            self.responder = Responder(self._responses, _error_responses, _send_final, pb_utils.Logger.log_error)
+            self.responder = Responder(self._responses, self._error_responses, _send_final, pb_utils.Logger.log_error)
 
     def execute(self, requests: list) -> list | None:
         """Run all requests the dynamic batcher gathered as one batch, then split the outputs back. Pipelined:
@@ -83,9 +84,15 @@ class TritonPythonModel:
         """One response per request: its slice of every output, or the batch's error."""
         slices = per_request(batch, [t.name for t in self.outputs])
         if isinstance(slices, Exception):
-            return _error_responses(count, slices)
+            return self._error_responses(count, slices)
         return [pb_utils.InferenceResponse(output_tensors=[batch.to_tensor(name, value) for name, value in outputs.items()])
                 for outputs in slices]
+
+    def _error_responses(self, count: int, exc: Exception) -> list:
+        """The batch's error for each of its requests."""
+        self.memory.count(exc, count)
+        error = pb_utils.TritonError(f"{exc.__class__.__name__}: {exc}")
+        return [pb_utils.InferenceResponse(error=error) for _ in range(count)]
 
     def _run_on_host(self, requests: list) -> LaunchedBatch:
         per_input = {n: [host_array(pb_utils.get_input_tensor_by_name(r, n)) for r in requests] for n in self.input_names}
@@ -121,11 +128,6 @@ class TritonPythonModel:
 def _gpu_tensor(name: str, tensor: Any) -> Any:
     """An output of a GPU runner, handed over where it lies (DLPack, which takes row-major tensors only)."""
     return pb_utils.Tensor.from_dlpack(name, tensor.contiguous())
-
-
-def _error_responses(count: int, exc: Exception) -> list:
-    error = pb_utils.TritonError(f"{exc.__class__.__name__}: {exc}")
-    return [pb_utils.InferenceResponse(error=error) for _ in range(count)]
 
 
 def _send_final(sender: Any, response: Any) -> None:

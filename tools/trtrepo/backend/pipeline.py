@@ -43,7 +43,7 @@ from trtrepo.backend.pipeline_tasks import (
     decode_on_device,
     pipeline_task,
 )
-from trtrepo.backend.stub_python import record_fatal_stacks, refuse_garbling_stub
+from trtrepo.backend.stub_python import MemoryFailures, outlive_the_stub, record_fatal_stacks, refuse_garbling_stub
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.specs import MAX_IMAGE_PIXELS, decode_image, image_format
@@ -80,6 +80,7 @@ class TritonPythonModel:
         mmap_threshold = int(params.get(MMAP_THRESHOLD_PARAMETER, MMAP_THRESHOLD_BYTES))
         if mmap_threshold:
             ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, mmap_threshold)
+        self.memory = MemoryFailures(pb_utils, args["model_name"])
         self.pool = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="pipeline-prepare")
         self.device = None
         if params.get("prepare") == "device" and self.task.on_device:
@@ -126,10 +127,15 @@ class TritonPythonModel:
             try:
                 answers = self._infer([responses[i] for i in indices])
             except Exception as exc:  # the tensor model failed: every request it held gets the reason
+                self.memory.count(exc, len(indices))
                 answers = [_failed(f"{exc.__class__.__name__}: {exc}") for _ in indices]
             for index, answer in zip(indices, answers):
                 responses[index] = answer
         return responses
+
+    def _refused(self, exc: Exception) -> object:
+        self.memory.count(exc)
+        return _refused(exc)
 
     def finalize(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -152,7 +158,7 @@ class TritonPythonModel:
             data, options = self._read(request)
             return self.task.prepare(decode_image(data, "image", self.max_pixels), options)
         except Exception as exc:
-            return _refused(exc)
+            return self._refused(exc)
 
     def _prepare_on_device(self, requests: list) -> list[Prepared | object]:
         """Device path: the JPEGs of the batch decoded at once where the tensor model runs, the rest on the host."""
@@ -164,7 +170,7 @@ class TritonPythonModel:
                     data, options = self._read(request)
                     received[index] = (data, options, image_format(data, "image", self.max_pixels))  # header first
                 except Exception as exc:
-                    responses[index] = _refused(exc)
+                    responses[index] = self._refused(exc)
         with self._timed("decode"):
             indices = list(received)
             decoded, on_device = decode_on_device([received[i][0] for i in indices], [received[i][2] for i in indices],
@@ -175,7 +181,7 @@ class TritonPythonModel:
         with self._timed("resize"):
             for index, (_, options, _) in received.items():
                 image = images[index]
-                responses[index] = _refused(image) if isinstance(image, Exception) else self.task.prepare_tensor(image, options)
+                responses[index] = self._refused(image) if isinstance(image, Exception) else self.task.prepare_tensor(image, options)
         return responses
 
     def _infer(self, ready: list[Prepared]) -> list[object]:
@@ -210,15 +216,3 @@ class TritonPythonModel:
             raise RuntimeError(f"{self.variant}: {inference.error().message()}")
         return {t.name: host_array(pb_utils.get_output_tensor_by_name(inference, t.name)) for t in spec.outputs}
 
-
-def outlive_the_stub(*objects: object) -> None:
-    """Triton metrics and their families, never freed by Python: the stub process's exit frees them.
-
-    In Triton 24.10 neither moment Python could free one at is safe. While the model serves, freeing one deletes it
-    in the server, where a metric or family of the same name and labels is one object shared by every instance of the
-    model and by its next version (loaded before this one is unloaded): their later increments are a SIGSEGV of
-    tritonserver. At the stub's teardown, which frees what a model left only after the stub itself is gone, freeing
-    one reads the stub's gone shared memory: a segfault of the stub (Metric::SaveToSharedMemory; python_backend PR 429).
-    """
-    for kept in objects:
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(kept))

@@ -14,6 +14,7 @@ pools change nothing.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import site
 import sys
@@ -26,6 +27,13 @@ PATH_ENV = "TRTREPO_PYTHONPATH"
 #: dies of a fatal signal: the kernel's log on the GPU machines records no user-space segfault, and the server's
 #: log never shows a stub's stderr.
 FAULTS_ENV = "TRTREPO_STUB_FAULTS"
+#: A stub's count of the requests it failed for want of memory (labels: model, pid), read by the stub watchdog
+#: (trtrepo.serving.stubs): a stub starved of memory (an address-space limit, an exhausted heap) fails a share of its
+#: requests forever while Triton calls it healthy, and a new process does not inherit the starvation.
+MEMORY_FAILURES_METRIC = "trtrepo_stub_memory_failures"
+#: What the errors of a process out of memory say where they are not a MemoryError: the C library's ENOMEM, a shared
+#: library's lazy import that cannot map its segments, a thread whose stack cannot be mapped.
+MEMORY_ERROR_SIGNS = ("Cannot allocate memory", "failed to map segment", "can't start new thread")
 #: Found in stub binaries whose pybind11 knows numpy 2's module layout (2.12 and newer).
 NUMPY2_MARKER = b"numpy._core"
 
@@ -66,6 +74,33 @@ def refuse_garbling_stub(pb_utils: Any) -> None:
         raise RuntimeError(f"this Python-backend stub garbles tensors with numpy {np.__version__} "
                            f"({os.path.dirname(np.__file__)}): {sent.tolist()} came back as {received.tolist()}; "
                            "it needs numpy < 2 first on its path")
+
+
+def outlive_the_stub(*objects: object) -> None:
+    """Triton metrics and their families, never freed by Python: the stub process's exit frees them.
+
+    In Triton 24.10 neither moment Python could free one at is safe. While the model serves, freeing one deletes it
+    in the server, where a metric or family of the same name and labels is one object shared by every instance of the
+    model and by its next version (loaded before this one is unloaded): their later increments are a SIGSEGV of
+    tritonserver. At the stub's teardown, which frees what a model left only after the stub itself is gone, freeing
+    one reads the stub's gone shared memory: a segfault of the stub (Metric::SaveToSharedMemory; python_backend PR 429).
+    """
+    for kept in objects:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(kept))
+
+
+class MemoryFailures:
+    """Inside a stub: counts the requests it failed for want of memory in MEMORY_FAILURES_METRIC, this process's own."""
+
+    def __init__(self, pb_utils: Any, model: str) -> None:
+        self.family = pb_utils.MetricFamily(name=MEMORY_FAILURES_METRIC, kind=pb_utils.MetricFamily.COUNTER,
+                                            description="Requests a trtrepo stub failed for want of memory")
+        self.metric = self.family.Metric(labels={"model": model, "pid": str(os.getpid())})
+        outlive_the_stub(self.family, self.metric)
+
+    def count(self, exc: BaseException, requests: int = 1) -> None:
+        if isinstance(exc, MemoryError) or any(sign in str(exc) for sign in MEMORY_ERROR_SIGNS):
+            self.metric.increment(requests)
 
 
 if __name__ == "__main__":  # which numpy a stub with these folders first would import: its version and folder

@@ -6,6 +6,8 @@ import re
 import urllib.error
 import urllib.request
 
+from trtrepo.backend.stub_python import MEMORY_FAILURES_METRIC
+
 #: A metric every Triton serves: how a port is told to be a Triton's metrics.
 TRITON_METRIC = "nv_inference_count"
 #: Triton's counters of a model's requests (answered, failed for any reason) and its gauge of those waiting.
@@ -37,3 +39,9 @@ def request_counts(metrics_text: str) -> dict[str, dict[str, float]]:
             counts = found.setdefault(labels["model"], {key.removeprefix("nv_inference_"): 0.0 for key in REQUEST_METRICS})
             counts[name.removeprefix("nv_inference_")] += value
     return found
+
+
+def memory_failures(metrics_text: str) -> dict[int, float]:
+    """Per stub process id, the requests it failed for want of memory (trtrepo.backend.stub_python.MemoryFailures)."""
+    return {int(labels["pid"]): value for name, labels, value in labelled_samples(metrics_text)
+            if name == MEMORY_FAILURES_METRIC and labels.get("pid", "").isdigit()}

@@ -25,7 +25,7 @@ from trtrepo.serving.installation import TritonInstallation, check_stub_numpy, f
 from trtrepo.serving.nginx import Nginx, http_server, nginx_config, upstream
 from trtrepo.serving.objectstore import is_remote
 from trtrepo.serving.process import die_with_parent
-from trtrepo.serving.metrics import request_counts, scrape_metrics
+from trtrepo.serving.metrics import memory_failures, request_counts, scrape_metrics
 from trtrepo.serving.stubs import StubWatchdog, remove_shared_memory
 
 
@@ -250,7 +250,7 @@ class TritonServer:
         self._wait_ready(timeout_s)
         if self.watch_stubs:
             self.watchdog = StubWatchdog(self.process.pid, self.python_models, self.reload_model, self.on_event,
-                                         requests=self.request_counts).start()
+                                         requests=self.request_counts, memory_failures=self.memory_failures).start()
 
     def supervise(self, stop: threading.Event, timeout_s: float = 180) -> None:
         """Until ``stop`` is set: whenever the server dies (a signal, a crash, an out-of-memory kill), report why and
@@ -333,6 +333,11 @@ class TritonServer:
         """Per model, its requests answered, failed and waiting (metrics.request_counts); None where unreadable."""
         text = scrape_metrics(self.metrics_url)
         return None if text is None else request_counts(text)
+
+    def memory_failures(self) -> dict[int, float]:
+        """Per stub process id, the requests it failed for want of memory (metrics.memory_failures)."""
+        text = scrape_metrics(self.metrics_url)
+        return {} if text is None else memory_failures(text)
 
     def python_models(self) -> dict[str, tuple[int, str]]:
         """Ready Python-backend models: name -> (stubs they should have, the config JSON they serve)."""

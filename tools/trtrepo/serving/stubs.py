@@ -6,6 +6,8 @@ not healthy", forever. StubWatchdog notices the missing stub and reloads the mod
 model-repository API, with the config it is serving, so the model recovers within seconds. A stopped stub
 (SIGSTOP, SIGTSTP) fails its requests the same way, and when it is continued tritonserver aborts (a
 boost::interprocess::lock_exception, every model gone): the watchdog kills a stub it finds stopped, then reloads it.
+It also replaces a stub that answers nothing and does no work (stuck), and one that keeps failing requests for want
+of memory (starved: trtrepo's backends count those in a metric of their own), which a new process is not.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ def remove_shared_memory(prefix: str) -> None:
 STUCK_AFTER_S = 30.0
 #: CPU seconds its stubs may use in that time and still count as doing no work (their idle threads' wake-ups).
 IDLE_CPU_S = 0.2
+#: Requests a stub may fail for want of memory before the watchdog takes it for starved and replaces it: one can be a
+#: passing peak, the same process failing again is one whose heap or address space stays exhausted.
+STARVED_AFTER_FAILURES = 3
 
 
 @dataclass
@@ -111,12 +116,14 @@ class StubWatchdog:
     ``models``: model name -> (expected stub count, config JSON it serves) for the models that should be up;
     ``reload``: (model, config JSON) -> None. A reload that fails is reported and tried again on the next scan.
     ``requests``: per model, metrics.request_counts of the server (None: unknown; no stuck check).
+    ``memory_failures``: per stub process id, the requests it failed for want of memory (metrics.memory_failures).
     """
 
     def __init__(
         self, server_pid: int, models: Callable[[], dict[str, tuple[int, str]]], reload: Callable[[str, str], None],
         report: Callable[[str], None], interval_s: float = 1.0,
         requests: Callable[[], dict[str, dict[str, float]] | None] = lambda: None, stuck_after_s: float = STUCK_AFTER_S,
+        memory_failures: Callable[[], dict[int, float]] = dict,
     ) -> None:
         self.server_pid = server_pid
         self.models = models
@@ -125,6 +132,7 @@ class StubWatchdog:
         self.interval_s = interval_s
         self.requests = requests
         self.stuck_after_s = stuck_after_s
+        self.memory_failures = memory_failures
         self._quiet: dict[str, Quiet] = {}
         self._failed: dict[str, str] = {}  # model -> the reason its last reload failed
         self.recoveries: list[tuple[str, float]] = []  # (model, seconds from noticing to ready again)
@@ -157,6 +165,7 @@ class StubWatchdog:
         alive: dict[str, int] = {}
         stubs = stubs_of(self.server_pid)
         self._kill_stuck(stubs)
+        self._kill_starved(stubs)
         for stub in stubs:
             state = process_state(stub.pid)
             if state == "T":
@@ -197,6 +206,16 @@ class StubWatchdog:
             self.report(f"{model}: reloaded in {seconds:.1f} s")
             reloaded.append(model)
         return reloaded
+
+    def _kill_starved(self, stubs: list[Stub]) -> None:
+        """Kill each stub that has failed STARVED_AFTER_FAILURES requests or more for want of memory: the scan then
+        reloads its model, short of a stub, into a new process."""
+        failures = self.memory_failures()
+        for stub in stubs:
+            if failures.get(stub.pid, 0) >= STARVED_AFTER_FAILURES:
+                self.report(f"{stub.model}: its Python stub {stub.pid} failed {failures[stub.pid]:.0f} requests for "
+                            "want of memory (starved); killing it")
+                os.kill(stub.pid, signal.SIGKILL)
 
     def _kill_stuck(self, stubs: list[Stub]) -> None:
         """Kill the stubs of each model that has had requests to answer (waiting for an instance, or failed since
