@@ -77,20 +77,22 @@ def test_bad_input_gives_one_line_and_non_zero_exit(small_repo, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, result.stderr)
 
 
-def test_config_keeps_the_pipelines_over_a_variant_in_step_with_its_pipelining(small_repo, tmp_path):
-    """A variant made pipelined answers through a stream only: its pipeline is changed to call it so (a pipeline
-    calling it plainly would fail every request), and validate reports one that is out of step."""
-    from trtrepo.format.config import read_config
+def test_a_variant_a_pipeline_calls_is_not_made_pipelined_and_one_that_is_is_reported(small_repo, tmp_path):
+    """A pipeline calling a pipelined (decoupled) variant loses its stub under load in Triton 2.51: `config` refuses
+    to make its variant pipelined, keeping the config, and validate reports a repository where it is."""
+    from trtrepo.format.config import CONFIG_FILE, apply_serving_options, read_config, serving_options_of, write_config
     from trtrepo.format.validate import validate_repository
 
-    for name in ("efficientnet_lite0", "efficientnet_lite0_onnxruntime_fp32"):
+    variant = tmp_path / "efficientnet_lite0_onnxruntime_fp32"
+    for name in ("efficientnet_lite0", variant.name):
         shutil.copytree(small_repo / name, tmp_path / name)
-    pipeline = tmp_path / "efficientnet_lite0" / "config.pbtxt"
-    result = trtrepo("config", str(tmp_path / "efficientnet_lite0_onnxruntime_fp32"), "--pipelined")
-    assert result.returncode == 0, result.stderr
-    assert "# also wrote efficientnet_lite0/config.pbtxt: the pipeline calls efficientnet_lite0_onnxruntime_fp32 through a stream" in result.stdout
-    assert read_config(pipeline).parameters["variant_decoupled"].string_value == "true"
-    assert validate_repository(tmp_path) == []
-    pipeline.write_text(pipeline.read_text().replace('string_value: "true"', 'string_value: "false"'))
+    before = (variant / CONFIG_FILE).read_text()
+    result = trtrepo("config", str(variant), "--pipelined")
+    assert result.returncode == 2 and result.stderr.startswith("error: refused"), result.stderr
+    assert f"`trtrepo config {variant.name} --no-pipelined`" in result.stderr
+    assert (variant / CONFIG_FILE).read_text() == before
+    config = read_config(variant / CONFIG_FILE)
+    apply_serving_options(config, serving_options_of(config).updated(pipelined=True))
+    write_config(config, variant)
     (problem,) = validate_repository(tmp_path)
-    assert "variant_decoupled is false but its variant efficientnet_lite0_onnxruntime_fp32 is pipelined" in problem
+    assert f"its variant {variant.name} is pipelined (decoupled)" in problem

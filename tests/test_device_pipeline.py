@@ -13,19 +13,11 @@ import pytest
 from trtrepo.backend import PIPELINE_ENTRY
 from trtrepo.clients.resnet_client import classify, classify_server_side
 from trtrepo.clients.yolo_client import detect, detect_server_side
-from trtrepo.format.config import (
-    CONFIG_FILE,
-    apply_serving_options,
-    pipeline_config,
-    read_config,
-    serving_options_of,
-    write_config,
-)
+from trtrepo.format.config import pipeline_config, write_config
 from trtrepo.models import get_model
 from trtrepo.serving.server import Ports, TritonServer
 
 pytestmark = pytest.mark.integration
-# The classifier's variant is made pipelined (decoupled), so the pipeline's BLS request goes through its stream.
 CLASSIFIER, DETECTOR = "efficientnet_lite0_pytorch_fp32", "yolov3_tiny_onnxruntime_fp32"
 
 
@@ -34,15 +26,10 @@ def device_server(small_repo: Path, tmp_path_factory: pytest.TempPathFactory) ->
     repo = tmp_path_factory.mktemp("device") / "model_repository"
     for variant in (CLASSIFIER, DETECTOR):
         shutil.copytree(small_repo / variant, repo / variant)
-        decoupled = variant == CLASSIFIER
-        if decoupled:
-            config = read_config(repo / variant / CONFIG_FILE)
-            apply_serving_options(config, serving_options_of(config).updated(pipelined=True))
-            write_config(config, repo / variant)
         name = variant.rsplit("_", 2)[0]
         (repo / name / "1").mkdir(parents=True)
         shutil.copyfile(PIPELINE_ENTRY, repo / name / "1" / "model.py")
-        write_config(pipeline_config(name, get_model(name), variant, 4, prepare="device", variant_decoupled=decoupled), repo / name)
+        write_config(pipeline_config(name, get_model(name), variant, 4, prepare="device"), repo / name)
     with TritonServer(repo, Ports.free()) as running:
         yield running
 

@@ -555,3 +555,50 @@ def test_a_stub_starved_of_memory_is_replaced_and_its_requests_answer_again(null
         assert [s.pid for s in stubs_of(server.process.pid)] != [stub.pid]
     assert any(f"stub {stub.pid} failed {STARVED_AFTER_FAILURES} requests for want of memory (starved)" in e
                for e in events), events
+
+
+def stub_count_settles_at(server: TritonServer, count: int, within_s: float = 30) -> bool:
+    """Whether the server's stubs number ``count`` for two looks running within ``within_s``."""
+    deadline, seen = time.monotonic() + within_s, []
+    while time.monotonic() < deadline and seen[-2:] != [count, count]:
+        seen.append(len(stubs_of(server.process.pid)))
+        time.sleep(0.5)
+    return seen[-2:] == [count, count]
+
+
+def test_a_change_on_disk_is_loaded_by_the_serving_server_and_a_broken_one_refused(null_repo, tmp_path, monkeypatch):
+    """`trtrepo config` on a served repository: the supervised server loads the change (two instances, two stubs),
+    a stub reload keeps it, and a config that would not load is refused in one line while the model answers on."""
+    import shutil
+
+    from trtrepo.serving import watch
+
+    monkeypatch.setattr(watch, "WATCH_INTERVAL_S", 0.5)
+    repo = tmp_path / "model_repository"
+    shutil.copytree(null_repo / VARIANT, repo / VARIANT)
+    events: list[str] = []
+    stop = threading.Event()
+    with TritonServer(repo, Ports.free(), model_control="explicit", on_event=events.append, watch_repository=True) as server:
+        supervisor = threading.Thread(target=server.supervise, args=(stop,), daemon=True)
+        supervisor.start()
+        try:
+            result = trtrepo("config", str(repo / VARIANT), "--instances", "2")
+            assert result.returncode == 0 and "`trtrepo serve` loads it within seconds" in result.stderr, result.stderr
+            deadline = time.monotonic() + 60
+            while not any("loaded its change on disk" in e for e in events) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert stub_count_settles_at(server, 2), events  # the old instance's stub exits after the new ones load
+            os.kill(stubs_of(server.process.pid)[0].pid, signal.SIGKILL)  # the stub reload keeps the config loaded
+            while not server.watchdog.recoveries and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert stub_count_settles_at(server, 2), events
+            (repo / VARIANT / "config.pbtxt").write_text("max_batch_size: [broken\n")
+            while not any("would not load" in e for e in events) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            client = InferenceClient(VARIANT, url=server.grpc_url, protocol="grpc")
+            assert client.infer({"input": np.zeros((1, 3, 224, 224), np.float32)})["logits"].shape == (1, 1000)
+        finally:
+            stop.set()
+            supervisor.join(10)
+    refused = [e for e in events if "would not load" in e]
+    assert len(refused) == 1 and refused[0].startswith(f"{VARIANT}: changed on disk") and "fix it" in refused[0], events

@@ -14,11 +14,11 @@
 #            column; pipelines.md: where its instances spent each image, read from the server's counters)
 #     answers  the model's pipeline against the client-side path on the same photos: the same labels and boxes?
 #            (perf/gpu/answers.py; $RESULTS/answers-MODEL.md)
-#     crash  which part of the pipeline kills its stub (issue 42): the pipeline and its variant copied four ways,
-#            each measured at concurrency 8 and 64 with the stubs' stacks collected ($RESULTS/crash/WAY, faults/):
-#            as_built (the pipelined variant called through its stream, prepare = device), plain (the variant not
-#            pipelined: trtrepo config --no-pipelined, the pipeline then calls it plainly), host (prepare = host),
-#            glibc_mmap (the pipeline stub keeps glibc's adaptive mmap threshold: mmap_threshold = 0)
+#     crash  the pipeline under load with the stubs' stacks collected (issue 42: it died over a pipelined variant,
+#            which a pipeline no longer calls), copied three ways, each measured at concurrency 8 and 64
+#            ($RESULTS/crash/WAY, faults/): as_built (prepare = device), host (prepare = host), glibc_mmap (the
+#            pipeline stub keeps glibc's adaptive mmap threshold: mmap_threshold = 0); CRASH_WAYS to pick,
+#            CRASH_CONCURRENCY and CRASH_PIPELINE_INSTANCES for the points (default 8,64 and 1)
 #     tune   trtrepo tune (quick) of the model's optimized PyTorch variant over instances, max batch size, CUDA
 #            graphs and pipelining ($RESULTS/tune: tune.csv, tune.md, tune.png)
 # Results gather in $RESULTS (default perf/reports/gpu): each run replaces the rows of what it measured again.
@@ -134,16 +134,16 @@ PY
     done
   fi
   if [[ ",$STEPS," == *,crash,* && -n "$served" ]]; then
-    for way in ${CRASH_WAYS:-as_built plain host glibc_mmap}; do
+    for way in ${CRASH_WAYS:-as_built host glibc_mmap}; do
       copy=/tmp/trtrepo-crash-$model-$way
       rm -rf "$copy" && mkdir -p "$copy" && cp -r "$REPO/$model" "$REPO/$served" "$copy/"
       case $way in
-        plain) trtrepo config "$copy/$served" --no-pipelined > /dev/null ;;
         host) set_parameter "$copy/$model" prepare host ;;
         glibc_mmap) set_parameter "$copy/$model" mmap_threshold 0 ;;
       esac
       TRTREPO_STUB_FAULTS="$RESULTS/crash/$way/faults" trtrepo perf --model-repository "$copy" --models "$model" \
-        --instances 1 --concurrency 8,64 --pipeline-instances 1 --photos "$photos" --measurement-ms "$MEASUREMENT_MS" \
+        --instances 1 --concurrency "${CRASH_CONCURRENCY:-8,64}" --pipeline-instances "${CRASH_PIPELINE_INSTANCES:-1}" \
+        --photos "$photos" --measurement-ms "$MEASUREMENT_MS" \
         --output "$RESULTS/crash/$way" || status=1
     done
   fi

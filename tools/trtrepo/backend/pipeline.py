@@ -73,7 +73,6 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in json.loads(args["model_config"]).get("parameters", {}).items()}
         self.task = pipeline_task(get_model(params["model"]))
         self.variant = params["variant"]
-        self.variant_decoupled = params.get("variant_decoupled") == "true"  # a pipelined variant answers by senders
         self.max_bytes = int(params.get(MAX_IMAGE_BYTES_PARAMETER, MAX_IMAGE_BYTES))
         self.max_pixels = int(params.get(MAX_IMAGE_PIXELS_PARAMETER, MAX_IMAGE_PIXELS))
         # The stub is this model's own process: its allocator's setting is the model's for the process's life.
@@ -208,10 +207,7 @@ class TritonPythonModel:
             batch = pb_utils.Tensor.from_dlpack(name, to_dlpack(torch.stack([p.array for p in ready]).contiguous()))
         request = pb_utils.InferenceRequest(model_name=self.variant, requested_output_names=[t.name for t in spec.outputs],
                                             inputs=[batch])
-        if self.variant_decoupled:  # its answer, without the empty response that may carry the final flag alone
-            inference = next(r for r in request.exec(decoupled=True) if r.has_error() or r.output_tensors())
-        else:
-            inference = request.exec()
+        inference = request.exec()
         if inference.has_error():
             raise RuntimeError(f"{self.variant}: {inference.error().message()}")
         return {t.name: host_array(pb_utils.get_output_tensor_by_name(inference, t.name)) for t in spec.outputs}

@@ -22,6 +22,7 @@ from trtrepo.format.config import (
     runs_on_gpu,
     write_config,
 )
+from trtrepo.format.validate import pipelined_variant_problem
 from trtrepo.models import get_model
 
 
@@ -52,6 +53,8 @@ def build_pipeline(pipeline: PipelinePlan, repo_dir: Path, backends: frozenset[s
         reason = "the server has no python backend"
     elif limit < 1:
         reason = f"its variant {variant} takes no batch (max_batch_size 0)"
+    elif is_decoupled(served):
+        reason = pipelined_variant_problem(variant)
     else:
         model_dir = Path(repo_dir) / name
         (model_dir / VERSION).mkdir(parents=True, exist_ok=True)
@@ -60,7 +63,7 @@ def build_pipeline(pipeline: PipelinePlan, repo_dir: Path, backends: frozenset[s
         shutil.copyfile(PIPELINE_ENTRY, partial)
         os.replace(partial, entry)  # a rebuild stopped half-way leaves the previous entry file whole
         write_config(pipeline_config(name, get_model(Variant.parse(variant).model), variant, limit, runs_on_gpu(served),
-                                     pipeline.prepare, is_decoupled(served), pipeline.instances), model_dir)
+                                     pipeline.prepare, pipeline.instances), model_dir)
         log(f"{name}: pipeline over {variant}")
         return BuildResult(name, "built", f"pipeline over {variant}")
     log(f"warning: skipping pipeline {name}: {reason}")

@@ -149,13 +149,14 @@ def config(
         help="Python backend: take the next batch while the GPU runs the last (decoupled; clients use gRPC).")] = None,
 ) -> None:
     """Change a model's instance group, dynamic batching or warm-up in place; prints the resulting config. A change
-    that would leave a pipeline of the repository gathering more than its variant takes is refused, the config kept;
-    the pipelines over a variant made pipelined (or not) are changed to call it that way.
-    A running server serves the change after its next load of the model (trtrepo perf's trials, a restart)."""
+    that would leave a pipeline of the repository gathering more than its variant takes, or calling a pipelined one,
+    is refused, the config kept.
+    `trtrepo serve` loads the change within seconds (it watches its repository); another running server after its
+    next load of the model (a restart, trtrepo perf's trials)."""
     from google.protobuf import text_format
 
     from trtrepo.format.config import CONFIG_FILE, apply_serving_options, read_config, serving_options_of, write_config
-    from trtrepo.format.validate import calls_decoupled, pipeline_problems, pipelines_in_step
+    from trtrepo.format.validate import pipeline_problems
 
     if not (model_dir / CONFIG_FILE).is_file():
         raise UserError(f"{model_dir}: no {CONFIG_FILE} there; give the model's folder, such as "
@@ -172,16 +173,13 @@ def config(
         pipelined=pipelined,
     )
     apply_serving_options(current, options)
-    callers = pipelines_in_step(model_dir.resolve().parent, model_dir.resolve().name, current)
-    problems = pipeline_problems(model_dir.resolve().parent, {model_dir.resolve().name: current, **callers})
+    problems = pipeline_problems(model_dir.resolve().parent, {model_dir.resolve().name: current})
     if problems:
         raise UserError(f"refused, {model_dir / CONFIG_FILE} left as it was: {problems[0]}")
     write_config(current, model_dir)
-    for name, pipeline in callers.items():
-        write_config(pipeline, model_dir.resolve().parent / name)
-        print(f"# also wrote {name}/{CONFIG_FILE}: the pipeline calls {model_dir.name} "
-              f"{'through a stream' if calls_decoupled(pipeline) else 'with plain requests'} now")
     print(text_format.MessageToString(current), end="")
+    console.print(f"wrote {model_dir / CONFIG_FILE}: `trtrepo serve` loads it within seconds; another running server "
+                  "at its next load of the model (a restart)", highlight=False)
 
 
 @app.command()

@@ -131,7 +131,9 @@ def serve(
     and inference are open, so perf_analyzer and Triton's own clients work without it. HTTP goes through nginx, which
     refuses what would crash this tritonserver (form-encoded bodies over 4 MB) and bounds bodies, headers and slow
     senders. The repository is validated before each start: a model that would not load, or would fail once loaded,
-    is left out with one line (explicit model control), so that it takes no other model down. A server that dies is
+    is left out with one line (explicit model control), so that it takes no other model down. A change to a model
+    folder while it serves (`trtrepo config`, a rebuild, a folder added or fixed) is loaded within seconds if it
+    validates, else refused with one line, the model serving what it served. A server that dies is
     started again (at most 5 times in 5 minutes); a Python-backend model whose stub dies or stops is reloaded. A signal stops the server and its stubs (a second one kills them at once) and exits
     non-zero."""
     import threading
@@ -154,7 +156,8 @@ def serve(
             serve_replicas(model_repository, replicas, Ports(http_port, grpc_port, metrics_port), options, model_control_mode.value)
             return
         server = TritonServer(model_repository, Ports(http_port, grpc_port, metrics_port), log_file, model_control_mode.value,
-                              options=options, log_format=log_format.value, on_event=say, guard=True, leave_out_invalid=True)
+                              options=options, log_format=log_format.value, on_event=say, guard=True, leave_out_invalid=True,
+                              watch_repository=True)
         if not options.loopback:
             console.print(f"[yellow]warning: listening on {host}: {server.options.exposure()}[/yellow]")
         if unrestricted:

@@ -178,10 +178,11 @@ def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, nat
 
 
 def pipeline_config(name: str, spec: ModelSpec, variant: str, max_batch_size: int, on_gpu: bool = False,
-                    prepare: str | None = None, variant_decoupled: bool = False, instances: int = 1) -> pb.ModelConfig:
+                    prepare: str | None = None, instances: int = 1) -> pb.ModelConfig:
     """The BLS pipeline over a tensor variant: one encoded image (BYTES) per request and the task's optional
     options in; the task's answer out. Its dynamic batcher gathers up to the variant's batch limit of requests,
-    which reach the variant as one batch (over a pipelined variant, through its stream). Over a GPU variant its
+    which reach the variant as one batch (a plain request: a pipelined variant cannot be called, see
+    trtrepo.format.validate.pipelined_variant_problem). Over a GPU variant its
     instances are on the GPU too, and images are decoded and prepared there (``prepare`` "device"; "host" elsewhere,
     see trtrepo/backend/pipeline.py)."""
     task = pipeline_task(spec)
@@ -190,7 +191,6 @@ def pipeline_config(name: str, spec: ModelSpec, variant: str, max_batch_size: in
     config.parameters["model"].string_value = spec.name
     config.parameters["variant"].string_value = variant
     config.parameters["prepare"].string_value = prepare or ("device" if on_gpu and task.on_device else "host")
-    config.parameters["variant_decoupled"].string_value = "true" if variant_decoupled else "false"
     config.parameters[MAX_IMAGE_BYTES_PARAMETER].string_value = str(MAX_IMAGE_BYTES)
     config.parameters[MAX_IMAGE_PIXELS_PARAMETER].string_value = str(MAX_IMAGE_PIXELS)
     config.input.add(name="image", data_type=pb.TYPE_STRING, dims=[1])

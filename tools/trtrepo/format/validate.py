@@ -80,6 +80,13 @@ def model_folders(repo: Path) -> list[Path]:
     return sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def pipelined_variant_problem(variant: str) -> str:
+    """Why a pipeline cannot call ``variant``, a pipelined (decoupled) model, and what to do."""
+    return (f"its variant {variant} is pipelined (decoupled): in this Triton (2.51) a model that calls a decoupled "
+            "model through BLS loses its Python stub under load (a segfault in one of the backend's own threads; the "
+            f"variant called plainly does not); `trtrepo config {variant} --no-pipelined`")
+
+
 def pipeline_problems(repo: Path, changed: dict[str, pb.ModelConfig] | None = None) -> list[str]:
     """A pipeline calls its tensor variant by name: the variant must be in the same repository and take the
     pipeline's whole batch (a batch the variant refuses would fail every request in it). ``changed``: configs to
@@ -100,28 +107,9 @@ def _pipeline_problems_by_model(repo: Path, changed: dict[str, pb.ModelConfig] |
         elif config.max_batch_size > configs[variant].max_batch_size:
             problems[name] = (f"{path}: max_batch_size {config.max_batch_size} is above its variant {variant}'s "
                               f"{configs[variant].max_batch_size}")
-        elif calls_decoupled(config) != is_decoupled(configs[variant]):
-            problems[name] = (f"{path}: variant_decoupled is {'true' if calls_decoupled(config) else 'false'} but its "
-                              f"variant {variant} is {'' if is_decoupled(configs[variant]) else 'not '}pipelined "
-                              "(decoupled): every request would fail; `trtrepo config` on the variant keeps them in step")
+        elif is_decoupled(configs[variant]):
+            problems[name] = f"{path}: {pipelined_variant_problem(variant)}"
     return problems
-
-
-def pipelines_in_step(repo: Path, variant: str, config: pb.ModelConfig) -> dict[str, pb.ModelConfig]:
-    """The repository's pipelines over ``variant`` whose way of calling it (plain or a stream) ``config`` changes,
-    changed to match: what `trtrepo config` writes beside a variant made pipelined or not."""
-    changed = {}
-    for model_dir, pipeline in _readable_configs(repo):
-        if ("variant" in pipeline.parameters and pipeline.parameters["variant"].string_value == variant
-                and calls_decoupled(pipeline) != is_decoupled(config)):
-            pipeline.parameters["variant_decoupled"].string_value = "true" if is_decoupled(config) else "false"
-            changed[model_dir.name] = pipeline
-    return changed
-
-
-def calls_decoupled(pipeline: pb.ModelConfig) -> bool:
-    """Whether a pipeline calls its variant through a decoupled stream (its variant_decoupled parameter)."""
-    return pipeline.parameters["variant_decoupled"].string_value == "true"
 
 
 def invalid_models(repo: Path, tensorrt: str = TARGET_TENSORRT) -> dict[str, str]:

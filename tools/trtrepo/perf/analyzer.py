@@ -275,6 +275,9 @@ def _largest_output_bytes(model: str) -> int:
     return max(math.prod(shape) * dtypes[name].itemsize for name, shape in spec.typical_output_shapes().items())
 
 
+#: Measurement windows perf_analyzer may take to find three in a row that agree; its figures are those three's.
+MAX_WINDOWS = 6
+STABLE_WINDOWS = 3
 #: Seconds a perf_analyzer run may take beyond ten of its measurement windows.
 PERF_ANALYZER_SLACK_S = 120
 
@@ -301,20 +304,25 @@ def _run_perf_analyzer(
             str(binary), "-m", variant, "-u", grpc_url, "-i", "grpc", "-b", str(batch_size),
             "--concurrency-range", f"{concurrency}:{concurrency}",
             "--measurement-interval", str(measurement_ms),
-            # Three windows are measured; a noisy CPU rarely meets the default 10% stability, so accept them.
-            "--max-trials", "3", "--stability-percentage", "999",
+            # A noisy CPU rarely meets the default 10% stability, so any three windows in a row within 11x of each
+            # other are accepted; perf_analyzer also refuses a window that completed no request, so a stall (a
+            # busy machine) gets up to MAX_WINDOWS for three in a row to be clear of it.
+            "--max-trials", str(MAX_WINDOWS), "--stability-percentage", "999",
             "-v",  # a line per window (Pass [n] throughput), the spread of which is the point's noise
             "-f", str(report),
             *arguments,
         ]
-        # Three windows and perf_analyzer's warm-up, with room to spare: past it the server is stuck, not slow.
+        # MAX_WINDOWS windows and perf_analyzer's warm-up, with room to spare: past it the server is stuck, not slow.
         limit_s = PERF_ANALYZER_SLACK_S + 10 * measurement_ms / 1000
         try:
             result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=limit_s)
         except subprocess.TimeoutExpired:
             return None, [], f"perf_analyzer did not finish within {limit_s:.0f} s (the server stopped answering?)"
         if result.returncode == 0 and report.is_file():
-            return next(csv.DictReader(report.open())), [float(x) for x in WINDOW_LINE.findall(result.stdout)], ""
+            windows = [float(x) for x in WINDOW_LINE.findall(result.stdout)]
+            return next(csv.DictReader(report.open())), windows[-STABLE_WINDOWS:], ""
     lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()] or ["no output"]
     telling = [line for line in lines if any(word in line.lower() for word in ("error", "fail", "no valid", "unable"))]
-    return None, [], (telling or lines)[-1]
+    windows = WINDOW_LINE.findall(result.stdout)
+    measured = f" (its {measurement_ms} ms windows: {', '.join(windows)} infer/s)" if windows else ""
+    return None, [], (telling or lines)[-1] + measured

@@ -144,23 +144,28 @@ def measure_candidates(trial: "Trial", concurrencies: list[int], batch_size: int
 
 def apply_candidate(repository: Path, variant: str, candidate: Candidate) -> Path:
     """Write ``candidate`` into the variant's config.pbtxt through the schema; the config it replaces is kept as
-    config.pbtxt.orig (the first one only: applying again keeps the generated config to go back to)."""
+    config.pbtxt.orig (the first one only: applying again keeps the generated config to go back to). A winner that
+    a pipeline over the variant could not call (pipelined, a smaller batch) is refused."""
     import os
     import shutil
 
     from trtrepo.format.config import CONFIG_FILE, read_config, write_config
+    from trtrepo.format.validate import pipeline_problems
     from trtrepo.perf.trial import changed_config
 
     model_dir = Path(repository) / variant
     path = model_dir / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{path}: no such config to apply the winner to; give the repository with --model-repository")
+    changed = changed_config(read_config(path), candidate.changes())
+    if problems := pipeline_problems(repository, {variant: changed}):
+        raise UserError(f"the winner was not applied, {path} left as it was: {problems[0]}")
     original = path.with_name(CONFIG_FILE + ".orig")
     if not original.exists():  # copied beside it, then renamed: an interrupted copy never passes for the original
         partial = path.with_name(f".{original.name}.partial")
         shutil.copy2(path, partial)
         os.replace(partial, original)
-    return write_config(changed_config(read_config(path), candidate.changes()), model_dir)
+    return write_config(changed, model_dir)
 
 
 def gated_variants(repository: Path, names: list[str]) -> tuple[list[str], list[str]]:

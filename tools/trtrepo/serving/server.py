@@ -27,6 +27,7 @@ from trtrepo.serving.objectstore import is_remote
 from trtrepo.serving.process import die_with_parent
 from trtrepo.serving.metrics import memory_failures, request_counts, scrape_metrics
 from trtrepo.serving.stubs import StubWatchdog, remove_shared_memory
+from trtrepo.serving.watch import RepositoryWatch
 
 
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
@@ -113,6 +114,7 @@ class TritonServer:
         on_event: Callable[[str], None] = lambda _: None,
         guard: bool = False,
         leave_out_invalid: bool = False,
+        watch_repository: bool = False,
     ) -> None:
         if model_control not in MODEL_CONTROL_MODES:
             raise UserError(f"model control mode must be one of {', '.join(MODEL_CONTROL_MODES)}, got {model_control!r}")
@@ -153,6 +155,9 @@ class TritonServer:
         #: otherwise a model that fails is refused with its problem): one broken model never takes the others down.
         self.leave_out_invalid = leave_out_invalid
         self.left_out: dict[str, str] = {}  # model -> its problem, at the last start
+        #: Load what changes in a local repository while supervise() runs (explicit model control; serving.watch).
+        self.watch_repository = watch_repository and model_control == "explicit" and isinstance(self.repository, Path)
+        self.repository_watch: RepositoryWatch | None = None
         self._python_served: dict[str, tuple[int, str]] = {}  # python_models' last answer
         #: Every stub's /dev/shm region starts with this, so that a server that was killed leaves none behind.
         self.shm_prefix = f"trtrepo_{os.getpid()}_{secrets.token_hex(4)}_"
@@ -248,6 +253,8 @@ class TritonServer:
         if self.api_key:
             self._key_files = write_key_files({self.ports.http, self.ports.grpc}, self.api_key)
         self._wait_ready(timeout_s)
+        if self.watch_repository:
+            self.repository_watch = RepositoryWatch(self.repository, self.load_model, self.on_event)
         if self.watch_stubs:
             self.watchdog = StubWatchdog(self.process.pid, self.python_models, self.reload_model, self.on_event,
                                          requests=self.request_counts, memory_failures=self.memory_failures).start()
@@ -257,6 +264,8 @@ class TritonServer:
         start it again on the same ports with the same key and repository, waiting longer after each restart; more
         than RESTART_LIMIT restarts within RESTART_WINDOW_S end it with a UserError naming the last cause."""
         while not stop.wait(0.5):
+            if self.repository_watch is not None and self.process is not None and self.process.poll() is None:
+                self.repository_watch.poll()
             if self.front is not None and not self.front.running():
                 self.on_event(f"nginx in front of tritonserver exited ({self.front.reason()}); starting it again")
                 self.front.start(lambda: port_open(self.connect_host, self.ports.http))
@@ -373,6 +382,17 @@ class TritonServer:
 
     def _folder_gone(self, model: str) -> bool:
         return isinstance(self.repository, Path) and not (self.repository / model).is_dir()
+
+    def load_model(self, model: str) -> None:
+        """Load ``model`` from its folder as it is on disk (again, where it is loaded and changed)."""
+        api = self._api()
+        try:
+            api.load_model(model)
+        finally:
+            api.close()
+        self.left_out.pop(model, None)
+        if self.watchdog is not None:
+            self.watchdog.served_changed()
 
     def reload_model(self, model: str, config_json: str) -> None:
         """Load ``model`` anew with this config. Triton ignores a load whose config and files are unchanged, so a

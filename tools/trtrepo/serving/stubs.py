@@ -151,6 +151,11 @@ class StubWatchdog:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
 
+    def served_changed(self) -> None:
+        """A model was loaded from outside the watchdog (its instances may differ): ask the server at the next scan,
+        or a stub that dies after a load that added instances would leave as many as were expected before it."""
+        self._expected = None
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
