@@ -24,9 +24,9 @@ from trtrepo.clients.options import (
 )
 from trtrepo.errors import UserError
 from trtrepo.format.config import Variant
-from trtrepo.models import MODELS, get_model
+from trtrepo.models import MODELS
 from trtrepo.serving.access import use_api_key
-from trtrepo.serving.client import RESTART_WAIT_S, InferenceClient, ask_pipeline, collect_images, is_pipeline
+from trtrepo.serving.client import RESTART_WAIT_S, InferenceClient, ask_pipeline, collect_images, is_pipeline, served_spec
 from trtrepo.specs import CLASSIFICATION, TASK_CLIENTS
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -38,16 +38,17 @@ def classify(
 ) -> list[list[tuple[str, float]]]:
     """Preprocess with the model spec, infer through Triton, postprocess: one top-k list per image.
 
-    The spec is the model named in the variant (<model>_<engine>_<precision>), ResNet50 for other names.
+    The spec is the one the served config names (a declared model's from its declaration), else the model named in
+    the variant (<model>_<engine>_<precision>), ResNet50 for other names.
     ``server_labels``: the server picks the top-k and names them (Triton's classification extension, class_count),
     so only k labels travel back; scores are then the model's logits, not probabilities.
     """
     named = Variant.parse(model).model if Variant.is_variant(model) else None
-    spec = get_model(named if named in MODELS else "resnet50")
+    client = InferenceClient(model, url=url, protocol=protocol, wait_s=RESTART_WAIT_S)
+    spec = served_spec(client, named if named in MODELS else "resnet50")
     if spec.task != CLASSIFICATION:
         raise UserError(f"{model} is not a classifier ({spec.task}): use {TASK_CLIENTS[spec.task]}")
     samples = {spec.inputs[0].name: np.stack([spec.preprocess(path) for path in images])}
-    client = InferenceClient(model, url=url, protocol=protocol, wait_s=RESTART_WAIT_S)
     if not server_labels:
         return spec.postprocess(client.infer_batches(samples, batch_size), top_k)
     labelled = [o for o in client.config.output if o.label_filename]

@@ -33,4 +33,5 @@ def test_export_unknown_model_is_one_line(tmp_path):
     assert result.returncode == 2
     from trtrepo.models import MODELS
 
-    assert result.stderr.strip() == f"error: unknown model 'resnet5'; known: {', '.join(sorted(MODELS))}"
+    assert result.stderr.strip() == (f"error: unknown model 'resnet5'; known: {', '.join(sorted(MODELS))}; or declare it "
+                                     "in the plan ([[model]])")

@@ -70,5 +70,5 @@ def test_unreachable_download_is_a_one_line_offline_error(tmp_path, monkeypatch)
 def test_unknown_model_lists_known_ones():
     from trtrepo.models import MODELS
 
-    with pytest.raises(UserError, match=f"known: {', '.join(sorted(MODELS))}$"):
+    with pytest.raises(UserError, match=fr"known: {', '.join(sorted(MODELS))}; or declare it in the plan \(\[\[model\]\]\)$"):
         get_model("resnet51")

@@ -77,6 +77,8 @@ class ModelSpec(ABC):
     #: Triton's classification extension answers "score:index:label"; None for other models.
     labelled_output: str | None = None
     class_names: list[str]
+    #: A model declared as data (trtrepo.models.declared): its declaration, which its variants' configs carry.
+    declaration_json: str | None = None
 
     def twin_tolerances(self) -> tuple[Tolerance, ...]:
         """What a twin in another framework must match at build: by default every output within 1e-3."""

@@ -35,7 +35,7 @@ from trtrepo.backend.batches import LaunchedBatch, Responder, host_array, launch
 from trtrepo.backend.stub_python import MemoryFailures, record_fatal_stacks, refuse_garbling_stub
 from trtrepo.engines import get_engine
 from trtrepo.engines.base import load_runner
-from trtrepo.models import get_model
+from trtrepo.models import spec_of
 
 
 class TritonPythonModel:
@@ -44,7 +44,7 @@ class TritonPythonModel:
         refuse_garbling_stub(pb_utils)
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        spec = get_model(params["model"])
+        spec = spec_of(params)
         artifact = Path(args["model_repository"]) / args["model_version"] / params["artifact"]
         engine = get_engine(params["engine"])
         self.input_names = [t.name for t in spec.inputs]

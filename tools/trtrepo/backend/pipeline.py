@@ -45,7 +45,7 @@ from trtrepo.backend.pipeline_tasks import (
 )
 from trtrepo.backend.stub_python import MemoryFailures, outlive_the_stub, record_fatal_stacks, refuse_garbling_stub
 from trtrepo.errors import UserError
-from trtrepo.models import get_model
+from trtrepo.models import spec_of
 from trtrepo.specs import MAX_IMAGE_PIXELS, decode_image, image_format
 
 
@@ -71,7 +71,7 @@ class TritonPythonModel:
         record_fatal_stacks(args["model_instance_name"])
         refuse_garbling_stub(pb_utils)
         params = {k: v["string_value"] for k, v in json.loads(args["model_config"]).get("parameters", {}).items()}
-        self.task = pipeline_task(get_model(params["model"]))
+        self.task = pipeline_task(spec_of(params))
         self.variant = params["variant"]
         self.max_bytes = int(params.get(MAX_IMAGE_BYTES_PARAMETER, MAX_IMAGE_BYTES))
         self.max_pixels = int(params.get(MAX_IMAGE_PIXELS_PARAMETER, MAX_IMAGE_PIXELS))

@@ -14,7 +14,8 @@ from trtrepo.build.gate import GatePlan
 from trtrepo.engines import ENGINES, Engine, get_engine
 from trtrepo.errors import UserError
 from trtrepo.format.config import SERVING_OPTION_TYPES, ServingOptions, Variant, engine_options
-from trtrepo.models import MODELS, get_model
+from trtrepo.models import MODELS, declared_models, get_model
+from trtrepo.models.declared import DECLARATION_KEYS, REQUIRED_KEYS, Declaration, parse_declaration
 from trtrepo.serving.installation import find_tritonserver
 
 
@@ -59,11 +60,15 @@ class RepoPlan:
     defaults: ServingOptions = ServingOptions()
     #: The file the plan was read from (None: made in code).
     plan_file: Path | None = None
+    #: The models the plan declares ([[model]]), which its variants and pipelines may name.
+    declared: tuple[Declaration, ...] = ()
 
     def weights_for(self, model: str) -> str:
-        """The weights choice for ``model``: its own entry in a per-model list, else the single choice."""
+        """The weights choice for ``model``: its own entry in a per-model list, else the single choice (a declared
+        model's own weights where that is a pretrained set's name)."""
         if "=" not in self.weights:
-            return self.weights
+            pretrained = self.weights in ("imagenet", "pretrained")
+            return "declared" if pretrained and model in {d.name for d in self.declared} else self.weights
         choices = dict(part.split("=", 1) for part in self.weights.split(",") if "=" in part)
         if model not in choices:
             raise UserError(f"--weights {self.weights!r} names no weights for {model}")
@@ -82,10 +87,12 @@ PLAN_TABLES = {
     "pipeline": {"name": str, "variant": str, "instances": int, "prepare": str},
     "ensemble": {"name": str, "steps": list},
     "gate": {"eval_dir": str, "eval_images": int, **{key: float for key in GATE_KEYS}},
+    "model": DECLARATION_KEYS,
 }
+ARRAY_TABLES = ("variant", "pipeline", "ensemble", "model")
 
 #: Keys of an array table's entries that may be left out (the others must be given).
-OPTIONAL_KEYS = {"pipeline": ("instances", "prepare")}
+OPTIONAL_KEYS = {"pipeline": ("instances", "prepare"), "model": tuple(set(DECLARATION_KEYS) - set(REQUIRED_KEYS))}
 
 
 def load_plan(
@@ -111,6 +118,35 @@ def load_plan(
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"{plan_file}: cannot read plan: {exc}") from exc
     _check_plan(data, plan_file)
+    declared = _declarations(data.get("model", []), plan_file)
+    with declared_models(declared):
+        return _resolved_plan(data, plan_file, declared, models, weights, output, backends, options, calib_dir,
+                              calib_images, eval_dir, allow_below_gate)
+
+
+def _declarations(entries: list[dict], plan_file: Path) -> tuple[Declaration, ...]:
+    """The plan's [[model]] tables, each checked whole (its files relative to the plan's folder); a name may be
+    declared once and not be a built-in model's."""
+    declared = tuple(parse_declaration(entry, f"{plan_file} [[model]] #{index + 1}", plan_file.parent)
+                     for index, entry in enumerate(entries))
+    seen: set[str] = set()
+    for declaration in declared:
+        if declaration.name in MODELS or declaration.name in seen:
+            raise UserError(f"{plan_file}: [[model]] name {declaration.name!r} is taken (a built-in model, or declared "
+                            "twice): pick another")
+        if not MODEL_NAME.fullmatch(declaration.name):
+            raise UserError(f"{plan_file}: [[model]] name {declaration.name!r} is not a model folder name (letters, "
+                            "digits, _ . -, not starting with a dot or dash)")
+        seen.add(declaration.name)
+    return declared
+
+
+def _resolved_plan(
+    data: dict, plan_file: Path, declared: tuple[Declaration, ...], models: list[str] | None, weights: str | None,
+    output: Path | None, backends: str | None, options: ServingOptions | None, calib_dir: Path | None,
+    calib_images: int | None, eval_dir: Path | None, allow_below_gate: bool,
+) -> RepoPlan:
+    """load_plan past the checks, with the plan's declared models known."""
     repository = data.get("repository", {})
     defaults = options or _serving_options(data.get("defaults", {}), ServingOptions(), f"{plan_file} [defaults]")
     entries = data.get("variant") or [{"model": m, "engine": e, "precision": "fp32"} for m in MODELS for e in ENGINES]
@@ -148,6 +184,7 @@ def load_plan(
         gate=_gate_plan(data.get("gate", {}), plan_file, eval_dir, allow_below_gate),
         defaults=defaults,
         plan_file=plan_file,
+        declared=declared,
     )
 
 
@@ -229,7 +266,7 @@ def _check_plan(data: dict, plan_file: Path) -> None:
         if table not in data:
             continue
         entries = data[table]
-        is_array = table in ("variant", "pipeline", "ensemble")
+        is_array = table in ARRAY_TABLES
         if is_array and not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
             raise UserError(f"{plan_file}: {table} must be an array of tables ([[{table}]])")
         if not is_array and not isinstance(entries, dict):

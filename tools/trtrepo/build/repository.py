@@ -48,7 +48,7 @@ from trtrepo.engines import BuildInputs, get_engine
 from trtrepo.engines.pytorch import network_runner
 from trtrepo.engines.tensorrt import installed_tensorrt
 from trtrepo.errors import UserError
-from trtrepo.models import get_model
+from trtrepo.models import declared_models, get_model
 from trtrepo.specs import ModelSpec
 
 
@@ -196,7 +196,7 @@ def build_repository(plan: RepoPlan, log: Callable[[str], None] = lambda _: None
 
     A variant that fails is reported (status failed, with the reason) and the others are built."""
     plan.output.mkdir(parents=True, exist_ok=True)
-    with repository_lock(plan.output):
+    with repository_lock(plan.output), declared_models(plan.declared):
         recover_staging(plan.output, log)
         try:
             return _build_locked(plan, log, force)

@@ -9,7 +9,7 @@ import typer
 
 from trtrepo.cli.app import REPOSITORY, ApiKeyOption, RepoOption, VariantsOption, app, name_list, say, writable_folder
 from trtrepo.errors import UserError
-from trtrepo.format.config import repository_variants
+from trtrepo.format.config import repository_models, repository_variants
 from trtrepo.perf.progress import console
 from trtrepo.serving.endpoints import grpc_endpoint
 
@@ -37,31 +37,32 @@ def evaluate_command(
     from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT
 
     writable_folder(output)
-    spec = get_model(model)
-    if spec.task == DETECTION and annotations is None:
-        raise UserError(f"{model} is a detector: pass --annotations instances.json (COCO format)")
-    if spec.task == TEXT and gt is None:
-        raise UserError(f"{model} finds text lines: pass --gt DIR of ICDAR-style gt_<image>.txt files")
-    if spec.task == CLASSIFICATION:
-        images, truth = labelled_images(data, labels, spec.class_names)
-    variants = [v for v in repository_variants(model_repository, name_list(models)) if Variant.parse(v).model == model]
-    if spec.task == TEXT and not models:  # the split ensembles of the model too (ctpn_split)
-        variants += sorted(p.name for p in Path(model_repository).glob(f"{model}_*")
-                           if (p / "config.pbtxt").is_file() and not Variant.is_variant(p.name))
-    if not variants:
-        raise UserError(f"{model_repository}: no variants of {model}; build them with `trtrepo repo --models {model}`")
-    gates = {variant: thresholds_of(model_repository, variant, spec.task) for variant in variants}
-    with grpc_endpoint(name_list(url), model_repository, api_key, on_event=say) as (grpc_url, _, _):
-        console.print(f"evaluating {', '.join(variants)} ...")
-        if spec.task == DETECTION:
-            rows, reference = evaluate_detection(spec, grpc_url, "grpc", variants, data, annotations, batch_size, gates)
-        elif spec.task == TEXT:
-            rows, reference = evaluate_text(grpc_url, "grpc", variants, data, gt, spec.line_min_score, gates)
-        else:
-            rows, reference = evaluate(spec, grpc_url, "grpc", variants, images, truth, batch_size, gates)
-    files = write_report(rows, reference, output)
-    print(markdown(rows, reference))
-    print(f"wrote {', '.join(str(p) for p in files.values())}")
+    with repository_models(model_repository):
+        spec = get_model(model)
+        if spec.task == DETECTION and annotations is None:
+            raise UserError(f"{model} is a detector: pass --annotations instances.json (COCO format)")
+        if spec.task == TEXT and gt is None:
+            raise UserError(f"{model} finds text lines: pass --gt DIR of ICDAR-style gt_<image>.txt files")
+        if spec.task == CLASSIFICATION:
+            images, truth = labelled_images(data, labels, spec.class_names)
+        variants = [v for v in repository_variants(model_repository, name_list(models)) if Variant.parse(v).model == model]
+        if spec.task == TEXT and not models:  # the split ensembles of the model too (ctpn_split)
+            variants += sorted(p.name for p in Path(model_repository).glob(f"{model}_*")
+                               if (p / "config.pbtxt").is_file() and not Variant.is_variant(p.name))
+        if not variants:
+            raise UserError(f"{model_repository}: no variants of {model}; build them with `trtrepo repo --models {model}`")
+        gates = {variant: thresholds_of(model_repository, variant, spec.task) for variant in variants}
+        with grpc_endpoint(name_list(url), model_repository, api_key, on_event=say) as (grpc_url, _, _):
+            console.print(f"evaluating {', '.join(variants)} ...")
+            if spec.task == DETECTION:
+                rows, reference = evaluate_detection(spec, grpc_url, "grpc", variants, data, annotations, batch_size, gates)
+            elif spec.task == TEXT:
+                rows, reference = evaluate_text(grpc_url, "grpc", variants, data, gt, spec.line_min_score, gates)
+            else:
+                rows, reference = evaluate(spec, grpc_url, "grpc", variants, images, truth, batch_size, gates)
+        files = write_report(rows, reference, output)
+        print(markdown(rows, reference))
+        print(f"wrote {', '.join(str(p) for p in files.values())}")
 
 
 @app.command()
@@ -82,7 +83,8 @@ def compare(
     files = images_in(images, "comparison") if images else evaluation_photos()
     if not files:
         raise UserError("no images to compare on: pass --images DIR")
-    result = compare_variants(model_repository, a, b, list(with_crops(files, count)))
-    written = write_report(result, output)
-    print(markdown(result), end="")
-    print(f"wrote {', '.join(str(p) for p in written.values())}")
+    with repository_models(model_repository):
+        result = compare_variants(model_repository, a, b, list(with_crops(files, count)))
+        written = write_report(result, output)
+        print(markdown(result), end="")
+        print(f"wrote {', '.join(str(p) for p in written.values())}")

@@ -23,7 +23,7 @@ from trtrepo.cli.app import (
     writable_folder,
 )
 from trtrepo.errors import UserError
-from trtrepo.format.config import repository_variants
+from trtrepo.format.config import repository_models, repository_variants
 from trtrepo.imagesets import images_in
 from trtrepo.perf.progress import console, progress, report_sweep, sweep_with_progress
 from trtrepo.serving.endpoints import grpc_endpoint, grpc_endpoints
@@ -90,25 +90,26 @@ def perf(
         raise UserError(f"no concurrency in {concurrency} loads {min(server_counts)} servers: give at least that many")
     if len(planned) < len(server_counts) * len(concurrencies):
         console.print("not measured: concurrencies below the server count (a server would get no requests)")
-    variants = repository_variants(model_repository, name_list(models))
-    sent = images_in(photos, "--photos") if photos else None
-    grid = planned_keys(variants, counts, server_counts, concurrencies)
-    done = frozenset(measured_points(output, batch_size) & grid) if resume else frozenset()
-    if done:
-        console.print(f"resuming: {len(done)} points already in {output / 'sweep.csv'} are not measured again")
-    failures: list[str] = []
-    with grpc_endpoints(name_list(url), model_repository, api_key, max(server_counts), mps, on_event=say,
-                        metrics_urls=name_list(metrics_url)) as endpoints:
-        points = sweep_with_progress(endpoints, variants, counts, concurrencies, batch_size, measurement_ms,
-                                     on_failure=failures.append, done=done, checkpoint_dir=output,
-                                     server_counts=server_counts, photos=sent, pipeline_instances=pipeline_instances)
-    if points or done or failures:
-        report_sweep(points or (read_csv(output / "sweep.csv") if done else []), output, sent, failures)
-    if failures:
-        total = len(grid) - len(done)
-        raise UserError(f"{len(failures)} of {total} points could not be measured (listed above); "
-                        f"{'the others are in ' + str(output) if points else 'nothing new was written'}; "
-                        "`--resume` measures only what is missing")
+    with repository_models(model_repository):
+        variants = repository_variants(model_repository, name_list(models))
+        sent = images_in(photos, "--photos") if photos else None
+        grid = planned_keys(variants, counts, server_counts, concurrencies)
+        done = frozenset(measured_points(output, batch_size) & grid) if resume else frozenset()
+        if done:
+            console.print(f"resuming: {len(done)} points already in {output / 'sweep.csv'} are not measured again")
+        failures: list[str] = []
+        with grpc_endpoints(name_list(url), model_repository, api_key, max(server_counts), mps, on_event=say,
+                            metrics_urls=name_list(metrics_url)) as endpoints:
+            points = sweep_with_progress(endpoints, variants, counts, concurrencies, batch_size, measurement_ms,
+                                         on_failure=failures.append, done=done, checkpoint_dir=output,
+                                         server_counts=server_counts, photos=sent, pipeline_instances=pipeline_instances)
+        if points or done or failures:
+            report_sweep(points or (read_csv(output / "sweep.csv") if done else []), output, sent, failures)
+        if failures:
+            total = len(grid) - len(done)
+            raise UserError(f"{len(failures)} of {total} points could not be measured (listed above); "
+                            f"{'the others are in ' + str(output) if points else 'nothing new was written'}; "
+                            "`--resume` measures only what is missing")
 
 
 def perf_tfserving(url: str | None, models: str | None, concurrency: str, servers: str, batch_size: int,
@@ -201,59 +202,60 @@ def tune(
         max_queue_delays_us=int_list(queue_delays_us, "--queue-delays-us", least=0) if queue_delays_us else None,
         gpu_options=gpu_options)
     goal = Goal(objective.value, max_p99_ms, min_throughput)
-    names = name_list(models) or repository_variants(model_repository)
-    variants, left_out = gated_variants(model_repository, names) if Path(model_repository).is_dir() else (names, [])
-    for line in left_out:
-        console.print(line, markup=False)
-    everything: list = []
-    sections: list[str] = []
-    verdicts_by_variant: dict = {}
-    with grpc_endpoint(name_list(url), model_repository, api_key, mps, on_event=say) as endpoint:
-        for variant in variants:
-            started = time.monotonic()
-            with Trial(variant, [endpoint]) as trial:
-                if trial.steps:
-                    raise UserError(f"{variant} is an ensemble; tune the models it chains")
-                space = SearchSpace.around(serving_options_of(trial.config), **space_options)
-                grid = space.grid()
-                earlier = resumed(output, variant, concurrencies) if resume else {}
-                if earlier:
-                    console.print(f"resuming {variant}: {len(earlier)} configurations already in {output / 'tune.csv'}")
-                mine: list = [p for points in earlier.values() for p in points]
-                with progress() as bar:
-                    # The configurations the budget allows, then the starting one and the winner measured again.
-                    task = bar.add_task(f"tune {variant}", total=(min(budget_points or len(grid), len(grid)) + 2) * len(concurrencies))
-                    bar.advance(task, len(mine))
+    with repository_models(model_repository):
+        names = name_list(models) or repository_variants(model_repository)
+        variants, left_out = gated_variants(model_repository, names) if Path(model_repository).is_dir() else (names, [])
+        for line in left_out:
+            console.print(line, markup=False)
+        everything: list = []
+        sections: list[str] = []
+        verdicts_by_variant: dict = {}
+        with grpc_endpoint(name_list(url), model_repository, api_key, mps, on_event=say) as endpoint:
+            for variant in variants:
+                started = time.monotonic()
+                with Trial(variant, [endpoint]) as trial:
+                    if trial.steps:
+                        raise UserError(f"{variant} is an ensemble; tune the models it chains")
+                    space = SearchSpace.around(serving_options_of(trial.config), **space_options)
+                    grid = space.grid()
+                    earlier = resumed(output, variant, concurrencies) if resume else {}
+                    if earlier:
+                        console.print(f"resuming {variant}: {len(earlier)} configurations already in {output / 'tune.csv'}")
+                    mine: list = [p for points in earlier.values() for p in points]
+                    with progress() as bar:
+                        # The configurations the budget allows, then the starting one and the winner measured again.
+                        task = bar.add_task(f"tune {variant}", total=(min(budget_points or len(grid), len(grid)) + 2) * len(concurrencies))
+                        bar.advance(task, len(mine))
 
-                    def on_point(point, bar=bar, task=task, mine=mine) -> None:
-                        result = (f"{point.throughput:.1f} samples/s +-{point.throughput_ci or 0:.2g}, p99 {point.p99_ms:.0f} ms"
-                                  if point.status == "measured" else f"failed: {point.reason}")
-                        again = " (again)" if point.repeat else ""
-                        bar.console.print(f"  {point.candidate.label()} c{point.concurrency}{again}: {result}", markup=False)
-                        bar.advance(task)
-                        mine.append(point)
-                        checkpoint(mine, output)
+                        def on_point(point, bar=bar, task=task, mine=mine) -> None:
+                            result = (f"{point.throughput:.1f} samples/s +-{point.throughput_ci or 0:.2g}, p99 {point.p99_ms:.0f} ms"
+                                      if point.status == "measured" else f"failed: {point.reason}")
+                            again = " (again)" if point.repeat else ""
+                            bar.console.print(f"  {point.candidate.label()} c{point.concurrency}{again}: {result}", markup=False)
+                            bar.advance(task)
+                            mine.append(point)
+                            checkpoint(mine, output)
 
-                    tune_variant(trial, space, goal, strategy.value, concurrencies, batch_size, measurement_ms,
-                                        budget_points, earlier, on_point)
-            verdicts = {name: judge(replace(goal, objective=name), mine, space.start) for name in OBJECTIVES}
-            sections.append(markdown(variant, mine, goal, verdicts, strategy.value, len(grid), concurrencies,
-                                            time.monotonic() - started))
-            everything += mine
-            verdict = verdicts_by_variant[variant] = verdicts[goal.objective]
-            console.print(f"{variant}: {verdict.winner.candidate.label() if verdict.winner else 'no winner'}; "
-                          f"{verdict.reason}", markup=False)
-            if apply:
-                sections.append(apply_and_check(model_repository, variant, verdict, endpoint, batch_size, measurement_ms))
-        sections.append(across_variants(goal, verdicts_by_variant))
-        if target_rate is not None:
-            sections.append(capacity_markdown(everything, target_rate, max_p99_ms))
-    files = write_report(everything, sections, output)
-    print("\n".join(sections))
-    print(f"wrote {', '.join(str(p) for p in files.values())}")
-    unmet = [v for v, verdict in verdicts_by_variant.items() if verdict.winner is None]
-    if unmet:
-        raise UserError(f"no configuration of {', '.join(unmet)} met the limits ({goal.describe()}); see {output / 'tune.md'}")
+                        tune_variant(trial, space, goal, strategy.value, concurrencies, batch_size, measurement_ms,
+                                            budget_points, earlier, on_point)
+                verdicts = {name: judge(replace(goal, objective=name), mine, space.start) for name in OBJECTIVES}
+                sections.append(markdown(variant, mine, goal, verdicts, strategy.value, len(grid), concurrencies,
+                                                time.monotonic() - started))
+                everything += mine
+                verdict = verdicts_by_variant[variant] = verdicts[goal.objective]
+                console.print(f"{variant}: {verdict.winner.candidate.label() if verdict.winner else 'no winner'}; "
+                              f"{verdict.reason}", markup=False)
+                if apply:
+                    sections.append(apply_and_check(model_repository, variant, verdict, endpoint, batch_size, measurement_ms))
+            sections.append(across_variants(goal, verdicts_by_variant))
+            if target_rate is not None:
+                sections.append(capacity_markdown(everything, target_rate, max_p99_ms))
+        files = write_report(everything, sections, output)
+        print("\n".join(sections))
+        print(f"wrote {', '.join(str(p) for p in files.values())}")
+        unmet = [v for v, verdict in verdicts_by_variant.items() if verdict.winner is None]
+        if unmet:
+            raise UserError(f"no configuration of {', '.join(unmet)} met the limits ({goal.describe()}); see {output / 'tune.md'}")
 
 
 @app.command()
@@ -278,17 +280,18 @@ def bench(
     from trtrepo.perf.bench import frameworks_markdown, markdown, write_report
 
     writable_folder(output)
-    variants = repository_variants(model_repository, name_list(models))
-    with grpc_endpoint(name_list(url), model_repository, api_key, mps, on_event=say) as (grpc_url, metrics_url, _):
-        console.print(f"measuring {len(variants)} variants at batch {batch_size or 'max_batch_size'}, {seconds:g} s per side ...")
-        rows = run_bench(model_repository, grpc_url, variants, batch_size, seconds, metrics_url, requests_per_instance)
-    files = write_report(rows, output, model_repository)
-    print(markdown(rows) + frameworks_markdown(rows))
-    print(f"wrote {', '.join(str(p) for p in files.values())}")
-    wrong = [f"{row.variant} ({row.served_outputs})" for row in rows if row.served_outputs != "same"]
-    if wrong:
-        raise UserError(f"served outputs differ from the engine's in process, so their served figures measure a broken "
-                        f"path: {'; '.join(wrong)}")
+    with repository_models(model_repository):
+        variants = repository_variants(model_repository, name_list(models))
+        with grpc_endpoint(name_list(url), model_repository, api_key, mps, on_event=say) as (grpc_url, metrics_url, _):
+            console.print(f"measuring {len(variants)} variants at batch {batch_size or 'max_batch_size'}, {seconds:g} s per side ...")
+            rows = run_bench(model_repository, grpc_url, variants, batch_size, seconds, metrics_url, requests_per_instance)
+        files = write_report(rows, output, model_repository)
+        print(markdown(rows) + frameworks_markdown(rows))
+        print(f"wrote {', '.join(str(p) for p in files.values())}")
+        wrong = [f"{row.variant} ({row.served_outputs})" for row in rows if row.served_outputs != "same"]
+        if wrong:
+            raise UserError(f"served outputs differ from the engine's in process, so their served figures measure a broken "
+                            f"path: {'; '.join(wrong)}")
 
 
 @app.command()

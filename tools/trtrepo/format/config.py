@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as pb
@@ -169,12 +171,22 @@ def model_config(name: str, spec: ModelSpec, engine: Engine, precision: str, nat
         config.backend = "python"
         for key, value in {"model": spec.name, "engine": engine.name, "precision": precision, "artifact": engine.artifact}.items():
             config.parameters[key].string_value = value
+    add_declaration(config, spec)
     add_tensors(config, spec.inputs, spec.outputs)
     if spec.labelled_output:
         next(o for o in config.output if o.name == spec.labelled_output).label_filename = LABELS_FILE
     shapes = {t.name: spec.shape_range(t)[1] for t in spec.inputs}
     apply_serving_options(config, options, shapes)
     return config
+
+
+def add_declaration(config: pb.ModelConfig, spec: ModelSpec) -> None:
+    """A declared model's declaration in the config: the server's stubs and the clients read the model from it."""
+    from trtrepo.models.declared import DECLARATION_PARAMETER
+
+    if spec.declaration_json:
+        config.parameters["model"].string_value = spec.name
+        config.parameters[DECLARATION_PARAMETER].string_value = spec.declaration_json
 
 
 def pipeline_config(name: str, spec: ModelSpec, variant: str, max_batch_size: int, on_gpu: bool = False,
@@ -189,6 +201,7 @@ def pipeline_config(name: str, spec: ModelSpec, variant: str, max_batch_size: in
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
     config.dynamic_batching.SetInParent()
     config.parameters["model"].string_value = spec.name
+    add_declaration(config, spec)
     config.parameters["variant"].string_value = variant
     config.parameters["prepare"].string_value = prepare or ("device" if on_gpu and task.on_device else "host")
     config.parameters[MAX_IMAGE_BYTES_PARAMETER].string_value = str(MAX_IMAGE_BYTES)
@@ -432,6 +445,27 @@ def read_manifest(model_dir: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
     return manifest if isinstance(manifest, dict) else {}
+
+
+@contextmanager
+def repository_models(repository: str | Path) -> Iterator[None]:
+    """get_model knows the models declared in a local repository's configs for the block: the commands that work
+    on a built repository (perf, bench, tune, soak, eval, compare) serve a declared model without its plan."""
+    from trtrepo.models import declared_models
+    from trtrepo.models.declared import DECLARATION_PARAMETER, Declaration
+
+    found = {}
+    if Path(repository).is_dir():
+        for config_file in sorted(Path(repository).glob(f"*/{CONFIG_FILE}")):
+            try:
+                text = read_config(config_file).parameters[DECLARATION_PARAMETER].string_value
+            except UserError:  # a config that does not parse is validate's to report
+                continue
+            if text:
+                declaration = Declaration.from_json(text)
+                found[declaration.name] = declaration
+    with declared_models(found.values()):
+        yield
 
 
 def repository_pipelines(repository: Path) -> dict[str, str]:

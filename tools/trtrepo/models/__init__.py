@@ -7,11 +7,13 @@ Runtime variant of one model should pay for that model's imports only, and for n
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from trtrepo.errors import UserError
 
 if TYPE_CHECKING:
+    from trtrepo.models.declared import Declaration
     from trtrepo.specs import ModelSpec
 
 
@@ -27,9 +29,41 @@ MODELS: dict[str, str] = {
 }
 
 
+#: Models declared as data (trtrepo.models.declared), by name, while the block that declared them runs.
+_declared: dict[str, "ModelSpec"] = {}
+
+
+@contextmanager
+def declared_models(declarations: Iterable["Declaration"]) -> Iterator[None]:
+    """get_model knows the declared models for the block (a plan's reading and build), and forgets them after."""
+    from trtrepo.models.declared import DeclaredClassifier
+
+    added = {d.name: DeclaredClassifier(d) for d in declarations}
+    previous = dict(_declared)
+    _declared.update(added)
+    try:
+        yield
+    finally:
+        _declared.clear()
+        _declared.update(previous)
+
+
+def spec_of(parameters: dict[str, str]) -> "ModelSpec":
+    """The model a variant's config parameters name: the one its declaration describes where it carries one (a
+    declared model served from the repository alone), else the registered one."""
+    from trtrepo.models.declared import DECLARATION_PARAMETER, Declaration, DeclaredClassifier
+
+    if parameters.get(DECLARATION_PARAMETER):
+        return DeclaredClassifier(Declaration.from_json(parameters[DECLARATION_PARAMETER]))
+    return get_model(parameters["model"])
+
+
 def get_model(name: str) -> "ModelSpec":
-    """The model spec registered under ``name``, or a one-line error listing the known ones."""
+    """The model spec registered (or declared) under ``name``, or a one-line error listing the known ones."""
+    if name in _declared:
+        return _declared[name]
     if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+        raise UserError(f"unknown model {name!r}; known: {', '.join(sorted([*MODELS, *_declared]))}; or declare it in "
+                        "the plan ([[model]])")
     module, spec_class = MODELS[name].split(":")
     return getattr(importlib.import_module(module), spec_class)()

@@ -11,7 +11,7 @@ import numpy as np
 from trtrepo.errors import UserError
 from trtrepo.format.config import Variant, config_from_json, config_from_metadata, is_decoupled
 from trtrepo.serving.access import find_key, key_headers, normalize_url
-from trtrepo.models import get_model
+from trtrepo.models import get_model, spec_of
 from trtrepo.specs import IMAGE_SUFFIXES, TASK_CLIENTS, ModelSpec
 
 
@@ -308,6 +308,13 @@ def is_pipeline(model: str, url: str | None, protocol: str) -> bool:
     return "variant" in InferenceClient(model, url=url, protocol=protocol).config.parameters
 
 
+def served_spec(client: "InferenceClient", fallback: str) -> ModelSpec:
+    """The model the served config names (described by its declaration where it carries one: a declared model needs
+    no code on the client's machine), else ``fallback``'s (a config without trtrepo's parameters)."""
+    parameters = {key: value.string_value for key, value in client.config.parameters.items()}
+    return spec_of(parameters) if parameters.get("model") else get_model(fallback)
+
+
 def ask_pipeline(
     images: list[Path], model: str, url: str | None, protocol: str, options: dict[str, np.ndarray],
     expected_task: str, workers: int = 4, on_done=lambda count: None,
@@ -319,7 +326,7 @@ def ask_pipeline(
     client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers, wait_s=RESTART_WAIT_S)
     if "variant" not in client.config.parameters:
         raise UserError(f"{model} is a tensor model; --server-side needs a pipeline model (`trtrepo repo` builds one per model)")
-    spec = get_model(client.config.parameters["model"].string_value)
+    spec = served_spec(client, client.config.parameters["model"].string_value)
     if spec.task != expected_task:
         raise UserError(f"{model} answers {spec.task}, not {expected_task}: use {TASK_CLIENTS[spec.task]}")
     for start in range(0, len(images), BYTES_WAVE):
