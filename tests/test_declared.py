@@ -124,6 +124,102 @@ def test_a_declared_model_is_served_and_answered_from_the_repository_alone(decla
         assert json.loads(printed.stdout)[0]["top"][0]["label"] == want[0][0][0]
 
 
+ONNX_PLAN = """
+[repository]
+output = "{output}"
+backends = "python"
+
+[[model]]
+name = "flowers_onnx"
+onnx = "flowers.onnx"
+labels = "labels.txt"
+input_size = [96, 96]
+resize = 110
+layout = "NHWC"
+channels = "BGR"
+softmax = false
+{extra}
+[[variant]]
+model = "flowers_onnx"
+engine = "onnxruntime"
+precision = "fp32"
+max_batch_size = 4
+preferred_batch_sizes = [4]
+
+[[variant]]
+model = "flowers_onnx"
+engine = "pytorch"
+precision = "fp32"
+"""
+
+
+def export_flowers(declared: Path, out: Path, batch: dict | None = None) -> Path:
+    """The declared ResNet18 as another framework would hand it over: an ONNX file taking NHWC BGR images and
+    answering probabilities, tensors named its own way, the batch axis free (unless ``batch`` fixes it)."""
+    import torch
+    from torchvision.models import resnet18
+
+    class HandedOver(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = resnet18(num_classes=len(CLASSES))
+            self.network.load_state_dict(torch.load(declared / "flowers.pt", weights_only=True))
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.network(images.permute(0, 3, 1, 2).flip(1)).softmax(dim=1)
+
+    axes = {"images": {0: "batch"}, "probs": {0: "batch"}} if batch is None else batch
+    torch.onnx.export(HandedOver().eval(), (torch.zeros(1, 96, 96, 3),), str(out), input_names=["images"],
+                      output_names=["probs"], dynamic_axes=axes, dynamo=False)
+    return out
+
+
+def test_a_declared_onnx_file_in_its_own_layout_answers_as_the_network_does(declared, tmp_path):
+    """An ONNX source: its tensors' names from the graph, NHWC BGR input, probabilities out; ONNX Runtime builds it
+    (the PyTorch engine says it does not apply), the server answers what the network computes here."""
+    import shutil
+
+    from trtrepo.build.plan import load_plan
+    from trtrepo.build.repository import build_repository
+    from trtrepo.clients.resnet_client import classify
+
+    shutil.copy(declared / "labels.txt", tmp_path / "labels.txt")
+    export_flowers(declared, tmp_path / "flowers.onnx")
+    (tmp_path / "plan.toml").write_text(ONNX_PLAN.format(output=tmp_path / "model_repository", extra=""))
+    plan = load_plan(tmp_path / "plan.toml")
+    results = {r.variant: r for r in build_repository(plan)}
+    assert results["flowers_onnx_onnxruntime_fp32"].status == "built"
+    assert results["flowers_onnx_pytorch_fp32"].status == "skipped"
+    assert "comes from an ONNX file" in results["flowers_onnx_pytorch_fp32"].detail
+    photos = shipped_photos()[:3]
+    want = expected_top(declared, photos)
+    with TritonServer(plan.output, Ports.free()) as server:
+        got = classify(photos, "flowers_onnx_onnxruntime_fp32", server.http_url, "http", 4, 3)
+    assert [[label for label, _ in row] for row in got] == [[label for label, _ in row] for row in want]
+    assert np.allclose([[s for _, s in row] for row in got], [[s for _, s in row] for row in want], atol=1e-3)
+
+
+@pytest.mark.parametrize("extra, fixed_batch, message", [
+    ('torchvision = "resnet18"\n', False, "give the network's source as one of torchvision, onnx, not torchvision and onnx"),
+    ("", True, "has its batch fixed at 1: export it with a free batch axis"),
+    ('input_size = [64, 64]\nresize = 70\n', False, "is [96, 96, 3] per image, not [64, 64, 3] (NHWC, input_size [64, 64])"),
+], ids=["two_sources", "fixed_batch", "size"])
+def test_a_declared_onnx_file_that_disagrees_with_its_declaration_is_one_line(declared, tmp_path, extra, fixed_batch,
+                                                                               message):
+    import shutil
+
+    shutil.copy(declared / "labels.txt", tmp_path / "labels.txt")
+    export_flowers(declared, tmp_path / "flowers.onnx", {} if fixed_batch else None)
+    plan = ONNX_PLAN.format(output=tmp_path / "model_repository", extra=extra)
+    if "input_size = [64" in extra:
+        plan = plan.replace("input_size = [96, 96]\nresize = 110\n", "")
+    (tmp_path / "plan.toml").write_text(plan)
+    result = trtrepo("repo", "--plan", str(tmp_path / "plan.toml"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "model_repository").exists()
+
+
 @pytest.mark.parametrize("extra, files, message", [
     ('task = "segmentation"\n', {}, "task 'segmentation' is not one a declared model can have yet"),
     ("", {"labels.txt": "daisy\n"}, "names 1 class; a classifier needs two or more"),

@@ -79,6 +79,8 @@ class ModelSpec(ABC):
     class_names: list[str]
     #: A model declared as data (trtrepo.models.declared): its declaration, which its variants' configs carry.
     declaration_json: str | None = None
+    #: A model whose network is an ONNX file (declared so), built from it instead of an export: no PyTorch network.
+    onnx_source: Path | None = None
 
     def twin_tolerances(self) -> tuple[Tolerance, ...]:
         """What a twin in another framework must match at build: by default every output within 1e-3."""

@@ -50,6 +50,8 @@ def skip_reason(spec: ModelSpec, engine: str, precision: str, weights: str) -> s
     model served split, judged whole."""
     if engine == "pytorch" and precision == "fp32":
         return "the FP32 reference itself"
+    if spec.onnx_source is not None and engine == "onnxruntime" and precision == "fp32":
+        return "the FP32 reference itself (its ONNX file)"
     if weights == "random":
         return "random weights: agreement with FP32 would mean nothing"
     return spec.judged_whole_as and f"a part of a split model: judged whole, as {spec.judged_whole_as}"

@@ -45,6 +45,7 @@ from trtrepo.format.config import (
 from trtrepo.build.export import export_onnx
 from trtrepo.build.gate import EvaluationSet, Gate, GateReport, build_within_gate, evaluation_set, skip_reason
 from trtrepo.engines import BuildInputs, get_engine
+from trtrepo.engines.base import Runner
 from trtrepo.engines.pytorch import network_runner
 from trtrepo.engines.tensorrt import installed_tensorrt
 from trtrepo.errors import UserError
@@ -77,6 +78,14 @@ def load_network(spec: ModelSpec, weights: str) -> torch.nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(RANDOM_SEED)
         return spec.build_network(weights)
+
+
+def reference_runner(spec: ModelSpec, network: torch.nn.Module | None, onnx_path: Path) -> Runner:
+    """What the gate judges variants against: the FP32 PyTorch network, or, for a model whose network is an ONNX
+    file, that file run by ONNX Runtime."""
+    if network is not None:
+        return network_runner(spec, network)
+    return get_engine("onnxruntime").load(spec, onnx_path, "fp32", "cpu", os.cpu_count() or 1)
 
 
 def weights_digest(network: torch.nn.Module) -> str:
@@ -234,9 +243,13 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
             if not todo:
                 continue
             weights = plan.weights_for(model)
-            log(f"{model}: loading weights ({weights})")
-            network = load_network(spec, weights)
-            digest = weights_digest(network)
+            if spec.onnx_source is None:
+                log(f"{model}: loading weights ({weights})")
+                network = load_network(spec, weights)
+                digest = weights_digest(network)
+            else:
+                log(f"{model}: its network is the ONNX file {spec.onnx_source}")
+                network, digest = None, file_digest(spec.onnx_source)
             thresholds = plan.gate.thresholds_for(model)
             onnx_path, gate = None, None
             for variant, native in todo:
@@ -257,12 +270,14 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                     continue
                 log(f"{variant.name}: building")
                 try:
-                    if onnx_path is None:
+                    if onnx_path is None and network is None:
+                        onnx_path = spec.onnx_source
+                    elif onnx_path is None:
                         report = export_onnx(spec, network, Path(scratch) / f"{model}.onnx")
                         onnx_path = report.path
                         log(f"{model}: exported ONNX, parity with PyTorch max abs diff {report.max_abs_diff:.2e}")
                     if gate is None and not unjudged:
-                        gate = Gate(spec, network_runner(spec, network), evaluation, thresholds)
+                        gate = Gate(spec, reference_runner(spec, network, onnx_path), evaluation, thresholds)
                     inputs = BuildInputs(spec, network, onnx_path, variant.options.max_batch_size,
                                          variant.options.preferred_batch_sizes, calibration, log,
                                          build_options=variant.build_options)

@@ -57,6 +57,8 @@ class Engine(ABC):
     instance_kinds: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "auto")
     #: Options a plan's [[variant]] may set for this engine's build, each with its allowed values, the default first.
     build_options: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: The engine runs the PyTorch network itself, which a model whose source is an ONNX file does not have.
+    runs_the_network: ClassVar[bool] = False
 
     def build_settings(self, chosen: tuple[tuple[str, str], ...]) -> dict[str, str]:
         """Every build option of this engine: the ``chosen`` value where the plan sets one, else the default."""
@@ -72,6 +74,8 @@ class Engine(ABC):
 
     def not_applicable(self, spec: "ModelSpec") -> str | None:
         """Why this engine has no build of ``spec``'s model at all (on any machine), or None when it has."""
+        if self.runs_the_network and spec.onnx_source is not None:
+            return f"{spec.name} comes from an ONNX file, and the {self.name} engine runs a PyTorch network"
         return None
 
     @abstractmethod

@@ -202,6 +202,7 @@ class InductorEngine(Engine):
     artifact = "model.pt"
     instance_kinds = ("gpu",)
     build_options = {"compile_mode": tuple(COMPILE_MODES), "freezing": ("off", "on")}
+    runs_the_network = True
 
     def unavailable(self, precision: str) -> str | None:
         if not cuda_available():

@@ -25,6 +25,7 @@ class PyTorchEngine(Engine):
     name = "pytorch"
     precisions = ("fp32", "fp16")
     artifact = "model.pt"
+    runs_the_network = True
 
     def unavailable(self, precision: str) -> str | None:
         if precision == "fp16" and not cuda_available():
