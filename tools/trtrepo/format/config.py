@@ -456,16 +456,23 @@ def repository_models(repository: str | Path) -> Iterator[None]:
 
     found = {}
     if Path(repository).is_dir():
-        for config_file in sorted(Path(repository).glob(f"*/{CONFIG_FILE}")):
-            try:
-                text = read_config(config_file).parameters[DECLARATION_PARAMETER].string_value
-            except UserError:  # a config that does not parse is validate's to report
-                continue
-            if text:
+        for _, config in readable_configs(Path(repository)):
+            if text := config.parameters[DECLARATION_PARAMETER].string_value:
                 declaration = Declaration.from_json(text)
                 found[declaration.name] = declaration
     with declared_models(found.values()):
         yield
+
+
+def readable_configs(repo: Path) -> Iterator[tuple[Path, pb.ModelConfig]]:
+    """Each model folder of ``repo`` with its parsed config; folders whose config does not parse are left to
+    validate_repository, which reports them."""
+    for config_path in sorted(Path(repo).glob(f"*/{CONFIG_FILE}")):
+        try:
+            config = read_config(config_path)
+        except UserError:
+            continue
+        yield config_path.parent, config
 
 
 def repository_pipelines(repository: Path) -> dict[str, str]:

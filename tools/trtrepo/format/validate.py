@@ -9,7 +9,6 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Iterator
 
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -24,6 +23,7 @@ from trtrepo.format.config import (
     is_decoupled,
     read_config,
     read_manifest,
+    readable_configs,
 )
 from trtrepo.engines.tensorrt import TARGET_TENSORRT, plan_load_problem
 from trtrepo.errors import UserError
@@ -96,7 +96,7 @@ def pipeline_problems(repo: Path, changed: dict[str, pb.ModelConfig] | None = No
 
 def _pipeline_problems_by_model(repo: Path, changed: dict[str, pb.ModelConfig] | None = None) -> dict[str, str]:
     """pipeline_problems, by the pipeline each is of."""
-    configs = {model_dir.name: config for model_dir, config in _readable_configs(repo)} | (changed or {})
+    configs = {model_dir.name: config for model_dir, config in readable_configs(repo)} | (changed or {})
     problems = {}
     for name, config in configs.items():
         if "variant" not in config.parameters:
@@ -123,7 +123,7 @@ def invalid_models(repo: Path, tensorrt: str = TARGET_TENSORRT) -> dict[str, str
             found[model_dir.name] = problems[0]
     for name, problem in _pipeline_problems_by_model(repo).items():
         found.setdefault(name, problem)
-    for model_dir, config in _readable_configs(repo):
+    for model_dir, config in readable_configs(repo):
         called = config.parameters["variant"].string_value if "variant" in config.parameters else ""
         if called in found:
             found.setdefault(model_dir.name, f"{model_dir / CONFIG_FILE}: its variant {called} is left out")
@@ -132,18 +132,7 @@ def invalid_models(repo: Path, tensorrt: str = TARGET_TENSORRT) -> dict[str, str
 
 def tensorrt_problems(repo: Path, tensorrt: str) -> list[str]:
     """The plans in ``repo`` that TensorRT ``tensorrt`` would refuse."""
-    return [problem for model_dir, config in _readable_configs(repo) for problem in _plan_problems(model_dir, config, tensorrt)]
-
-
-def _readable_configs(repo: Path) -> Iterator[tuple[Path, pb.ModelConfig]]:
-    """Each model folder of ``repo`` with its parsed config; folders whose config does not parse are left to
-    validate_repository, which reports them."""
-    for config_path in sorted(Path(repo).glob(f"*/{CONFIG_FILE}")):
-        try:
-            config = read_config(config_path)
-        except UserError:
-            continue
-        yield config_path.parent, config
+    return [problem for model_dir, config in readable_configs(repo) for problem in _plan_problems(model_dir, config, tensorrt)]
 
 
 def _plan_problems(model_dir: Path, config: pb.ModelConfig, tensorrt: str) -> list[str]:
@@ -161,7 +150,7 @@ def repository_warnings(repo: Path) -> list[str]:
 
     return [f"{model_dir.name}: published below its accuracy gate "
             f"({config.parameters[BELOW_GATE_PARAMETER].string_value})"
-            for model_dir, config in _readable_configs(repo) if BELOW_GATE_PARAMETER in config.parameters]
+            for model_dir, config in readable_configs(repo) if BELOW_GATE_PARAMETER in config.parameters]
 
 
 def validate_model(model_dir: Path, tensorrt: str = TARGET_TENSORRT) -> list[str]:

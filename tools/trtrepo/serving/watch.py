@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from trtrepo.format.config import readable_configs
 from trtrepo.format.validate import invalid_models, model_folders
 
 #: How often the repository is looked at; a change is loaded at the first look that finds its folder as it was at
@@ -31,14 +32,6 @@ def fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
         if path.is_file():
             found.append((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
     return tuple(found)
-
-
-def calls_a_variant(folder: Path) -> bool:
-    """Whether the model is a pipeline (its config names the variant it calls): loaded after the variants."""
-    try:
-        return 'key: "variant"' in (folder / "config.pbtxt").read_text(errors="replace")
-    except OSError:
-        return False
 
 
 class RepositoryWatch:
@@ -73,8 +66,9 @@ class RepositoryWatch:
         if not settled:
             return []
         problems = invalid_models(self.repository)
+        pipelines = {folder.name for folder, config in readable_configs(self.repository) if "variant" in config.parameters}
         loaded = []
-        for name in sorted(settled, key=lambda n: calls_a_variant(self.repository / n)):
+        for name in sorted(settled, key=lambda n: n in pipelines):  # variants first, then the pipelines calling them
             self._applied[name] = now[name]  # said once per change, good or bad
             if name in problems:
                 self.report(f"{name}: changed on disk but would not load ({problems[name]}); the server keeps what it "
