@@ -1,4 +1,4 @@
-"""Detect objects with a YOLOv3 variant served by Triton: class, score and box in original-image pixels.
+"""Detect objects with a YOLOv3 variant (or a declared detector) served by Triton: class, score and box in original-image pixels.
 
     python clients/yolo_client.py IMAGE_OR_FOLDER... [--url HOST:PORT] [--model NAME] [--out DIR] [--json]
 
@@ -21,19 +21,21 @@ from trtrepo.cli.app import run_app
 from trtrepo.clients.options import ApiKeyOption, BatchOption, ImagesArgument, JsonOption, OutOption, Protocol, ProtocolOption, UrlOption, WorkersOption
 from trtrepo.errors import UserError
 from trtrepo.format.config import Variant
-from trtrepo.models import get_model
-from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, LETTERBOXES, YOLOv3, Detection, to_image_coords
+from trtrepo.models import MODELS
+from trtrepo.models.detection import Detection, to_image_coords
+from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, LETTERBOXES
 from trtrepo.serving.access import use_api_key
-from trtrepo.serving.client import RESTART_WAIT_S, InferenceClient, ask_pipeline, collect_images, is_pipeline
-from trtrepo.specs import DETECTION, TASK_CLIENTS
+from trtrepo.serving.client import RESTART_WAIT_S, InferenceClient, ask_pipeline, collect_images, is_pipeline, served_spec
+from trtrepo.specs import DETECTION, TASK_CLIENTS, ModelSpec
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 
 
-def spec_of(model: str) -> YOLOv3:
-    """The YOLO spec behind a variant name (yolov3_tiny_onnxruntime_fp32) or a pipeline name (yolov3_tiny)."""
-    name = Variant.parse(model).model if Variant.is_variant(model) else model
-    spec = get_model(name)
+def served_detector(client: InferenceClient, model: str) -> ModelSpec:
+    """The detector the served config names (a declared one from its declaration), else the built-in model the
+    variant's name (yolov3_tiny_onnxruntime_fp32) names."""
+    named = Variant.parse(model).model if Variant.is_variant(model) else model
+    spec = served_spec(client, named if named in MODELS else "yolov3_tiny")
     if spec.task != DETECTION:
         raise UserError(f"{model} is not a detector ({spec.task}): use {TASK_CLIENTS[spec.task]}")
     return spec
@@ -53,8 +55,8 @@ def detect(
 
     Results are appended to ``results`` as each wave of images is answered, so a caller keeps what came back
     before a failure."""
-    spec = spec_of(model)
     client = InferenceClient(model, url=url, protocol=protocol, concurrency=workers, wait_s=RESTART_WAIT_S)
+    spec = served_detector(client, model)
     step = client.batch_step(batch_size)
     results = [] if results is None else results
     for start in range(0, len(images), WAVE):
@@ -115,7 +117,8 @@ def main(
                                    "own name (--model yolov3_tiny) needs no flag.")] = False,
     letterbox: Annotated[Letterboxing, typer.Option(
         help="darknet: Darknet's own letterbox (bilinear, corners aligned, sizes rounded down), the boxes Darknet "
-             "and OpenCV's Darknet importer find; pil: PIL's antialiased resize.")] = Letterboxing.darknet,
+             "and OpenCV's Darknet importer find; pil: PIL's antialiased resize. A declared detector letterboxes as "
+             "its declaration says.")] = Letterboxing.darknet,
     workers: WorkersOption = 4,
     out: OutOption = None,
     as_json: JsonOption = False,

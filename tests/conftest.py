@@ -6,12 +6,13 @@ import contextlib
 import importlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import time
 import urllib.request
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from trtrepo.imagesets import shipped_photos
 from trtrepo.serving.server import Ports, TritonServer, free_port, is_ready
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The suite judges and calibrates on the shipped photos, whatever photo pool this machine's user fetched
+#: (`trtrepo photos`): its verdicts are the same on every machine. Subprocesses inherit it.
+os.environ["TRTREPO_PHOTO_POOL"] = str(ROOT / "tests" / "no-photo-pool")
 #: perf_analyzer run bare, as a user would, but judged on whether it measures, not on how steady a shared CI
 #: machine is: each window lasts until 20 requests completed (none is empty), and any spread between windows passes.
 STEADY_ENOUGH = ("--measurement-mode", "count_windows", "--measurement-request-count", "20",
@@ -95,11 +99,25 @@ def _shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def ensure_small_repo(shared: Path | str) -> None:
-    shared = Path(shared)
-    with FileLock(str(shared / "small_repo.lock")):
-        if not (shared / "small_repo" / "built").is_file():
-            _build_small_repo(shared / "small_repo" / "model_repository")
-            (shared / "small_repo" / "built").touch()
+    built_once(Path(shared) / "small_repo", lambda folder: _build_small_repo(folder / "model_repository"))
+
+
+def built_once(folder: Path, build: Callable[[Path], object]) -> Path:
+    """``folder``, where ``build`` has written what it builds, once per run: pytest-xdist's workers share it
+    (whoever holds the lock builds, the others wait for it and find it built)."""
+    with FileLock(str(folder.with_name(f"{folder.name}.lock"))):
+        if not (folder / "built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a build an interrupted run left half done
+            folder.mkdir(parents=True)
+            build(folder)
+            (folder / "built").touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run's temporary folder that every xdist worker sees: for what built_once builds."""
+    return _shared_folder(tmp_path_factory)
 
 
 def _build_small_repo(output: Path) -> None:
@@ -230,17 +248,21 @@ CTPN_OPTIONS = ServingOptions(max_batch_size=1, preferred_batch_sizes=(), warmup
 
 
 @pytest.fixture(scope="session")
-def ctpn_server(tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
+def ctpn_server(shared_folder: Path) -> TritonServer:
     """CTPN whole (PyTorch, ONNX Runtime), split (ONNX Runtime backbone -> PyTorch head) and its pipeline over
-    ONNX Runtime, on their own server."""
-    output = tmp_path_factory.mktemp("ctpn") / "model_repository"
+    ONNX Runtime, on their own server (the repository built once for all workers)."""
+    output = built_once(shared_folder / "ctpn", _build_ctpn_repo) / "model_repository"
+    with TritonServer(output, Ports.free(), model_control="explicit") as running:
+        yield running
+
+
+def _build_ctpn_repo(folder: Path) -> None:
+    output = folder / "model_repository"
     variants = tuple(Variant(m, e, "fp32", CTPN_OPTIONS) for m, e in [
         ("ctpn", "pytorch"), ("ctpn", "onnxruntime"), ("ctpn_backbone", "onnxruntime"), ("ctpn_head", "pytorch")])
     plan = RepoPlan(output, "random", frozenset({"python"}), variants, pipelines=(PipelinePlan("ctpn", "ctpn_onnxruntime_fp32"),),
                     ensembles=(("ctpn_split", ("ctpn_backbone_onnxruntime_fp32", "ctpn_head_pytorch_fp32")),))
     build_repository(plan)
-    with TritonServer(output, Ports.free(), model_control="explicit") as running:
-        yield running
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from PIL import Image
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.models.darknet import DarknetNetwork, YoloDecode, load_darknet_weights, parse_cfg
-from trtrepo.models.yolov3 import INPUT_SIZE, Letterbox, to_image_coords
+from trtrepo.models.detection import Letterbox, to_image_coords
+from trtrepo.models.yolov3 import INPUT_SIZE
 from trtrepo.perf.analyzer import cuda_shared_memory
 
 SMALL_CFG = """
@@ -167,7 +168,7 @@ def test_letterbox_and_its_inverse(tmp_path):
     array, box = get_model("yolov3").letterbox(path)
     assert array.shape == (3, INPUT_SIZE, INPUT_SIZE) and box == Letterbox(0.52, 0.52, 0, 104, 800, 400)
     assert array[:, 103, 0].tolist() == [0.5, 0.5, 0.5] and array[:, 104, 0].tolist() == [1.0, 0.0, 0.0]
-    from trtrepo.models.yolov3 import Detection
+    from trtrepo.models.detection import Detection
 
     (mapped,) = to_image_coords([Detection(0, "person", 0.9, (52.0, 156.0, 104.0, 208.0))], box)
     assert mapped.box == pytest.approx((100.0, 100.0, 200.0, 200.0))

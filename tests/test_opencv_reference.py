@@ -8,7 +8,8 @@ import pytest
 
 from trtrepo.accuracy.metrics import match_by_class
 from trtrepo.models import get_model
-from trtrepo.models.yolov3 import CFG_DIR, DEFAULT_CONF, DEFAULT_IOU, INPUT_SIZE, to_image_coords
+from trtrepo.models.detection import to_image_coords
+from trtrepo.models.yolov3 import CFG_DIR, DEFAULT_CONF, DEFAULT_IOU, INPUT_SIZE
 from trtrepo.specs import load_image
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless 4.x (pip install -e '.[test]')")

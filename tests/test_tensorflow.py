@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SMALL, trtrepo, yolo_client
+from conftest import SMALL, built_once, trtrepo, yolo_client
 from trtrepo.build.plan import RepoPlan
 from trtrepo.build.repository import build_repository
 from trtrepo.engines import get_engine
@@ -88,15 +88,20 @@ def test_every_keras_twin_matches_its_pytorch_network(model, weights, shapes):
         assert all(value < 1e-3 for value in measured.values()), measured
 
 
+REPO_VARIANTS = tuple(Variant(model, engine, "fp32", SMALL) for model, engine in
+                      [("resnet50", "tensorflow"), ("resnet50", "pytorch"), ("yolov3_tiny", "tensorflow")])
+
+
+def _build_tf_repo(folder):
+    results = build_repository(RepoPlan(folder / "model_repository", "resnet50=random,yolov3_tiny=pretrained",
+                                        frozenset({"python"}), REPO_VARIANTS, calib_images=16))
+    assert [(r.variant, r.status) for r in results] == [(v.name, "built") for v in sorted(REPO_VARIANTS, key=lambda v: v.model)]
+
+
 @pytest.fixture(scope="module")
-def tf_repo(tmp_path_factory):
-    output = tmp_path_factory.mktemp("tf") / "model_repository"
-    variants = tuple(Variant(model, engine, "fp32", SMALL) for model, engine in
-                     [("resnet50", "tensorflow"), ("resnet50", "pytorch"), ("yolov3_tiny", "tensorflow")])
-    results = build_repository(RepoPlan(output, "resnet50=random,yolov3_tiny=pretrained", frozenset({"python"}),
-                                        variants, calib_images=16))
-    assert [(r.variant, r.status) for r in results] == [(v.name, "built") for v in sorted(variants, key=lambda v: v.model)]
-    return output
+def tf_repo(shared_folder):
+    """The TensorFlow variants beside PyTorch's, built once for all workers."""
+    return built_once(shared_folder / "tf", _build_tf_repo) / "model_repository"
 
 
 @pytest.fixture(scope="module")

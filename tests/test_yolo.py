@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import client_process, yolo_client
 from trtrepo.accuracy.evaluate import evaluate_detection
 from trtrepo.models import get_model
-from trtrepo.models.yolov3 import to_image_coords
+from trtrepo.models.detection import to_image_coords
 
 pytestmark = pytest.mark.integration
 VARIANTS = ["yolov3_tiny_pytorch_fp32", "yolov3_tiny_onnxruntime_fp32", "yolov3_tiny_onnxruntime_int8"]

@@ -106,6 +106,24 @@ def evaluation_photos() -> list[Path]:
     return [p for p in shipped_photos() if p.name in EVALUATION_PHOTOS]
 
 
+def default_photos(part: str) -> tuple[list[Path], str, bool]:
+    """The photos a build calibrates on (``calib``) or judges on (``eval``) when it is given none, where they come
+    from, and whether that is the photo pool: its part where `trtrepo photos` fetched it, else the shipped photos'."""
+    from trtrepo.photopool import CALIBRATION, default_cache, pool_part
+
+    pool = pool_part(default_cache(), part)
+    if pool:
+        return pool, f"the photo pool's {'calibration' if part == CALIBRATION else 'evaluation'} part ({default_cache()})", True
+    if part == CALIBRATION:
+        return calibration_photos(), "photos shipped with installed packages", False
+    return evaluation_photos(), "photos shipped with installed packages, kept out of calibration", False
+
+
+#: What a build says where its verdicts rest on the few shipped photos.
+FEW_PHOTOS = ("its accuracy verdicts rest on {count} shipped photos (and crops of them): `trtrepo photos` fetches "
+              "about 670 real ones once, which builds then judge and calibrate on")
+
+
 def describe_photos(photos: list[Path]) -> str:
     """How many photos, and how large (bytes as sent, pixels as decoded): what a bytes-in figure was measured on."""
     from PIL import Image

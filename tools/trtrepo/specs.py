@@ -56,8 +56,9 @@ class Tolerance:
 
 
 #: What a model does, which decides its client, its post-processing and how its accuracy is measured.
-CLASSIFICATION, DETECTION, TEXT = "classification", "detection", "text"
-TASK_CLIENTS = {CLASSIFICATION: "clients/resnet_client.py", DETECTION: "clients/yolo_client.py", TEXT: "clients/ctpn_client.py"}
+CLASSIFICATION, DETECTION, TEXT, RAW = "classification", "detection", "text", "raw"
+TASK_CLIENTS = {CLASSIFICATION: "clients/resnet_client.py", DETECTION: "clients/yolo_client.py", TEXT: "clients/ctpn_client.py",
+                RAW: "any Triton client with tensors (a raw model takes no images)"}
 
 
 class ModelSpec(ABC):
@@ -81,6 +82,15 @@ class ModelSpec(ABC):
     declaration_json: str | None = None
     #: A model whose network is an ONNX file (declared so), built from it instead of an export: no PyTorch network.
     onnx_source: Path | None = None
+    #: A network that is TorchScript (declared so), which torch.compile does not take.
+    scripted: bool = False
+    #: A raw model's tolerance: how far a reduced-precision variant's outputs may stray from FP32's (largest
+    #: absolute difference), which its gate judges on random inputs.
+    tolerance: float = 0.0
+
+    def precision_problem(self, precision: str) -> str | None:
+        """Why this model has no variant of ``precision`` on any engine, or None."""
+        return None
 
     def twin_tolerances(self) -> tuple[Tolerance, ...]:
         """What a twin in another framework must match at build: by default every output within 1e-3."""
@@ -89,6 +99,12 @@ class ModelSpec(ABC):
     @abstractmethod
     def build_network(self, weights: str) -> "torch.nn.Module":
         """The PyTorch network in eval mode, with weights ``random``, a named pretrained set or a file path."""
+
+    def save_network(self, network: "torch.nn.Module", out_file: Path) -> None:
+        """The network as the PyTorch engines' artifact, which build_network(its path) reads back: its state dict."""
+        import torch
+
+        torch.save(network.state_dict(), out_file)
 
     def preprocess(self, image_path: Path) -> np.ndarray:
         """One image file -> one input sample (no batch axis), as the network expects it."""

@@ -232,7 +232,7 @@ def evaluate_detection(
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from trtrepo.models.yolov3 import to_image_coords
+    from trtrepo.models.detection import to_image_coords
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):

@@ -11,7 +11,7 @@ import numpy as np
 from trtrepo.accuracy.evidence import Interval, bootstrap, groups_of, wilson
 from trtrepo.accuracy.metrics import DETECTION_CONF, classifier_agreement, coco_map, coco_map50, match_boxes, match_by_class, precision_recall_f
 from trtrepo.errors import UserError
-from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT, ModelSpec
+from trtrepo.specs import CLASSIFICATION, DETECTION, RAW, TEXT, ModelSpec
 
 if TYPE_CHECKING:
     from trtrepo.engines.base import Runner
@@ -30,6 +30,8 @@ class GateThresholds:
     box_recall: float = 0.95
     map50: float = 0.95
     text_f: float = 0.95
+    #: A raw model's: the share of random samples on which every output stays within the model's tolerance.
+    within_tolerance: float = 1.0
 
     def for_task(self, task: str) -> dict[str, float]:
         return {name: getattr(self, name) for name in GATED_MEASURES[task]}
@@ -42,15 +44,25 @@ class GateThresholds:
 
 
 GATE_KEYS = tuple(f.name for f in fields(GateThresholds))
-GATED_MEASURES = {CLASSIFICATION: ("top1_agreement",), DETECTION: ("box_recall", "map50"), TEXT: ("text_f",)}
+GATED_MEASURES = {CLASSIFICATION: ("top1_agreement",), DETECTION: ("box_recall", "map50"), TEXT: ("text_f",),
+                  RAW: ("within_tolerance",)}
 
 
-def run_batches(spec: ModelSpec, runner: "Runner", samples: list[np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:
-    """The runner's outputs for every sample, one batch at a time (one sample at a time where sizes vary)."""
-    name = spec.inputs[0].name
-    if len({sample.shape for sample in samples}) > 1:
+def run_batches(spec: ModelSpec, runner: "Runner", samples: list[np.ndarray] | list[dict[str, np.ndarray]],
+                batch_size: int) -> list[dict[str, np.ndarray]]:
+    """The runner's outputs for every sample (an image model's input, or a raw model's inputs by name), one batch at
+    a time (one sample at a time where sizes vary)."""
+    samples = [sample if isinstance(sample, dict) else {spec.inputs[0].name: sample} for sample in samples]
+    if len({tuple(array.shape for array in sample.values()) for sample in samples}) > 1:
         batch_size = 1
-    return [runner({name: np.stack(samples[start : start + batch_size])}) for start in range(0, len(samples), batch_size)]
+    return [runner({name: np.stack([sample[name] for sample in samples[start : start + batch_size]]) for name in samples[0]})
+            for start in range(0, len(samples), batch_size)]
+
+
+def _within_tolerance(spec: ModelSpec, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> list[float]:
+    """Per sample, the largest absolute difference of any output of ``candidate`` from ``reference``."""
+    return [max(float(np.abs(c[t.name][0].astype(np.float64) - r[t.name][0]).max()) for t in spec.outputs)
+            for r, c in zip(per_sample(reference), per_sample(candidate))]
 
 
 def task_measures(spec: ModelSpec, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> dict[str, float]:
@@ -58,6 +70,10 @@ def task_measures(spec: ModelSpec, reference: list[dict[str, np.ndarray]], candi
     if spec.task == CLASSIFICATION:
         name = spec.outputs[0].name
         return classifier_agreement(np.concatenate([o[name] for o in reference]), np.concatenate([o[name] for o in candidate]))
+    if spec.task == RAW:
+        differences = _within_tolerance(spec, reference, candidate)
+        return {"within_tolerance": float(np.mean([d <= spec.tolerance for d in differences])),
+                "max_abs": max(differences)}
     if spec.task == DETECTION:
         truth = [[(d.class_id, d.box) for d in found] for o in reference for found in spec.postprocess(o)]
         kept = [[(d.class_id, d.box) for d in found] for o in candidate for found in spec.postprocess(o)]
@@ -94,6 +110,9 @@ def measure_intervals(spec: ModelSpec, reference: list[dict[str, np.ndarray]], c
         name = spec.outputs[0].name
         share = float(np.mean([r[name][0].argmax() == c[name][0].argmax() for r, c in zip(ref, cand)]))
         return {"top1_agreement": Interval(*wilson(share * images, images), images, "wilson")}
+    if spec.task == RAW:
+        share = float(np.mean([d <= spec.tolerance for d in _within_tolerance(spec, reference, candidate)]))
+        return {"within_tolerance": Interval(*wilson(share * images, images), images, "wilson")}
     if spec.task == DETECTION:
         truth = [[(d.class_id, d.box) for d in spec.postprocess(o)[0]] for o in ref]
         kept = [[(d.class_id, d.box) for d in spec.postprocess(o)[0]] for o in cand]

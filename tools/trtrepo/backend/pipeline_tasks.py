@@ -126,7 +126,7 @@ class DetectorTask(PipelineTask):
         return Prepared(array, letterbox, options)
 
     def answer(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, np.ndarray]:
-        from trtrepo.models.yolov3 import to_image_coords
+        from trtrepo.models.detection import to_image_coords
 
         found = self.spec.postprocess(outputs, conf=prepared.options["conf"], iou=prepared.options["iou"])[0]
         found = to_image_coords(found, prepared.context)

@@ -10,7 +10,8 @@ from typing import Iterator
 import numpy as np
 
 from trtrepo.errors import UserError
-from trtrepo.imagesets import ImageSample, calibration_photos, images_in, with_crops
+from trtrepo.imagesets import ImageSample, default_photos, images_in, with_crops
+from trtrepo.photopool import CALIBRATION
 from trtrepo.specs import ModelSpec
 
 
@@ -65,8 +66,8 @@ def calibration_set(calib_dir: Path | None, count: int = DEFAULT_CALIBRATION_IMA
     if count < 1:
         raise UserError(f"--calib-images must be at least 1, got {count}")
     if calib_dir is None:
-        images = calibration_photos()
+        images, source, _ = default_photos(CALIBRATION)
         if not images:
             raise UserError("no calibration images: pass --calib-dir DIR (a folder of images or a file list)")
-        return CalibrationSet(with_crops(images, count), False, "photos shipped with installed packages")
+        return CalibrationSet(with_crops(images, count), False, source)
     return CalibrationSet(with_crops(images_in(calib_dir, "calibration"), count), True, str(calib_dir))

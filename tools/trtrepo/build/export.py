@@ -42,7 +42,8 @@ def _export_checked(spec: ModelSpec, network: torch.nn.Module, out_file: Path) -
     """Export to ``out_file`` and check it; the parity difference."""
     import onnx
 
-    example = spec.example_batch(PARITY_BATCH)
+    # Images of their own sizes (an input with variable dimensions) are served one at a time: parity at batch 1.
+    example = spec.example_batch(1 if any(-1 in t.shape for t in spec.inputs) else PARITY_BATCH)
     args = tuple(torch.from_numpy(example[t.name]) for t in spec.inputs)
     # The batch axis, and every axis a spec marks -1 (image height and width for CTPN), stay dynamic.
     dynamic = {t.name: {0: "batch", **{i + 1: f"{t.name}_{i + 1}" for i, d in enumerate(t.shape) if d == -1}}

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Callable
 from trtrepo.accuracy.evidence import Interval, images_needed
 from trtrepo.accuracy.measures import EVALUATION_BATCH, GateThresholds, measure_intervals, run_batches, task_measures
 from trtrepo.errors import UserError
-from trtrepo.imagesets import ImageSample, content_hash, evaluation_photos, images_in, with_crops
-from trtrepo.specs import DETECTION, ModelSpec
+from trtrepo.imagesets import ImageSample, content_hash, default_photos, images_in, with_crops
+from trtrepo.photopool import EVALUATION
+from trtrepo.specs import DETECTION, RAW, ModelSpec
 
 if TYPE_CHECKING:
     from trtrepo.build.calibration import CalibrationSet
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 #: Whole images first, then crops of them: 8 photos give 112 samples, so one disagreement still passes 99%.
 DEFAULT_EVALUATION_IMAGES = 112
+#: The random input samples a raw model's reduced-precision variant is judged on.
+RAW_SAMPLES = 64
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ def skip_reason(spec: ModelSpec, engine: str, precision: str, weights: str) -> s
 class EvaluationSet:
     samples: tuple[ImageSample, ...]
     source: str
+    #: The few shipped photos stand in for images of the user's or the photo pool's: the build says so.
+    few: bool = False
 
     def image_keys(self) -> list[str]:
         """Each sample's image by content: crops of one photo, or two copies of one file, are one image."""
@@ -78,16 +83,15 @@ def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", 
     """``count`` samples from ``eval_dir`` (else the shipped evaluation photos), none of them a calibration
     image by content (a copy under another name is the same image); crops and mirror images when there are fewer
     files."""
-    files = images_in(eval_dir, "evaluation") if eval_dir else evaluation_photos()
-    source = str(eval_dir) if eval_dir else "photos shipped with installed packages, kept out of calibration"
+    files, source, pooled = (images_in(eval_dir, "evaluation"), str(eval_dir), True) if eval_dir else default_photos(EVALUATION)
     calibrated = {content_hash(path) for path in calibration.files} if calibration else set()
     unseen = [path for path in files if content_hash(path) not in calibrated]
     if not unseen:
-        where = eval_dir or "the shipped evaluation photos"
+        where = eval_dir or source
         raise UserError(f"{where}: no image that calibration did not use; pass --eval-dir with other images")
     if len(unseen) < len(files):
         source += f" ({len(files) - len(unseen)} left out: calibration used them)"
-    return EvaluationSet(with_crops(unseen, count), source)
+    return EvaluationSet(with_crops(unseen, count), source, few=not pooled)
 
 
 @dataclass
@@ -138,11 +142,17 @@ class Gate:
         self.spec = spec
         self.evaluation = evaluation
         self.thresholds = thresholds.for_task(spec.task)
-        self.samples = [spec.preprocess_image(sample.load()) for sample in evaluation.samples]
+        if spec.task == RAW:  # tensors, not images: random samples of its inputs, each its own
+            self.samples = [{name: batch[0] for name, batch in spec.example_batch(1, seed).items()}
+                            for seed in range(RAW_SAMPLES)]
+            self.image_keys = [str(seed) for seed in range(RAW_SAMPLES)]
+            self.described = {"source": "random inputs (standard normal)", "samples": RAW_SAMPLES}
+        else:
+            self.samples = [spec.preprocess_image(sample.load()) for sample in evaluation.samples]
+            self.image_keys = evaluation.image_keys()
+            self.described = evaluation.describe()
         self.reference = run_batches(spec, reference, self.samples, EVALUATION_BATCH)
-        self.image_keys = evaluation.image_keys()
         self.needs_final_pass = spec.task == DETECTION  # mAP's interval, once, on the build kept
-        self.described = evaluation.describe()
 
     def judge(self, candidate: "Runner", batch_size: int = EVALUATION_BATCH, final: bool = True) -> GateReport:
         """The candidate's report; ``final`` False (a trial of the mixed-precision search) leaves out the intervals

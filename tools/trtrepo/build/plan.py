@@ -15,8 +15,9 @@ from trtrepo.engines import ENGINES, Engine, get_engine
 from trtrepo.errors import UserError
 from trtrepo.format.config import SERVING_OPTION_TYPES, ServingOptions, Variant, engine_options
 from trtrepo.models import MODELS, declared_models, get_model
-from trtrepo.models.declared import DECLARATION_KEYS, REQUIRED_KEYS, Declaration, parse_declaration
+from trtrepo.models.declaration import DECLARATION_KEYS, REQUIRED_KEYS, Declaration, parse_declaration
 from trtrepo.serving.installation import find_tritonserver
+from trtrepo.specs import RAW
 
 
 #: A model folder name a plan may give a pipeline or ensemble: one path component, no hidden folder.
@@ -65,11 +66,13 @@ class RepoPlan:
 
     def weights_for(self, model: str) -> str:
         """The weights choice for ``model``: its own entry in a per-model list, else the single choice (a declared
-        model's own weights where that is a pretrained set's name)."""
+        model's own weights where that is a pretrained set's name, or where a per-model list leaves it out)."""
+        declared = model in {d.name for d in self.declared}
         if "=" not in self.weights:
-            pretrained = self.weights in ("imagenet", "pretrained")
-            return "declared" if pretrained and model in {d.name for d in self.declared} else self.weights
+            return "declared" if declared and self.weights in ("imagenet", "pretrained") else self.weights
         choices = dict(part.split("=", 1) for part in self.weights.split(",") if "=" in part)
+        if declared and model not in choices:
+            return "declared"
         if model not in choices:
             raise UserError(f"--weights {self.weights!r} names no weights for {model}")
         return choices[model]
@@ -106,8 +109,10 @@ def load_plan(
     calib_images: int | None = None,
     eval_dir: Path | None = None,
     allow_below_gate: bool = False,
+    declare: Path | None = None,
 ) -> RepoPlan:
-    """Read the plan (``path``, else ./repo.toml, else the one the package ships) and apply overrides.
+    """Read the plan (``path``, else ./repo.toml, else the one the package ships) and apply overrides; ``declare``:
+    a file of [[model]] tables declaring models beside the plan's own.
 
     Every table, key and value type is checked first: a wrong one is one line naming it, before anything is built.
     ``models`` naming a model that has split parts (ctpn) brings the parts and the ensembles over them too.
@@ -118,17 +123,30 @@ def load_plan(
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"{plan_file}: cannot read plan: {exc}") from exc
     _check_plan(data, plan_file)
-    declared = _declarations(data.get("model", []), plan_file)
+    entries = [(entry, f"{plan_file} [[model]] #{index + 1}", plan_file.parent) for index, entry in enumerate(data.get("model", []))]
+    declared = _declarations(entries + (_declaration_file(declare) if declare else []), plan_file)
     with declared_models(declared):
         return _resolved_plan(data, plan_file, declared, models, weights, output, backends, options, calib_dir,
                               calib_images, eval_dir, allow_below_gate)
 
 
-def _declarations(entries: list[dict], plan_file: Path) -> tuple[Declaration, ...]:
-    """The plan's [[model]] tables, each checked whole (its files relative to the plan's folder); a name may be
-    declared once and not be a built-in model's."""
-    declared = tuple(parse_declaration(entry, f"{plan_file} [[model]] #{index + 1}", plan_file.parent)
-                     for index, entry in enumerate(entries))
+def _declaration_file(path: Path) -> list[tuple[dict, str, Path]]:
+    """The [[model]] tables of a declaration file (--declare): a plan that holds nothing else, checked as one."""
+    try:
+        data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the declaration: {exc}") from exc
+    if set(data) != {"model"}:
+        raise UserError(f"{path}: a declaration file holds [[model]] tables only, not "
+                        f"{', '.join(sorted(set(data) - {'model'})) or 'nothing'}")
+    _check_plan(data, Path(path))
+    return [(entry, f"{path} [[model]] #{index + 1}", Path(path).parent) for index, entry in enumerate(data["model"])]
+
+
+def _declarations(entries: list[tuple[dict, str, Path]], plan_file: Path) -> tuple[Declaration, ...]:
+    """The [[model]] tables (each with where it is and the folder its files are relative to), each checked whole;
+    a name may be declared once and not be a built-in model's."""
+    declared = tuple(parse_declaration(entry, where, base) for entry, where, base in entries)
     seen: set[str] = set()
     for declaration in declared:
         if declaration.name in MODELS or declaration.name in seen:
@@ -169,6 +187,11 @@ def _resolved_plan(
     plan_calib = repository.get("calib_dir")
     pipelines = [_pipeline_plan(entry, plan_file) for entry in data.get("pipeline", [])
                  if not wanted or Variant.parse(entry["variant"]).model in wanted]
+    raw = {d.name for d in declared if d.task == RAW}
+    for pipeline in pipelines:
+        if Variant.is_variant(pipeline.variant) and Variant.parse(pipeline.variant).model in raw:
+            raise UserError(f"{plan_file} pipeline {pipeline.name}: {pipeline.variant} is a raw model's, which takes "
+                            "tensors, not photos: it has no pipeline")
     ensembles = [(name, steps) for name, steps in ensembles_all
                  if not wanted or name in wanted or any(Variant.parse(step).model in wanted for step in steps)]
     _check_model_names(plan_file, [v.name for v in variants], [p.name for p in pipelines], [name for name, _ in ensembles])
@@ -253,8 +276,18 @@ def _with_split_parts(models: set[str], ensembles: list[tuple[str, tuple[str, ..
     return wanted
 
 
-def _type_name(kind: type) -> str:
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(_type_name(each) for each in kind)
     return {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "a list"}.get(kind, kind.__name__)
+
+
+def _is_a(value: object, kind: type | tuple[type, ...]) -> bool:
+    """TOML's value is of the key's type (a whole number counts as a number; true and false only as true or false)."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, tuple(int if each is float else each for each in kinds) + kinds)
 
 
 def _check_plan(data: dict, plan_file: Path) -> None:
@@ -289,8 +322,7 @@ def _check_plan(data: dict, plan_file: Path) -> None:
             if missing:
                 raise UserError(f"{where}: lacks the key {missing[0]}")
             for key, kind in keys.items():
-                kinds = (int, float) if kind is float else kind
-                if key in entry and (not isinstance(entry[key], kinds) or isinstance(entry[key], bool) and kind is not bool):
+                if key in entry and not _is_a(entry[key], kind):
                     raise UserError(f"{where}: {key} must be {_type_name(kind)}, got {entry[key]!r}")
             if table == "ensemble" and not (entry["steps"] and all(isinstance(step, str) for step in entry["steps"])):
                 raise UserError(f"{where}: steps must be a list of variant names, got {entry['steps']!r}")

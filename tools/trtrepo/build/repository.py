@@ -44,6 +44,7 @@ from trtrepo.format.config import (
 )
 from trtrepo.build.export import export_onnx
 from trtrepo.build.gate import EvaluationSet, Gate, GateReport, build_within_gate, evaluation_set, skip_reason
+from trtrepo.imagesets import FEW_PHOTOS
 from trtrepo.engines import BuildInputs, get_engine
 from trtrepo.engines.base import Runner
 from trtrepo.engines.pytorch import network_runner
@@ -231,7 +232,7 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
             for variant in group:
                 engine = get_engine(variant.engine)
                 engine.check_precision(variant.precision)
-                reason = engine.not_applicable(spec) or engine.unavailable(variant.precision)
+                reason = engine.not_applicable(spec) or spec.precision_problem(variant.precision) or engine.unavailable(variant.precision)
                 if reason:
                     log(f"warning: skipping {variant.name}: {reason}")
                     results.append(BuildResult(variant.name, "skipped", reason))
@@ -258,6 +259,8 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                     evaluation = evaluation_set(plan.gate.eval_dir, calibration, plan.gate.eval_images)
                     log(f"accuracy gate: judging variants against FP32 on {len(evaluation.samples)} samples of "
                         f"{evaluation.describe()['images']} distinct images ({evaluation.source})")
+                    if evaluation.few:
+                        log(f"note: {FEW_PHOTOS.format(count=evaluation.describe()['images'])}")
                 gate_key = None if unjudged else {
                     "thresholds": thresholds.for_task(spec.task), "evaluation": evaluation.describe(),
                     "samples": [str(sample) for sample in evaluation.samples], "allow_below": plan.gate.allow_below}

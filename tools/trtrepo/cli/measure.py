@@ -26,6 +26,7 @@ from trtrepo.errors import UserError
 from trtrepo.format.config import repository_models, repository_variants
 from trtrepo.imagesets import images_in
 from trtrepo.perf.progress import console, progress, report_sweep, sweep_with_progress
+from trtrepo.serving.client import served_models
 from trtrepo.serving.endpoints import grpc_endpoint, grpc_endpoints
 
 
@@ -90,7 +91,7 @@ def perf(
         raise UserError(f"no concurrency in {concurrency} loads {min(server_counts)} servers: give at least that many")
     if len(planned) < len(server_counts) * len(concurrencies):
         console.print("not measured: concurrencies below the server count (a server would get no requests)")
-    with repository_models(model_repository):
+    with repository_models(model_repository), served_models((name_list(url) or [None])[0], name_list(models) or []):
         variants = repository_variants(model_repository, name_list(models))
         sent = images_in(photos, "--photos") if photos else None
         grid = planned_keys(variants, counts, server_counts, concurrencies)
@@ -202,7 +203,7 @@ def tune(
         max_queue_delays_us=int_list(queue_delays_us, "--queue-delays-us", least=0) if queue_delays_us else None,
         gpu_options=gpu_options)
     goal = Goal(objective.value, max_p99_ms, min_throughput)
-    with repository_models(model_repository):
+    with repository_models(model_repository), served_models(url, name_list(models) or []):
         names = name_list(models) or repository_variants(model_repository)
         variants, left_out = gated_variants(model_repository, names) if Path(model_repository).is_dir() else (names, [])
         for line in left_out:

@@ -204,6 +204,11 @@ class InductorEngine(Engine):
     build_options = {"compile_mode": tuple(COMPILE_MODES), "freezing": ("off", "on")}
     runs_the_network = True
 
+    def not_applicable(self, spec: "ModelSpec") -> str | None:
+        if spec.scripted:
+            return f"{spec.name} is a TorchScript network, which torch.compile does not take"
+        return super().not_applicable(spec)
+
     def unavailable(self, precision: str) -> str | None:
         if not cuda_available():
             return "inductor compiles for a CUDA GPU and none is visible"
@@ -218,7 +223,7 @@ class InductorEngine(Engine):
         artifacts are saved beside them with the build record (machine, mode, sizes, seconds per size)."""
         import torch
 
-        torch.save(inputs.network.state_dict(), out_file)
+        inputs.spec.save_network(inputs.network, out_file)
         mode = inputs.option(self, "compile_mode")
         freezing = inputs.option(self, "freezing") == "on"
         sizes = served_batch_sizes(inputs.max_batch_size, inputs.preferred_batch_sizes)

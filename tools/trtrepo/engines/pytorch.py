@@ -33,10 +33,8 @@ class PyTorchEngine(Engine):
         return None
 
     def build(self, inputs: BuildInputs, precision: str, out_file: Path) -> None:
-        """The state dict; FP16 conversion happens at load, on the GPU."""
-        import torch
-
-        torch.save(inputs.network.state_dict(), out_file)
+        """The network as its spec saves it (a state dict); FP16 conversion happens at load, on the GPU."""
+        inputs.spec.save_network(inputs.network, out_file)
 
     def load(self, spec: "ModelSpec", artifact: Path, precision: str, device: str, threads: int) -> Runner:
         import torch

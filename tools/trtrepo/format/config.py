@@ -452,7 +452,8 @@ def repository_models(repository: str | Path) -> Iterator[None]:
     """get_model knows the models declared in a local repository's configs for the block: the commands that work
     on a built repository (perf, bench, tune, soak, eval, compare) serve a declared model without its plan."""
     from trtrepo.models import declared_models
-    from trtrepo.models.declared import DECLARATION_PARAMETER, Declaration
+    from trtrepo.models.declaration import Declaration
+    from trtrepo.models.declared import DECLARATION_PARAMETER
 
     found = {}
     if Path(repository).is_dir():

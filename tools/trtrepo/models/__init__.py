@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from trtrepo.errors import UserError
 
 if TYPE_CHECKING:
-    from trtrepo.models.declared import Declaration
+    from trtrepo.models.declaration import Declaration
     from trtrepo.specs import ModelSpec
 
 
@@ -36,9 +36,9 @@ _declared: dict[str, "ModelSpec"] = {}
 @contextmanager
 def declared_models(declarations: Iterable["Declaration"]) -> Iterator[None]:
     """get_model knows the declared models for the block (a plan's reading and build), and forgets them after."""
-    from trtrepo.models.declared import DeclaredClassifier
+    from trtrepo.models.declared import declared_spec
 
-    added = {d.name: DeclaredClassifier(d) for d in declarations}
+    added = {d.name: declared_spec(d) for d in declarations}
     previous = dict(_declared)
     _declared.update(added)
     try:
@@ -51,10 +51,11 @@ def declared_models(declarations: Iterable["Declaration"]) -> Iterator[None]:
 def spec_of(parameters: dict[str, str]) -> "ModelSpec":
     """The model a variant's config parameters name: the one its declaration describes where it carries one (a
     declared model served from the repository alone), else the registered one."""
-    from trtrepo.models.declared import DECLARATION_PARAMETER, Declaration, DeclaredClassifier
+    from trtrepo.models.declaration import Declaration
+    from trtrepo.models.declared import DECLARATION_PARAMETER, declared_spec
 
     if parameters.get(DECLARATION_PARAMETER):
-        return DeclaredClassifier(Declaration.from_json(parameters[DECLARATION_PARAMETER]))
+        return declared_spec(Declaration.from_json(parameters[DECLARATION_PARAMETER]))
     return get_model(parameters["model"])
 
 

