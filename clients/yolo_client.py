@@ -22,8 +22,8 @@ from trtrepo.clients.options import ApiKeyOption, BatchOption, ImagesArgument, J
 from trtrepo.errors import UserError
 from trtrepo.format.config import Variant
 from trtrepo.models import MODELS
-from trtrepo.models.detection import Detection, to_image_coords
-from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU, LETTERBOXES
+from trtrepo.models.detection import DEFAULT_CONF, DEFAULT_IOU, Detection, to_image_coords
+from trtrepo.models.yolov3 import LETTERBOXES
 from trtrepo.serving.access import use_api_key
 from trtrepo.serving.client import RESTART_WAIT_S, InferenceClient, ask_pipeline, collect_images, is_pipeline, served_spec
 from trtrepo.specs import DETECTION, TASK_CLIENTS, ModelSpec

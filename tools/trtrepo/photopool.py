@@ -126,7 +126,8 @@ def fetch_pool(photos: list[PoolPhoto], cache: Path, packages: Path | None = Non
                 and (cache / kept_before[photo.sha256][1] / kept_before[photo.sha256][0]).is_file()]
         rows += have
         kept[package] = len(have)
-        todo = [photo for photo in group if photo.sha256 not in {row[2] for row in have}]
+        kept_hashes = {row[2] for row in have}
+        todo = [photo for photo in group if photo.sha256 not in kept_hashes]
         if not todo:
             log(f"{package} {version}: {len(have)} of {len(group)} photos, kept from before")
             continue

@@ -59,7 +59,7 @@ def run_batches(spec: ModelSpec, runner: "Runner", samples: list[np.ndarray] | l
             for start in range(0, len(samples), batch_size)]
 
 
-def _within_tolerance(spec: ModelSpec, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> list[float]:
+def _largest_differences(spec: ModelSpec, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> list[float]:
     """Per sample, the largest absolute difference of any output of ``candidate`` from ``reference``."""
     return [max(float(np.abs(c[t.name][0].astype(np.float64) - r[t.name][0]).max()) for t in spec.outputs)
             for r, c in zip(per_sample(reference), per_sample(candidate))]
@@ -71,7 +71,7 @@ def task_measures(spec: ModelSpec, reference: list[dict[str, np.ndarray]], candi
         name = spec.outputs[0].name
         return classifier_agreement(np.concatenate([o[name] for o in reference]), np.concatenate([o[name] for o in candidate]))
     if spec.task == RAW:
-        differences = _within_tolerance(spec, reference, candidate)
+        differences = _largest_differences(spec, reference, candidate)
         return {"within_tolerance": float(np.mean([d <= spec.tolerance for d in differences])),
                 "max_abs": max(differences)}
     if spec.task == DETECTION:
@@ -111,7 +111,7 @@ def measure_intervals(spec: ModelSpec, reference: list[dict[str, np.ndarray]], c
         share = float(np.mean([r[name][0].argmax() == c[name][0].argmax() for r, c in zip(ref, cand)]))
         return {"top1_agreement": Interval(*wilson(share * images, images), images, "wilson")}
     if spec.task == RAW:
-        share = float(np.mean([d <= spec.tolerance for d in _within_tolerance(spec, reference, candidate)]))
+        share = float(np.mean([d <= spec.tolerance for d in _largest_differences(spec, reference, candidate)]))
         return {"within_tolerance": Interval(*wilson(share * images, images), images, "wilson")}
     if spec.task == DETECTION:
         truth = [[(d.class_id, d.box) for d in spec.postprocess(o)[0]] for o in ref]

@@ -113,7 +113,7 @@ class DetectorTask(PipelineTask):
                TensorSpec("class_ids", "int32", (-1,)))
 
     def defaults(self) -> dict[str, float]:
-        from trtrepo.models.yolov3 import DEFAULT_CONF, DEFAULT_IOU
+        from trtrepo.models.detection import DEFAULT_CONF, DEFAULT_IOU
 
         return {"conf": DEFAULT_CONF, "iou": DEFAULT_IOU}
 

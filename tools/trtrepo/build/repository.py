@@ -232,7 +232,7 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
             for variant in group:
                 engine = get_engine(variant.engine)
                 engine.check_precision(variant.precision)
-                reason = engine.not_applicable(spec) or spec.precision_problem(variant.precision) or engine.unavailable(variant.precision)
+                reason = engine.cannot_build(spec, variant.precision)
                 if reason:
                     log(f"warning: skipping {variant.name}: {reason}")
                     results.append(BuildResult(variant.name, "skipped", reason))

@@ -77,8 +77,7 @@ def build(
     plan = load_plan(weights=weights, output=output, backends=backends, calib_dir=calib_dir, calib_images=calib_images,
                      eval_dir=eval_dir, allow_below_gate=allow_below_gate, declare=declare)
     with declared_models(plan.declared):
-        spec = get_model(model)
-        reason = chosen.not_applicable(spec) or spec.precision_problem(precision.value) or chosen.unavailable(precision.value)
+        reason = chosen.cannot_build(get_model(model), precision.value)
     if reason:
         raise UserError(f"cannot build {model}_{engine.value}_{precision.value}: {reason}")
     planned = {(v.engine, v.precision): v for v in plan.variants if v.model == model}

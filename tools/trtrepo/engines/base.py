@@ -78,6 +78,11 @@ class Engine(ABC):
             return f"{spec.name} comes from an ONNX file, and the {self.name} engine runs a PyTorch network"
         return None
 
+    def cannot_build(self, spec: "ModelSpec", precision: str) -> str | None:
+        """Why this engine builds no ``precision`` variant of ``spec`` here: not for this model, not at this
+        precision for it, or not on this machine; None when it can."""
+        return self.not_applicable(spec) or spec.precision_problem(precision) or self.unavailable(precision)
+
     @abstractmethod
     def build(self, inputs: BuildInputs, precision: str, out_file: Path) -> None:
         """Write the deployable artifact for ``precision`` to ``out_file`` (its folder may hold caches)."""

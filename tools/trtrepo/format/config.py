@@ -6,7 +6,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as pb
@@ -16,6 +16,9 @@ from trtrepo.engines import Engine
 from trtrepo.engines.base import graph_batch_sizes
 from trtrepo.errors import UserError
 from trtrepo.specs import MAX_IMAGE_PIXELS, ModelSpec, TensorSpec
+
+if TYPE_CHECKING:
+    from trtrepo.models.declaration import Declaration
 
 
 CONFIG_FILE = "config.pbtxt"
@@ -452,17 +455,23 @@ def repository_models(repository: str | Path) -> Iterator[None]:
     """get_model knows the models declared in a local repository's configs for the block: the commands that work
     on a built repository (perf, bench, tune, soak, eval, compare) serve a declared model without its plan."""
     from trtrepo.models import declared_models
+
+    configs = [config for _, config in readable_configs(Path(repository))] if Path(repository).is_dir() else []
+    with declared_models(declarations_in(configs)):
+        yield
+
+
+def declarations_in(configs: Iterable[pb.ModelConfig]) -> list["Declaration"]:
+    """The declarations the configs carry (a declared model's variants and pipelines), one per model."""
     from trtrepo.models.declaration import Declaration
     from trtrepo.models.declared import DECLARATION_PARAMETER
 
     found = {}
-    if Path(repository).is_dir():
-        for _, config in readable_configs(Path(repository)):
-            if text := config.parameters[DECLARATION_PARAMETER].string_value:
-                declaration = Declaration.from_json(text)
-                found[declaration.name] = declaration
-    with declared_models(found.values()):
-        yield
+    for config in configs:
+        if DECLARATION_PARAMETER in config.parameters and (text := config.parameters[DECLARATION_PARAMETER].string_value):
+            declaration = Declaration.from_json(text)
+            found[declaration.name] = declaration
+    return list(found.values())
 
 
 def readable_configs(repo: Path) -> Iterator[tuple[Path, pb.ModelConfig]]:

@@ -1,5 +1,5 @@
-"""The specs of declared models (trtrepo.models.declaration): a classifier or a detector that a declaration
-describes, so that every engine, the gate, the pipelines and the clients take it as they take a built-in model."""
+"""The specs of declared models (trtrepo.models.declaration): a classifier, a detector or a raw model that a
+declaration describes, so that every engine, the gate, the pipelines and the clients take it as they take a built-in model."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trtrepo.errors import UserError
 from trtrepo.models.declaration import Declaration
 from trtrepo.models.detection import DEFAULT_CONF, DEFAULT_IOU, Detection, Letterbox, letterbox_tensor, select_detections
 from trtrepo.models.imagenet import ImageNetClassifier
-from trtrepo.errors import UserError
 from trtrepo.specs import DETECTION, RAW, ModelSpec, TensorSpec, image_tensor, load_image
 
 if TYPE_CHECKING:
@@ -162,7 +162,9 @@ class DeclaredRaw(ModelSpec):
         return None
 
     def build_network(self, weights: str) -> torch.nn.Module:
-        raise UserError(f"{self.name} comes from an ONNX file: it has no PyTorch network")
+        from trtrepo.models.declared_network import build_declared_network
+
+        return build_declared_network(self.declaration, weights)  # an ONNX file's: says it has none
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
         raise UserError(f"{self.name} is a raw model: it takes tensors, not images")

@@ -186,16 +186,11 @@ def _onnx_tensors(declaration: "Declaration") -> tuple[str, str, tuple[int, ...]
     import onnx
 
     path = declaration.onnx
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as exc:  # onnx raises DecodeError and others for a file that is not a model
-        raise UserError(f"{path} is not an ONNX model ({exc.__class__.__name__})") from exc
-    weights = {initializer.name for initializer in graph.initializer}
-    inputs = [tensor for tensor in graph.input if tensor.name not in weights]
-    if len(inputs) != 1 or len(graph.output) != 1:
+    inputs, outputs = _graph_tensors(path)
+    if len(inputs) != 1 or len(outputs) != 1:
         raise UserError(f"a declared {declaration.task} model has one input and one output; {path} has {len(inputs)} "
-                        f"and {len(graph.output)}")
-    (given,), (answer,) = inputs, graph.output
+                        f"and {len(outputs)}")
+    (given,), (answer,) = inputs, outputs
     shape, out = _dims(given), _dims(answer)
     if given.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or len(shape) != 4:
         raise UserError(f"input {given.name} of {path} must be a float32 image batch of rank 4, not "
@@ -211,6 +206,18 @@ def _onnx_tensors(declaration: "Declaration") -> tuple[str, str, tuple[int, ...]
     if None in out[1:]:
         out = [None, *_run_onnx(path, given.name, expected)]
     return given.name, answer.name, tuple(out[1:])
+
+
+def _graph_tensors(path: Path) -> tuple[list["onnx.ValueInfoProto"], list["onnx.ValueInfoProto"]]:
+    """An ONNX file's inputs (its initializers left out: they are weights) and outputs."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # onnx raises DecodeError and others for a file that is not a model
+        raise UserError(f"{path} is not an ONNX model ({exc.__class__.__name__})") from exc
+    weights = {initializer.name for initializer in graph.initializer}
+    return [tensor for tensor in graph.input if tensor.name not in weights], list(graph.output)
 
 
 def _dims(tensor: "onnx.ValueInfoProto") -> list[int | None]:
@@ -236,12 +243,6 @@ def raw_tensors(path: Path) -> tuple[tuple[tuple[str, str, tuple[int, ...]], ...
     free batch axis first and every other dimension fixed."""
     import onnx
 
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as exc:  # onnx raises DecodeError and others for a file that is not a model
-        raise UserError(f"{path} is not an ONNX model ({exc.__class__.__name__})") from exc
-    weights = {initializer.name for initializer in graph.initializer}
-
     def described(tensor: "onnx.ValueInfoProto") -> tuple[str, str, tuple[int, ...]]:
         kind = onnx.TensorProto.DataType.Name(tensor.type.tensor_type.elem_type)
         if kind not in ONNX_DTYPES:
@@ -253,4 +254,5 @@ def raw_tensors(path: Path) -> tuple[tuple[tuple[str, str, tuple[int, ...]], ...
                             "first and every other dimension fixed")
         return tensor.name, ONNX_DTYPES[kind], tuple(shape[1:])
 
-    return (tuple(described(t) for t in graph.input if t.name not in weights), tuple(described(t) for t in graph.output))
+    inputs, outputs = _graph_tensors(path)
+    return tuple(map(described, inputs)), tuple(map(described, outputs))

@@ -10,7 +10,7 @@ from typing import Callable, Iterator, TypeVar
 import numpy as np
 
 from trtrepo.errors import UserError
-from trtrepo.format.config import Variant, config_from_json, config_from_metadata, is_decoupled
+from trtrepo.format.config import Variant, config_from_json, config_from_metadata, declarations_in, is_decoupled
 from trtrepo.serving.access import find_key, key_headers, normalize_url
 from trtrepo.models import get_model, spec_of
 from trtrepo.specs import IMAGE_SUFFIXES, TASK_CLIENTS, ModelSpec
@@ -322,19 +322,14 @@ def served_models(url: str | None, names: list[str]) -> Iterator[None]:
     at ``url`` serves, from their configs (open without the key): the commands that work through --url need no
     plan. A name the server does not serve is left for the command to report."""
     from trtrepo.models import declared_models
-    from trtrepo.models.declaration import Declaration
-    from trtrepo.models.declared import DECLARATION_PARAMETER
 
-    found = {}
+    configs = []
     for name in names if url else []:
         try:
-            parameters = InferenceClient(name, url=url, protocol="grpc").config.parameters
+            configs.append(InferenceClient(name, url=url, protocol="grpc").config)
         except UserError:
             continue
-        if text := parameters[DECLARATION_PARAMETER].string_value if DECLARATION_PARAMETER in parameters else "":
-            declaration = Declaration.from_json(text)
-            found[declaration.name] = declaration
-    with declared_models(found.values()):
+    with declared_models(declarations_in(configs)):
         yield
 
 
