@@ -257,12 +257,19 @@ def ctpn_server(shared_folder: Path) -> TritonServer:
 
 
 def _build_ctpn_repo(folder: Path) -> None:
+    """The trained weights (make install fetched them); ONNX Runtime FP32 judged on two small rendered pages."""
+    from trtrepo.build.gate import GatePlan
+    from trtrepo.text_pages import write_pages
+
     output = folder / "model_repository"
+    pages = write_pages(folder / "gate-pages", 2, first_seed=100, size=(360, 540))
     variants = tuple(Variant(m, e, "fp32", CTPN_OPTIONS) for m, e in [
         ("ctpn", "pytorch"), ("ctpn", "onnxruntime"), ("ctpn_backbone", "onnxruntime"), ("ctpn_head", "pytorch")])
-    plan = RepoPlan(output, "random", frozenset({"python"}), variants, pipelines=(PipelinePlan("ctpn", "ctpn_onnxruntime_fp32"),),
-                    ensembles=(("ctpn_split", ("ctpn_backbone_onnxruntime_fp32", "ctpn_head_pytorch_fp32")),))
-    build_repository(plan)
+    plan = RepoPlan(output, "pretrained", frozenset({"python"}), variants, pipelines=(PipelinePlan("ctpn", "ctpn_onnxruntime_fp32"),),
+                    ensembles=(("ctpn_split", ("ctpn_backbone_onnxruntime_fp32", "ctpn_head_pytorch_fp32")),),
+                    gate=GatePlan(eval_dir=pages[0].parent, eval_images=len(pages)))
+    results = build_repository(plan)
+    assert all(r.status == "built" for r in results), results
 
 
 @pytest.fixture

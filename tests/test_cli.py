@@ -60,7 +60,7 @@ def test_bad_input_gives_one_line_and_non_zero_exit(small_repo, tmp_path):
         (("validate", str(tmp_path / "absent")), "not a directory"),
         (("validate", str(tmp_path / "my repo ü")), "cannot start a model from"),
         (("serve", "--model-repository", str(tmp_path / "my repo ü")), "holds ' ' 'ü', which tritonserver 2.51"),
-        (("eval", "resnet50"), "Missing option '--data'"),
+        (("eval", "resnet50"), "resnet50: pass --data DIR"),
         (("compare", "a", "b", "--repo", str(small_repo)), "'a' is not a variant name"),
         (("tfserving", str(tmp_path), "--output", str(tmp_path / "tfs")), "no TensorFlow variants to export"),
         (("bench", "--model-repository", str(tmp_path)), "no models"),

@@ -10,12 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from trtrepo.accuracy.evaluate import read_icdar
+from trtrepo.accuracy.icdar import read_icdar
 from trtrepo.accuracy.metrics import match_boxes, precision_recall_f
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.models.ctpn import ANCHOR_HEIGHTS, K, connect, proposals
 from trtrepo.specs import load_image
+
+
+#: A rendered page (text_pages.render_page) of several lines, 480x720 once resized: cheap to infer on this CPU.
+PAGE_SEED, PAGE_SIZE = 2, (400, 600)
 
 
 def column_boxes(columns, top, bottom, slope=0.0):
@@ -38,36 +42,59 @@ def test_connector_gap_limit_splits_lines():
     assert len(connect(boxes, np.full(4, 0.9, dtype=np.float32))) == 2
 
 
-def test_anchor_decoding():
-    text = np.zeros((2, 3, K), dtype=np.float32)
-    vertical = np.zeros((2, 3, K, 2), dtype=np.float32)
+def test_anchor_decoding_follows_the_checkpoints_predictor():
+    """An anchor of height h spans h + 1 rows; boxes are clipped to the input; proposals under 16 px are dropped."""
+    text = np.zeros((8, 3, K), dtype=np.float32)
+    vertical = np.zeros((8, 3, K, 2), dtype=np.float32)
     text[1, 2, 4] = 0.95
-    vertical[1, 2, 4] = [0.5, np.log(2.0)]  # centre half an anchor lower, twice as tall
-    boxes, scores = proposals(text, vertical, 0.7)
-    height = ANCHOR_HEIGHTS[4]
-    centre = 16 + 7.5 + 0.5 * height
-    assert scores.tolist() == [pytest.approx(0.95)]
-    assert boxes[0].tolist() == pytest.approx([32, centre - height, 47, centre + height])
+    vertical[1, 2, 4] = [1.0, np.log(2.0)]  # centre one anchor lower, twice as tall
+    text[6, 0, 6] = 0.8  # 98 rows centred on row 103.5: clipped at the input's last row, 127
+    text[3, 1, 0] = 0.9  # 12 rows: too low a proposal
+    text[2, 2, 3] = 0.5  # not above the threshold
+    boxes, scores = proposals(text, vertical, 0.5)
+    height = ANCHOR_HEIGHTS[4] + 1
+    centre = 16 + 7.5 + height
+    assert scores.tolist() == [pytest.approx(0.95), pytest.approx(0.8)]
+    assert boxes.tolist() == [pytest.approx([32, centre - height, 47, centre + height]), pytest.approx([0, 54.5, 15, 127])]
 
 
 def test_network_shapes_and_split_equals_whole():
     whole = get_model("ctpn").build_network("random")
     image = torch.rand(1, 3, 96, 160)
     with torch.no_grad():
-        scores, vertical, side = whole(image)
+        scores, vertical = whole(image)
         split = whole.head(whole.backbone(image))
-    assert scores.shape == (1, 6, 10, K) and vertical.shape == (1, 6, 10, K, 2) and side.shape == (1, 6, 10, K)
-    assert all(torch.equal(a, b) for a, b in zip((scores, vertical, side), split))
-    with pytest.raises(UserError, match="no public pretrained CTPN weights"):
-        get_model("ctpn").build_network("pretrained")
+    assert scores.shape == (1, 6, 10, K) and vertical.shape == (1, 6, 10, K, 2)
+    assert all(torch.equal(a, b) for a, b in zip((scores, vertical), split))
 
 
-def test_preprocessing_scales_short_side_to_600_and_caps_long_side(tmp_path):
+def test_the_trained_checkpoint_loads_under_this_networks_names_and_finds_no_text_in_a_cat():
+    """vietcardocr's module names map onto ours, tensor for tensor; on a photo without text it finds no line."""
+    from trtrepo.models.ctpn_weights import pretrained_checkpoint
+    from trtrepo.imagesets import shipped_photos
+    from trtrepo.models.weights import read_state_dict
+
     spec = get_model("ctpn")
-    for size, expected_scale, shape in [((400, 300), 2.0, (3, 608, 800)), ((2000, 500), 0.5, (3, 256, 1008))]:
-        Image.new("RGB", size, (120, 110, 100)).save(tmp_path / "page.png")
+    network = spec.build_network("pretrained")
+    theirs = read_state_dict(pretrained_checkpoint("ctpn"), "ctpn")
+    ours = network.state_dict()
+    assert len(theirs) == len(ours) == 42
+    assert torch.equal(ours["head.gru.weight_hh_l0_reverse"], theirs["brnn.weight_hh_l0_reverse"])
+    assert torch.equal(ours["backbone.window.0.weight"], theirs["rpn.conv.weight"])
+    cat = next(p for p in shipped_photos() if p.name == "chelsea.png")
+    array, scale = spec.resize(load_image(cat))
+    with torch.no_grad():
+        scores, vertical = network(torch.from_numpy(array[None]))
+    assert spec.postprocess({"scores": scores.numpy(), "vertical": vertical.numpy()}, scale=scale) == [[]]
+
+
+def test_preprocessing_is_the_checkpoints_720_high_bgr_minus_its_means(tmp_path):
+    spec = get_model("ctpn")
+    for size, expected_scale, shape in [((400, 300), 2.4, (3, 720, 960)), ((2000, 500), 0.64, (3, 320, 1280))]:
+        Image.new("RGB", size, (200, 110, 30)).save(tmp_path / "page.png")
         array, scale = spec.resize(load_image(tmp_path / "page.png"))
-        assert scale == expected_scale and array.shape == shape
+        assert scale == pytest.approx(expected_scale) and array.shape == shape
+        assert array[:, 0, 0].tolist() == pytest.approx([30 - 123.68, 110 - 116.779, 200 - 103.939])
 
 
 def test_icdar_ground_truth_and_prf(tmp_path):
@@ -90,7 +117,7 @@ def test_whole_model_and_split_ensemble_agree_on_different_image_sizes(ctpn_serv
 
     spec = get_model("ctpn")
     rng = np.random.default_rng(3)
-    for size in ((320, 240), (200, 500)):
+    for size in ((240, 360), (600, 150)):  # 720 high; 1280 wide at most
         Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(tmp_path / f"{size[0]}.png")
         array, _ = spec.resize(load_image(tmp_path / f"{size[0]}.png"))
         outputs = {name: InferenceClient(name, url=ctpn_server.grpc_url, protocol="grpc").infer({"input": array[None]})
@@ -98,43 +125,47 @@ def test_whole_model_and_split_ensemble_agree_on_different_image_sizes(ctpn_serv
         reference = outputs["ctpn_pytorch_fp32"]
         assert reference["scores"].shape == (1, array.shape[1] // 16, array.shape[2] // 16, K)
         for name in ("ctpn_onnxruntime_fp32", "ctpn_split"):
-            for tensor in ("scores", "vertical", "side"):
+            for tensor in ("scores", "vertical"):
                 assert np.allclose(outputs[name][tensor], reference[tensor], atol=1e-3), (name, tensor)
 
 
 @pytest.mark.integration
 def test_ctpn_client_and_text_evaluation_through_both_deployments(ctpn_server, tmp_path):
+    """The trained network finds a rendered page's lines through tensors, the split ensemble and the pipeline."""
     from conftest import ROOT, in_process, run_cli
     from trtrepo.accuracy.evaluate import evaluate_text
+    from trtrepo.text_pages import write_pages
 
-    Image.new("RGB", (300, 200), (255, 255, 255)).save(tmp_path / "page.png")
-    (tmp_path / "gt").mkdir()
-    (tmp_path / "gt" / "gt_page.txt").write_text("10,10,110,10,110,40,10,40,text\n")
+    (page,) = write_pages(tmp_path, 1, first_seed=PAGE_SEED, size=PAGE_SIZE)
+    truth = read_icdar(tmp_path / "gt" / f"gt_{page.stem}.txt")
+    assert len(truth) >= 3
     answers = {}
     for model, extra in (("ctpn_onnxruntime_fp32", []), ("ctpn_split", []), ("ctpn", ["--server-side"])):
-        args = ["--url", ctpn_server.http_url, "--model", model, "--line-score", "0", "--json", *extra, str(tmp_path / "page.png")]
+        args = ["--url", ctpn_server.http_url, "--model", model, "--json", *extra, str(page)]
         # As a user runs it once; in process for the other two (an interpreter and torch's import each otherwise).
         result = run_cli(str(ROOT / "clients" / "ctpn_client.py"), *args) if not answers else \
             in_process("trtrepo.clients.ctpn_client", args)
         assert result.returncode == 0, result.stderr
         answers[model] = json.loads(result.stdout)[0]["lines"]
-    # The pipeline resizes and connects in the server as the client does on its side (random weights score no
-    # proposal above 0.7, so both find no line here; test_pipeline_tasks connects known proposals).
+    for model, lines in answers.items():
+        found = [(min(x for x, _ in line["corners"]), min(y for _, y in line["corners"]),
+                  max(x for x, _ in line["corners"]), max(y for _, y in line["corners"])) for line in lines]
+        assert len(found) == len(truth) and match_boxes(found, truth) == len(truth), (model, found, truth)
+    # The pipeline resizes and connects in the server as the client does on its side.
     assert answers["ctpn"] == answers["ctpn_onnxruntime_fp32"], answers
     # Bytes that are no image, empty bytes and a bomb header among pages sent at once: each fails alone (gRPC),
     # and over HTTP a threshold out of range is the request's own 400.
     from test_bad_input import _sent_at_once, pipeline_call, png_declaring
 
-    page = (tmp_path / "page.png").read_bytes()
+    page = page.read_bytes()
     (tmp_path / "bad").mkdir()  # beside the evaluation's photos, not among them
     bad = {1: b"not an image", 2: b"", 4: png_declaring(tmp_path / "bad" / "bomb.png", 13000, 13000).read_bytes()}
     outcomes = _sent_at_once(ctpn_server.grpc_url, "grpc", "ctpn", "lines", [bad.get(i, page) for i in range(6)])
     assert [answered for answered, _ in outcomes] == [i not in bad for i in range(6)], outcomes
     assert all("not a readable image" in detail or "declares 13000x13000" in detail for i, (_, detail) in enumerate(outcomes) if i in bad)
     assert pipeline_call(ctpn_server.http_url, "ctpn", page, line_score=2.0)[0] == 400
-    rows, reference = evaluate_text(ctpn_server.grpc_url, "grpc", ["ctpn_pytorch_fp32", "ctpn_split"], tmp_path,
-                                    tmp_path / "gt", line_score=0.0)
+    rows, reference = evaluate_text(ctpn_server.grpc_url, "grpc", ["ctpn_pytorch_fp32", "ctpn_split"], tmp_path, tmp_path / "gt")
     assert reference == "ctpn_pytorch_fp32" and [r.variant for r in rows] == ["ctpn_pytorch_fp32", "ctpn_split"]
-    assert all(0 <= r.precision <= 1 and 0 <= r.recall <= 1 and r.seconds_per_batch > 0 for r in rows)
+    assert all(r.precision == r.recall == 1.0 and r.seconds_per_batch > 0 for r in rows), rows
     # The split ensemble is the whole network cut in two: its lines are the reference's, line for line.
     assert [r.f_vs_reference for r in rows] == [1.0, 1.0]

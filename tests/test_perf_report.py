@@ -113,8 +113,8 @@ def test_gpu_memory_in_use_is_summed_over_the_servers_gpus():
 
 def test_cuda_shared_memory_is_sized_for_the_largest_output():
     assert cuda_shared_memory("resnet50_pytorch_fp16", 4)[-1] == str(4 * 1000 * 4)
-    # CTPN's outputs vary with the image: sized at the typical input (608x800, features at stride 16, 10 anchors)
-    assert cuda_shared_memory("ctpn_pytorch_fp32", 1)[-1] == str(38 * 50 * 10 * 2 * 4)
+    # CTPN's outputs vary with the image: sized at the typical input (720x960, features at stride 16, 10 anchors)
+    assert cuda_shared_memory("ctpn_pytorch_fp32", 1)[-1] == str(45 * 60 * 10 * 2 * 4)
     assert cuda_shared_memory("ctpn_split", 1) == []  # an ensemble: no spec of its own
 
 
@@ -174,7 +174,7 @@ def test_tfserving_command_line_names_the_service_and_the_shapes_of_variable_inp
     from trtrepo.perf.analyzer import tfserving_arguments
 
     assert tfserving_arguments("resnet50_tensorflow_fp32") == ["--service-kind", "tfserving"]
-    assert tfserving_arguments("ctpn_tensorflow_fp32") == ["--service-kind", "tfserving", "--shape", "input:3,608,800"]
+    assert tfserving_arguments("ctpn_tensorflow_fp32") == ["--service-kind", "tfserving", "--shape", "input:3,720,960"]
 
 
 def test_served_outputs_that_arrive_empty_reshaped_or_changed_are_each_named():

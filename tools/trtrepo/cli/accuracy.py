@@ -17,11 +17,12 @@ from trtrepo.serving.endpoints import grpc_endpoint
 @app.command("eval")
 def evaluate_command(
     model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50, efficientnet_lite0, yolov3_tiny.")],
-    data: Annotated[Path, typer.Option(help="Images: class-name subfolders, the root --labels paths are relative to, "
-                                            "or the folder of the --annotations images.")],
+    data: Annotated[Optional[Path], typer.Option(help="Images: class-name subfolders, the root --labels paths are relative "
+                                                      "to, the folder of the --annotations images, or of the --gt pages. "
+                                                      "CTPN without it: the rendered pages of text its gate judges on.")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="Classifiers: 'relative/path.jpg label' lines (class name or index).")] = None,
     annotations: Annotated[Optional[Path], typer.Option(help="Detectors: a COCO instances JSON file (required for them).")] = None,
-    gt: Annotated[Optional[Path], typer.Option(help="CTPN: folder of ICDAR-style gt_<image>.txt files (required for it).")] = None,
+    gt: Annotated[Optional[Path], typer.Option(help="CTPN: folder of ICDAR-style gt_<image>.txt files (with --data).")] = None,
     models: VariantsOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per request.")] = 8,
     url: Annotated[Optional[str], typer.Option(help="gRPC address of a running server; default: start one.")] = None,
@@ -30,10 +31,13 @@ def evaluate_command(
     output: Annotated[Path, typer.Option(help="Folder for eval.csv, eval.md and eval.png.")] = Path("perf/results"),
 ) -> None:
     """Accuracy and time per batch of every variant of MODEL through Triton: top-1/top-5 and agreement with
-    the FP32 reference for classifiers, COCO mAP for detectors, text-line precision/recall/F for CTPN."""
+    the FP32 reference for classifiers, COCO mAP for detectors, text-line precision/recall/F for CTPN (against
+    the truth, and against FP32)."""
     from trtrepo.accuracy.evaluate import evaluate, evaluate_detection, evaluate_text, labelled_images, markdown, thresholds_of, write_report
     from trtrepo.format.config import Variant
+    from trtrepo.imagesets import default_text_pages
     from trtrepo.models import get_model
+    from trtrepo.photopool import EVALUATION
     from trtrepo.specs import CLASSIFICATION, DETECTION, TEXT
 
     writable_folder(output)
@@ -41,8 +45,15 @@ def evaluate_command(
         spec = get_model(model)
         if spec.task == DETECTION and annotations is None:
             raise UserError(f"{model} is a detector: pass --annotations instances.json (COCO format)")
-        if spec.task == TEXT and gt is None:
-            raise UserError(f"{model} finds text lines: pass --gt DIR of ICDAR-style gt_<image>.txt files")
+        if spec.task == TEXT and (data is None) != (gt is None):
+            raise UserError(f"{model} finds text lines: pass --data DIR with --gt DIR of ICDAR-style gt_<image>.txt "
+                            "files, or neither (the rendered pages of text its gate judges on)")
+        if spec.task == TEXT and data is None:
+            data = default_text_pages(EVALUATION)[0][0].parent
+            gt = data / "gt"
+            console.print(f"judging on the rendered pages of text in {data} (their lines' positions are known)")
+        if data is None:
+            raise UserError(f"{model}: pass --data DIR of images to evaluate on")
         if spec.task == CLASSIFICATION:
             images, truth = labelled_images(data, labels, spec.class_names)
         variants = [v for v in repository_variants(model_repository, name_list(models)) if Variant.parse(v).model == model]

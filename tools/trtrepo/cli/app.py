@@ -32,6 +32,9 @@ DEMO_WEIGHTS = "resnet50=random,efficientnet_lite0=pretrained,yolov3_tiny=pretra
 
 
 DEMO_MODELS = "resnet50,efficientnet_lite0,yolov3_tiny"
+#: CTPN's part of the demo (trained weights, one variant and its pipeline), and its two rendered pages' first seed.
+DEMO_TEXT_PLAN = Path(__file__).parent.parent / "demo-text.toml"
+DEMO_PAGE_SEED = 2
 
 
 WeightsOption = Annotated[

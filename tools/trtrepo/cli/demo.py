@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from trtrepo.cli.app import DEMO_MODELS, DEMO_WEIGHTS, REPOSITORY, app, int_list, say
+from trtrepo.cli.app import DEMO_MODELS, DEMO_PAGE_SEED, DEMO_TEXT_PLAN, DEMO_WEIGHTS, REPOSITORY, app, int_list, say
 from trtrepo.cli.build import repo
 from trtrepo.format.config import repository_variants
 from trtrepo.perf.progress import console, report_sweep, sweep_with_progress
@@ -22,17 +22,24 @@ def demo(
     instances: Annotated[str, typer.Option(help="Instance counts for the short sweep.")] = "1,2",
     concurrency: Annotated[str, typer.Option(help="Concurrencies for the short sweep.")] = "2",
 ) -> None:
-    """The whole path on this machine: build the CPU repository, serve it, classify sample photos, sweep, report."""
-    from trtrepo.accuracy.evaluate import gate_table
+    """The whole path on this machine: build the CPU repository, serve it, classify sample photos, find text lines
+    on a photographed page and rendered ones, sweep, report."""
+    from trtrepo.accuracy.evaluate import find_text, gate_table
+    from trtrepo.clients.ctpn_client import annotate as annotate_text, find_text_server_side
     from trtrepo.clients.resnet_client import classify, classify_server_side
     from trtrepo.clients.yolo_client import annotate, detect, detect_server_side
     from trtrepo.format.config import Variant, repository_pipelines
-    from trtrepo.imagesets import shipped_photos
+    from trtrepo.imagesets import shipped_photos, text_photos
     from trtrepo.models import get_model
-    from trtrepo.specs import DETECTION
+    from trtrepo.specs import DETECTION, TEXT
+    from trtrepo.text_pages import write_pages
 
     repo(plan=None, models=DEMO_MODELS, weights=weights, output=output, backends=None, calib_dir=None, calib_images=None,
          eval_dir=None, allow_below_gate=False, force=False)
+    # CTPN, trained: ONNX Runtime FP32 and its pipeline, checked against PyTorch on two rendered pages of text.
+    pages = write_pages(Path("perf/results/text-pages"), 2, shipped_photos()[:1], first_seed=DEMO_PAGE_SEED)
+    repo(plan=DEMO_TEXT_PLAN, models=None, weights=None, output=output, backends=None, calib_dir=None, calib_images=None,
+         eval_dir=pages[0].parent, allow_below_gate=False, force=False)
     if "random" in weights:
         console.print(f"[yellow]weights {weights}: labels from random weights are meaningless; the path is what they show[/yellow]")
     photos = shipped_photos()
@@ -43,8 +50,16 @@ def demo(
     console.print(f"starting tritonserver from {server.installation.source} (log {server.log_file}) ...")
     with server:
         print(f"tritonserver ready: http {server.http_url}  grpc {server.grpc_url}")
+        texts = text_photos() + pages
         for variant in variants:
-            if get_model(Variant.parse(variant).model).task == DETECTION:
+            task = get_model(Variant.parse(variant).model).task
+            if task == TEXT:
+                print(f"\npython clients/ctpn_client.py --url {server.http_url} --model {variant} --out {annotated} IMAGES")
+                for path, lines in zip(texts, find_text(texts, variant, server.http_url, "http")):
+                    annotate_text(path, lines, annotated / variant)
+                    print(f"  {path.name}: {len(lines)} text lines, " + ", ".join(
+                        "({:.0f},{:.0f})-({:.0f},{:.0f})".format(*line.bounds()) for line in lines[:4]) + (" ..." if len(lines) > 4 else ""))
+            elif task == DETECTION:
                 print(f"\npython clients/yolo_client.py --url {server.http_url} --model {variant} --out {annotated} PHOTOS")
                 for path, found in zip(photos, detect(photos, variant, server.http_url, "http", 4, 0.25, 0.45)):
                     if found:
@@ -55,7 +70,13 @@ def demo(
                 for path, result in zip(photos[:4], classify(photos[:4], variant, server.http_url, "http", 8, 3)):
                     print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
         for pipeline, variant in repository_pipelines(output).items():
-            if get_model(Variant.parse(variant).model).task == DETECTION:
+            task = get_model(Variant.parse(variant).model).task
+            if task == TEXT:
+                print(f"\npython clients/ctpn_client.py --url {server.http_url} --server-side --model {pipeline} IMAGES"
+                      f"  (bytes in: the server decodes, resizes, runs {variant} and connects the proposals into lines)")
+                for path, lines in zip(texts, find_text_server_side(texts, pipeline, server.http_url, "http", get_model("ctpn").line_min_score)):
+                    print(f"  {path.name}: {len(lines)} text lines")
+            elif task == DETECTION:
                 print(f"\npython clients/yolo_client.py --url {server.http_url} --server-side --model {pipeline} PHOTOS"
                       f"  (bytes in: the server decodes, letterboxes, batches, runs {variant} and NMS)")
                 for path, found in zip(photos, detect_server_side(photos, pipeline, server.http_url, "http", 0.25, 0.45)):
@@ -66,13 +87,13 @@ def demo(
                       f"  (bytes in: the server decodes, resizes, batches, runs {variant} and names the top-k)")
                 for path, result in zip(photos[:4], classify_server_side(photos[:4], pipeline, server.http_url, "http", 3)):
                     print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
-        # The pipelines beside their variants: photos in against tensors in, in one run.
-        measured = variants + list(repository_pipelines(output))
+        # The pipelines beside their variants: photos in against tensors in, in one run (CTPN's speed: make bench).
+        measured = [name for name in variants + list(repository_pipelines(output)) if not name.startswith("ctpn")]
         points = sweep_with_progress([Endpoint(server.grpc_url, server.metrics_url)], measured, counts, concurrencies, 1, 1500)
     report_sweep(points, Path("perf/results"))
     print("\nSpeed and accuracy per variant (the study's Table 3, with the accuracy gate):\n")
     print(gate_table(points, output))
-    print(f"annotated detections in {annotated}/; server stopped")
+    print(f"annotated detections and text lines in {annotated}/; server stopped")
 
 
 @app.command("gpu-pack")

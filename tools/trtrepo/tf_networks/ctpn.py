@@ -1,4 +1,4 @@
-"""CTPN (trtrepo.models.ctpn) in Keras: VGG16 conv1-conv5 and the sliding window, then the bidirectional LSTM along
+"""CTPN (trtrepo.models.ctpn) in Keras: VGG16 conv1-conv5 and the sliding window, then the bidirectional GRU along
 each feature-map row (height and width stay dynamic), the 512-wide layer and the anchor heads."""
 
 from __future__ import annotations
@@ -14,13 +14,19 @@ if TYPE_CHECKING:
     from trtrepo.specs import ModelSpec
 
 
-def _lstm_weights(lstm: "torch.nn.LSTM", suffix: str) -> list:
-    """One direction of a PyTorch LSTM as Keras's kernel, recurrent kernel and bias; both use the gate order
-    input, forget, cell, output, and PyTorch's two biases add up to Keras's one."""
-    def get(name: str):
-        return getattr(lstm, f"{name}_l0{suffix}").detach().cpu().float().numpy()
+def _gru_weights(gru: "torch.nn.GRU", suffix: str) -> list:
+    """One direction of a PyTorch GRU as Keras's kernel, recurrent kernel and bias (input and recurrent rows).
 
-    return [get("weight_ih").T, get("weight_hh").T, get("bias_ih") + get("bias_hh")]
+    PyTorch orders the gates reset, update, new; Keras update, reset, new. Keras's reset_after (its default) applies
+    the reset gate after the recurrent product, as PyTorch does."""
+    import numpy as np
+
+    def get(name: str):
+        value = getattr(gru, f"{name}_l0{suffix}").detach().cpu().float().numpy()
+        reset, update, new = np.split(value, 3, axis=0)
+        return np.concatenate([update, reset, new], axis=0)
+
+    return [get("weight_ih").T, get("weight_hh").T, np.stack([get("bias_ih"), get("bias_hh")])]
 
 
 def ctpn(spec: "ModelSpec", network: "torch.nn.Module") -> "keras.Model":
@@ -43,15 +49,15 @@ def ctpn(spec: "ModelSpec", network: "torch.nn.Module") -> "keras.Model":
 
     head = network.head
     rows = keras.layers.Lambda(lambda f: ops.reshape(f, (-1, ops.shape(f)[2], f.shape[3])), name="rows")(features)
-    lstm = keras.layers.Bidirectional(keras.layers.LSTM(head.lstm.hidden_size, return_sequences=True), name="bilstm")
-    context = lstm(rows)
-    lstm.set_weights(_lstm_weights(head.lstm, "") + _lstm_weights(head.lstm, "_reverse"))
-    width = 2 * head.lstm.hidden_size
+    gru = keras.layers.Bidirectional(keras.layers.GRU(head.gru.hidden_size, return_sequences=True), name="bigru")
+    context = gru(rows)
+    gru.set_weights(_gru_weights(head.gru, "") + _gru_weights(head.gru, "_reverse"))
+    width = 2 * head.gru.hidden_size
     context = keras.layers.Lambda(
         lambda pair: ops.reshape(pair[1], (ops.shape(pair[0])[0], ops.shape(pair[0])[1], ops.shape(pair[0])[2], width)),
         name="context")([features, context])
     y = keras.layers.ReLU(name="fc_relu")(conv2d(context, head.fc[0], "fc"))
-    anchors = head.side.out_channels
+    anchors = head.scores.out_channels // 2
 
     def pairs(t):  # (n, h, w, 2K) -> (n, h, w, K, 2): PyTorch's channel k * 2 + j, in NHWC
         return ops.reshape(t, (ops.shape(t)[0], ops.shape(t)[1], ops.shape(t)[2], anchors, 2))
@@ -59,5 +65,4 @@ def ctpn(spec: "ModelSpec", network: "torch.nn.Module") -> "keras.Model":
     scores = keras.layers.Lambda(lambda t: ops.softmax(pairs(t), axis=-1)[..., 1], name="scores")(
         conv2d(y, head.scores, "scores_conv"))
     vertical = keras.layers.Lambda(pairs, name="vertical")(conv2d(y, head.vertical, "vertical_conv"))
-    side = conv2d(y, head.side, "side")
-    return keras.Model(inputs, [scores, vertical, side], name=spec.name)
+    return keras.Model(inputs, [scores, vertical], name=spec.name)
