@@ -66,12 +66,32 @@ def test_accuracy_study_through_triton_on_real_photos(server, labelled_photos):
     assert int8.agreement >= 0.75 and int8.top5 >= 0.75
 
 
+def labelled_pool(photos: Path, folder: Path) -> Path:
+    """A fetched photo pool in miniature: the labelled photos as foolbox's ImageNet ones (imagenet_<n>_<class>.jpg)."""
+    from trtrepo.photopool import MANIFEST, MANIFEST_COLUMNS
+
+    rows = [MANIFEST_COLUMNS]
+    (folder / "eval").mkdir(parents=True)
+    for index, photo in enumerate(sorted(photos.glob("*/*"))):
+        label = imagenet_class_names().index(PHOTO_LABELS[photo.name])
+        (folder / "eval" / photo.name).symlink_to(photo.resolve())
+        rows.append((photo.name, "eval", f"{index:064d}", "foolbox", "3.3.4", "in-context",
+                     f"foolbox/data/imagenet_{index:02d}_{label}.jpg", "MIT"))
+    rows.append(("kitten.jpg", "eval", "f" * 64, "kphotoalbum", "5.9.1-1", "in-context", "usr/share/kitten.jpg", "GPL"))
+    (folder / "eval" / "kitten.jpg").symlink_to(next(photos.glob("*/*")).resolve())
+    (folder / MANIFEST).write_text("".join("\t".join(row) + "\n" for row in rows))
+    return folder
+
+
 @pytest.mark.integration
-def test_eval_command_writes_table_csv_and_chart(server, labelled_photos, tmp_path):
-    result = trtrepo("eval", "efficientnet_lite0", "--data", str(labelled_photos), "--url", server.grpc_url,
+def test_eval_command_writes_table_csv_and_chart(server, labelled_photos, tmp_path, monkeypatch):
+    """Without --data, an ImageNet classifier is judged on the photo pool's labelled photos, top-1 with its interval."""
+    monkeypatch.setenv("TRTREPO_PHOTO_POOL", str(labelled_pool(labelled_photos, tmp_path / "pool")))
+    result = trtrepo("eval", "efficientnet_lite0", "--url", server.grpc_url,
                      "--model-repository", str(server.repository), "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "| efficientnet_lite0_onnxruntime_int8 |" in result.stdout
+    assert "photo pool's 4 ImageNet photos labelled by their package" in result.stdout + result.stderr
+    assert "| efficientnet_lite0_onnxruntime_int8 |" in result.stdout and "top-1 95% " in result.stdout
     rows = list(csv.DictReader((tmp_path / "eval.csv").open()))
     assert {r["variant"] for r in rows} == set(LITE0)
     assert all(0 <= float(r["top1"]) <= 1 and float(r["seconds_per_batch"]) > 0 for r in rows)

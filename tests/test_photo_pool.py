@@ -177,3 +177,21 @@ def test_builds_use_the_pool_when_it_is_fetched_and_say_so_when_not(pool_package
     empty = trtrepo("photos", "--cache", str(tmp_path / "other"), "--list", str(tmp_path / "absent.tsv"))
     assert empty.returncode == 2 and "no photo of the 1 listed could be fetched" in empty.stderr
     assert "missing: trtrepo-no-such-package 9:" in empty.stderr
+
+
+def test_foolbox_photos_are_labelled_by_the_class_in_their_names(tmp_path):
+    from trtrepo.photopool import MANIFEST, MANIFEST_COLUMNS, labelled_photos
+
+    rows = [MANIFEST_COLUMNS,
+            ("a.jpg", "eval", "a" * 64, "foolbox", "3.3.4", "in-context", "foolbox/data/imagenet_00_243.jpg", "MIT"),
+            ("b.jpg", "calib", "b" * 64, "foolbox", "3.3.4", "in-context", "foolbox/data/imagenet_15_99.jpg", "MIT"),
+            ("c.jpg", "eval", "c" * 64, "kphotoalbum", "5.9.1-1", "in-context", "usr/share/kphotoalbum/demo/snow.jpg", "GPL"),
+            ("d.jpg", "eval", "d" * 64, "foolbox", "3.3.4", "in-context", "foolbox/data/imagenet_01_7.jpg", "MIT")]
+    for part in ("eval", "calib"):
+        (tmp_path / part).mkdir()
+    for name, part, *_ in rows[1:3] + rows[3:4]:
+        (tmp_path / part / name).write_bytes(b"photo")
+    (tmp_path / MANIFEST).write_text("".join("\t".join(row) + "\n" for row in rows))
+    # d.jpg is listed but not on disk: left out, as pool_part leaves it out
+    assert labelled_photos(tmp_path) == [(tmp_path / "calib" / "b.jpg", 99), (tmp_path / "eval" / "a.jpg", 243)]
+    assert labelled_photos(tmp_path / "absent") == []

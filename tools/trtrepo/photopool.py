@@ -13,6 +13,7 @@ import hashlib
 import io
 import lzma
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -161,6 +162,20 @@ def pool_part(cache: Path, part: str) -> list[Path]:
     """The files of one part of a fetched pool (by its manifest), or [] where none was fetched."""
     rows = _manifest_rows(Path(cache))
     return sorted(Path(cache) / p / name for name, p, *_ in rows.values() if p == part and (Path(cache) / p / name).is_file())
+
+
+#: foolbox's ImageNet validation photos carry their class index in their names: imagenet_<n>_<class>.jpg.
+IMAGENET_LABELLED = re.compile(r"imagenet_\d+_(\d+)\.\w+$")
+
+
+def labelled_photos(cache: Path) -> list[tuple[Path, int]]:
+    """The fetched pool's photos whose package states their ImageNet class (foolbox's 20), with that class."""
+    found = []
+    for name, part, *_, path_in_package, _ in _manifest_rows(Path(cache)).values():
+        match = IMAGENET_LABELLED.search(path_in_package)
+        if match and (Path(cache) / part / name).is_file():
+            found.append((Path(cache) / part / name, int(match.group(1))))
+    return sorted(found)
 
 
 def _manifest_rows(cache: Path) -> dict[str, tuple[str, ...]]:

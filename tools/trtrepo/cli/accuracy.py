@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -13,13 +13,19 @@ from trtrepo.format.config import repository_models, repository_variants
 from trtrepo.perf.progress import console
 from trtrepo.serving.endpoints import grpc_endpoint
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from trtrepo.specs import ModelSpec
+
 
 @app.command("eval")
 def evaluate_command(
     model: Annotated[str, typer.Argument(help="Model name, e.g. resnet50, efficientnet_lite0, yolov3_tiny.")],
     data: Annotated[Optional[Path], typer.Option(help="Images: class-name subfolders, the root --labels paths are relative "
                                                       "to, the folder of the --annotations images, or of the --gt pages. "
-                                                      "CTPN without it: the rendered pages of text its gate judges on.")] = None,
+                                                      "Without it: ImageNet classifiers, the photo pool's 20 labelled photos "
+                                                      "(`trtrepo photos`); CTPN, the rendered pages of text its gate judges on.")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="Classifiers: 'relative/path.jpg label' lines (class name or index).")] = None,
     annotations: Annotated[Optional[Path], typer.Option(help="Detectors: a COCO instances JSON file (required for them).")] = None,
     gt: Annotated[Optional[Path], typer.Option(help="CTPN: folder of ICDAR-style gt_<image>.txt files (with --data).")] = None,
@@ -52,9 +58,11 @@ def evaluate_command(
             data = default_text_pages(EVALUATION)[0][0].parent
             gt = data / "gt"
             console.print(f"judging on the rendered pages of text in {data} (their lines' positions are known)")
-        if data is None:
+        if spec.task == CLASSIFICATION and data is None:
+            images, truth = _pool_labelled(spec)
+        elif data is None:
             raise UserError(f"{model}: pass --data DIR of images to evaluate on")
-        if spec.task == CLASSIFICATION:
+        elif spec.task == CLASSIFICATION:
             images, truth = labelled_images(data, labels, spec.class_names)
         variants = [v for v in repository_variants(model_repository, name_list(models)) if Variant.parse(v).model == model]
         if spec.task == TEXT and not models:  # the split ensembles of the model too (ctpn_split)
@@ -74,6 +82,23 @@ def evaluate_command(
         files = write_report(rows, reference, output)
         print(markdown(rows, reference))
         print(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
+def _pool_labelled(spec: "ModelSpec") -> tuple[list[Path], "np.ndarray"]:
+    """An ImageNet classifier's labelled photos when no --data is given: the photo pool's (foolbox's 20)."""
+    import numpy as np
+
+    from trtrepo.models.imagenet import ImageNetClassifier
+    from trtrepo.photopool import default_cache, labelled_photos
+
+    imagenet = isinstance(spec, ImageNetClassifier)
+    labelled = labelled_photos(default_cache()) if imagenet else []
+    if not labelled:
+        raise UserError(f"{spec.name}: pass --data DIR of labelled images" + (
+            " (or fetch the photo pool with `trtrepo photos`: it holds 20 ImageNet photos with their labels)" if imagenet else ""))
+    console.print(f"judging top-1 on the photo pool's {len(labelled)} ImageNet photos labelled by their package "
+                  f"(foolbox's): {len(labelled)} is few, so read top-1's interval in the evidence column")
+    return [path for path, _ in labelled], np.array([label for _, label in labelled])
 
 
 @app.command()
