@@ -169,3 +169,18 @@ def test_ctpn_client_and_text_evaluation_through_both_deployments(ctpn_server, t
     assert all(r.precision == r.recall == 1.0 and r.seconds_per_batch > 0 for r in rows), rows
     # The split ensemble is the whole network cut in two: its lines are the reference's, line for line.
     assert [r.f_vs_reference for r in rows] == [1.0, 1.0]
+
+
+def test_a_text_model_is_calibrated_and_judged_on_whole_images_never_crops(tmp_path):
+    """A crop would cut a page's lines: given folders, a text model takes each image once, whole."""
+    from trtrepo.build.calibration import calibration_set
+    from trtrepo.build.gate import evaluation_set
+    from trtrepo.text_pages import write_pages
+
+    judged = write_pages(tmp_path / "eval", 2, size=(320, 240))
+    calibrated = write_pages(tmp_path / "calib", 3, first_seed=50, size=(320, 240))
+    calibration = calibration_set(tmp_path / "calib", 64, text=True)
+    evaluation = evaluation_set(tmp_path / "eval", calibration, 400, text=True)
+    assert sorted(s.path for s in calibration.images) == calibrated and sorted(s.path for s in evaluation.samples) == judged
+    assert all(s.crop == (0.0, 0.0, 1.0, 1.0) and not s.mirror for s in calibration.images + evaluation.samples)
+    assert len(evaluation_set(tmp_path / "eval", None, 400).samples) == 28  # photos: stretched with crops

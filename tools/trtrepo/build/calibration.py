@@ -65,16 +65,18 @@ class CalibrationSet:
 def calibration_set(calib_dir: Path | None, count: int = DEFAULT_CALIBRATION_IMAGES, text: bool = False) -> CalibrationSet:
     """``count`` images from ``calib_dir`` (searched recursively; a .txt file lists one path per line),
     else the photos kept for calibration, marked as not representative (a text detector's: rendered pages of
-    text, whole). Fewer files than ``count`` are stretched with crops and mirror images of them (INT8 scales
-    fitted to a handful of samples are noisy)."""
+    text). Fewer files than ``count`` are stretched with crops and mirror images of them (INT8 scales fitted to a
+    handful of samples are noisy), except for a text detector: whole images only, a crop would cut its lines."""
     if count < 1:
         raise UserError(f"--calib-images must be at least 1, got {count}")
     if calib_dir is None and text:
-        pages, source = default_text_pages(CALIBRATION)
-        return CalibrationSet(with_crops(pages, len(pages)), False, source)
-    if calib_dir is None:
+        images, source = default_text_pages(CALIBRATION)
+        representative = False
+    elif calib_dir is None:
         images, source, _ = default_photos(CALIBRATION)
+        representative = False
         if not images:
             raise UserError("no calibration images: pass --calib-dir DIR (a folder of images or a file list)")
-        return CalibrationSet(with_crops(images, count), False, source)
-    return CalibrationSet(with_crops(images_in(calib_dir, "calibration"), count), True, str(calib_dir))
+    else:
+        images, source, representative = images_in(calib_dir, "calibration"), str(calib_dir), True
+    return CalibrationSet(with_crops(images, min(count, len(images)) if text else count), representative, source)

@@ -80,12 +80,12 @@ class EvaluationSet:
 
 
 def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", count: int, text: bool = False) -> EvaluationSet:
-    """``count`` samples from ``eval_dir`` (else the evaluation photos; a text detector's: rendered pages of text,
-    whole), none of them a calibration image by content (a copy under another name is the same image); crops and
-    mirror images when there are fewer files."""
+    """``count`` samples from ``eval_dir`` (else the evaluation photos; a text detector's: rendered pages of text),
+    none of them a calibration image by content (a copy under another name is the same image); crops and mirror
+    images when there are fewer files, except for a text detector (a crop would cut its lines: whole images only)."""
     if eval_dir is None and text:
-        pages, source = default_text_pages(EVALUATION)
-        files, pooled, count = pages, True, len(pages)
+        files, source = default_text_pages(EVALUATION)
+        pooled = True
     else:
         files, source, pooled = (images_in(eval_dir, "evaluation"), str(eval_dir), True) if eval_dir else default_photos(EVALUATION)
     calibrated = {content_hash(path) for path in calibration.files} if calibration else set()
@@ -95,7 +95,7 @@ def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", 
         raise UserError(f"{where}: no image that calibration did not use; pass --eval-dir with other images")
     if len(unseen) < len(files):
         source += f" ({len(files) - len(unseen)} left out: calibration used them)"
-    return EvaluationSet(with_crops(unseen, count), source, few=not pooled)
+    return EvaluationSet(with_crops(unseen, min(count, len(unseen)) if text else count), source, few=not pooled)
 
 
 @dataclass

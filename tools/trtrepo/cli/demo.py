@@ -57,7 +57,7 @@ def demo(
                 print(f"\npython clients/ctpn_client.py --url {server.http_url} --model {variant} --out {annotated} IMAGES")
                 for path, lines in zip(texts, find_text(texts, variant, server.http_url, "http")):
                     annotate_text(path, lines, annotated / variant)
-                    print(f"  {path.name}: {len(lines)} text lines, " + ", ".join(
+                    print(f"  {path.name}: {len(lines)} text lines{_against_rendered(path, lines)}, " + ", ".join(
                         "({:.0f},{:.0f})-({:.0f},{:.0f})".format(*line.bounds()) for line in lines[:4]) + (" ..." if len(lines) > 4 else ""))
             elif task == DETECTION:
                 print(f"\npython clients/yolo_client.py --url {server.http_url} --model {variant} --out {annotated} PHOTOS")
@@ -94,6 +94,18 @@ def demo(
     print("\nSpeed and accuracy per variant (the study's Table 3, with the accuracy gate):\n")
     print(gate_table(points, output))
     print(f"annotated detections and text lines in {annotated}/; server stopped")
+
+
+def _against_rendered(page: Path, lines: list) -> str:
+    """`` (3 rendered, 3 of them found at IoU >= 0.5)`` for a rendered page (its truth beside it in gt/), else ''."""
+    from trtrepo.accuracy.icdar import read_icdar
+    from trtrepo.accuracy.metrics import match_boxes
+
+    truth_file = page.parent / "gt" / f"gt_{page.stem}.txt"
+    if not truth_file.is_file():
+        return ""
+    truth = read_icdar(truth_file)
+    return f" ({len(truth)} rendered, {match_boxes([line.bounds() for line in lines], truth)} of them found at IoU >= 0.5)"
 
 
 @app.command("gpu-pack")
