@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -26,6 +26,9 @@ from trtrepo.engines.tensorrt import TARGET_TENSORRT, TARGET_TRITON, installed_t
 from trtrepo.errors import UserError
 from trtrepo.perf.progress import console, progress
 from trtrepo.serving.objectstore import local_copy
+
+if TYPE_CHECKING:
+    from trtrepo.build.plan import RepoPlan
 
 
 @app.command()
@@ -107,11 +110,18 @@ def repo(
     """Build every variant of the plan that this machine can build and that changed; judge each reduced-precision
     variant against FP32 (the accuracy gate) before publishing it; validate the result."""
     from trtrepo.build.plan import load_plan
+
+    build_plan(load_plan(plan, name_list(models), weights, output, backends, calib_dir=calib_dir, calib_images=calib_images,
+                         eval_dir=eval_dir, allow_below_gate=allow_below_gate, declare=declare), force)
+
+
+def build_plan(repo_plan: "RepoPlan", force: bool = False, go_on_past_gate: bool = False) -> None:
+    """Build a plan with a progress bar, print what became of each variant and its gate, then validate; a variant
+    that failed, or fell below its gate (unless ``go_on_past_gate``: the demo shows the refusal and goes on), is
+    one error line."""
     from trtrepo.build.repository import build_repository
     from trtrepo.format.validate import validate_repository
 
-    repo_plan = load_plan(plan, name_list(models), weights, output, backends, calib_dir=calib_dir, calib_images=calib_images,
-                          eval_dir=eval_dir, allow_below_gate=allow_below_gate, declare=declare)
     console.print(f"plan: {repo_plan.plan_file}")
     console.print(f"building {len(repo_plan.variants)} variants into {repo_plan.output} "
                   f"(weights {repo_plan.weights}; server backends: {', '.join(sorted(repo_plan.backends)) or 'none'})")
@@ -133,7 +143,10 @@ def repo(
         print("\naccuracy gate (against the FP32 network):")
         for result in judged:
             print(f"  {result.variant}: {result.gate}")
-    failed = [r for r in results if r.status in ("failed", "rejected")]
+    failed = [r for r in results if r.status == "failed" or (r.status == "rejected" and not go_on_past_gate)]
+    refused = [r.variant for r in results if r.status == "rejected"]
+    if refused and not failed:
+        print(f"{', '.join(refused)}: set aside by the accuracy gate (above); going on without {'them' if len(refused) > 1 else 'it'}")
     if failed:
         raise UserError(f"{len(failed)} of {len(results)} variants failed or fell below their accuracy gate "
                         "(previous builds kept): " + "; ".join(f"{r.variant}: {r.detail}" for r in failed))
