@@ -80,14 +80,14 @@ def render_page(seed: int, background: "Image.Image | None" = None,
     fonts = font_folder()
     text_layer = Image.new("L", (width, height), 0)
     lines: list[tuple[tuple[float, float, float, float], str]] = []
-    size = rng.randint(*FONT_SIZES)
-    font = ImageFont.truetype(str(fonts / rng.choice(FONTS)), size)
+    font_size = rng.randint(*FONT_SIZES)
+    font = ImageFont.truetype(str(fonts / rng.choice(FONTS)), font_size)
     draw = ImageDraw.Draw(text_layer)
     margin = max(24, width // 12)
     y = rng.randint(margin // 2, margin * 2)
     for _ in range(rng.randint(*LINES)):
         x = margin + rng.randint(0, width // 6)
-        text = _words(rng, rng.randint(width // 4, width - x - margin), size)
+        text = _words(rng, rng.randint(width // 4, width - x - margin), font_size)
         box = draw.textbbox((x, y), text, font=font)
         while box[2] > width - margin and " " in text:
             text = text.rsplit(" ", 1)[0]
@@ -96,7 +96,7 @@ def render_page(seed: int, background: "Image.Image | None" = None,
             break
         draw.text((x, y), text, fill=255, font=font)
         lines.append((box, text))
-        y = box[3] + round(size * rng.uniform(0.8, 2.5))
+        y = box[3] + round(font_size * rng.uniform(0.8, 2.5))
     degrees = rng.uniform(-MAX_DEGREES, MAX_DEGREES)
     text_layer = text_layer.rotate(degrees, resample=Image.Resampling.BICUBIC, center=(width / 2, height / 2))
     shade = ImageStat.Stat(page.convert("L"), mask=text_layer.point(lambda v: 255 if v > 64 else 0)).mean[0]
