@@ -15,7 +15,7 @@ from trtrepo.accuracy.metrics import match_boxes, precision_recall_f
 from trtrepo.errors import UserError
 from trtrepo.models import get_model
 from trtrepo.models.ctpn import ANCHOR_HEIGHTS, K, connect, proposals
-from trtrepo.specs import load_image
+from trtrepo.specs import TEXT, load_image
 
 
 #: A rendered page (text_pages.render_page) of several lines, 480x720 once resized: cheap to infer on this CPU.
@@ -180,7 +180,7 @@ def test_a_text_model_is_calibrated_and_judged_on_whole_images_never_crops(tmp_p
     judged = write_pages(tmp_path / "eval", 2, size=(320, 240))
     calibrated = write_pages(tmp_path / "calib", 3, first_seed=50, size=(320, 240))
     calibration = calibration_set(tmp_path / "calib", 64, text=True)
-    evaluation = evaluation_set(tmp_path / "eval", calibration, 400, text=True)
+    evaluation = evaluation_set(tmp_path / "eval", calibration, 400, TEXT)
     assert sorted(s.path for s in calibration.images) == calibrated and sorted(s.path for s in evaluation.samples) == judged
     assert all(s.crop == (0.0, 0.0, 1.0, 1.0) and not s.mirror for s in calibration.images + evaluation.samples)
     assert len(evaluation_set(tmp_path / "eval", None, 400).samples) == 28  # photos: stretched with crops

@@ -56,16 +56,16 @@ def test_crops_of_photos_count_as_those_photos():
     assert distinct["top1_agreement"].low == pytest.approx(wilson(109, 112)[0]) and distinct["top1_agreement"].low > 0.92
 
 
-def test_a_point_that_passes_on_an_interval_that_does_not_is_said_to_rest_on_too_little():
+def test_a_verdict_on_too_few_images_is_said_to_be_the_point_estimates():
     thin = GateReport({"top1_agreement": 0.973}, {"top1_agreement": 0.97}, {},
                       intervals={"top1_agreement": asdict(Interval(0.65, 0.99, 8, "wilson"))})
-    assert thin.passed  # the verdict is the point estimate's until the shipped sets hold enough images
-    assert thin.thin_evidence() == ("top1_agreement's 95% interval reaches below 0.97 on 8 distinct images: the "
-                                    "verdict is a point estimate (a perfect score needs 125 images for its lower end "
-                                    "to clear 0.97; give more with --eval-dir)")
+    assert thin.passed  # 8 images cannot put any lower end above 0.97: the point estimate decides
+    assert thin.thin_evidence() == ("top1_agreement was decided on its point estimate: 8 distinct images cannot put a "
+                                    "95% lower end above 0.97 (a perfect score needs 125); `trtrepo photos` fetches "
+                                    "the photo pool, or give more with --eval-dir")
     enough = GateReport({"top1_agreement": 0.995}, {"top1_agreement": 0.99}, {},
                         intervals={"top1_agreement": asdict(Interval(0.991, 0.999, 900, "wilson"))})
-    assert enough.thin_evidence() is None
+    assert enough.thin_evidence() is None and enough.passed
 
 
 def test_an_evaluation_set_lists_its_distinct_images_by_hash(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import trtrepo
-from trtrepo.accuracy.evidence import Interval
+from trtrepo.accuracy.evidence import Interval, images_needed
 from trtrepo.accuracy.measures import GateThresholds, task_measures
 from trtrepo.accuracy.metrics import coco_map, coco_map50
 from trtrepo.build.calibration import calibration_set
@@ -76,9 +76,22 @@ def test_report_passes_only_when_every_gated_measure_does():
     report = GateReport({"box_recall": 0.97, "map50": 0.93, "map50_95": 0.7}, {"box_recall": 0.95, "map50": 0.95}, {})
     assert not report.passed and report.shortfall() == pytest.approx(0.02)
     assert report.line() == "box_recall 0.970 >= 0.95, map50 0.930 < 0.95"
-    judged = replace(report, intervals={"box_recall": asdict(Interval(0.91, 0.99, 40, "wilson"))})
-    assert judged.line().startswith("box_recall 0.970 >= 0.95 (95% 0.910-0.990 over 40 images, wilson), map50")
+    thin = replace(report, intervals={"box_recall": asdict(Interval(0.91, 0.99, 40, "wilson"))})
+    assert thin.line().startswith("box_recall 0.970 >= 0.95 (point estimate; 95% 0.910-0.990 over 40 images, wilson), map50")
     assert GateReport({"top1_agreement": 1.0}, {"top1_agreement": 0.99}, {}).passed
+
+
+def test_an_interval_over_enough_images_decides_by_its_lower_end():
+    def report(measure: float, low: float, images: int) -> GateReport:
+        return GateReport({"top1_agreement": measure}, {"top1_agreement": 0.97}, {},
+                          intervals={"top1_agreement": asdict(Interval(low, 0.999, images, "wilson"))})
+
+    below = report(0.975, 0.955, 400)  # the point clears 0.97, the lower end does not: refused
+    assert not below.passed and below.shortfall() == pytest.approx(0.015)
+    assert below.line() == "top1_agreement 0.975 (95% 0.955-0.999 over 400 images, wilson): lower end < 0.97"
+    assert report(0.99, 0.975, 400).passed and report(0.99, 0.975, 400).thin_evidence() is None
+    few = report(0.975, 0.676, images_needed(0.97) - 1)  # no score could clear it: the point decides, said so
+    assert few.passed and few.thin_evidence().startswith("top1_agreement was decided on its point estimate")
 
 
 class SearchEngine(Engine):
@@ -188,6 +201,9 @@ def test_built_variants_carry_their_gate_result(small_repo):
         assert images == len({entry["sha256"] for entry in result["evaluation"]["listed"]}) < result["evaluation"]["samples"]
         for name, interval in result["intervals"].items():
             assert interval["images"] == images and interval["low"] <= result["measures"][name] <= interval["high"]
+    detector = json.loads((small_repo / "yolov3_tiny_onnxruntime_int8" / "manifest.json").read_text())["gate_result"]
+    judged = detector["evaluation"]  # only the samples on which FP32 finds a box: elsewhere recall counts nothing
+    assert judged["source"].endswith(f"judged on the {judged['samples']} of 112 on which FP32 finds a box")
     reference = json.loads((small_repo / "efficientnet_lite0_pytorch_fp32" / "manifest.json").read_text())
     assert reference["gate_result"] is None and reference["gate"] is None
     fp32 = json.loads((small_repo / "efficientnet_lite0_onnxruntime_fp32" / "manifest.json").read_text())

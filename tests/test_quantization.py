@@ -72,3 +72,46 @@ def test_ranges_are_never_shared_across_networks_or_images(lite0, tmp_path):
     other.write_bytes(onnx_path.read_bytes() + b"\0")
     assert eight.ranges_file(onnx_path) != eight.ranges_file(other)
     assert calibration_set(None, 8).ranges_file(onnx_path) is None  # outside a build: not kept
+
+
+def _dq_conv_model(path) -> None:
+    """x -> Q -> DQ (per tensor) -> Conv with float weights whose two output channels differ in scale by 10^4 ->
+    Q -> DQ: the form quantization leaves a node kept in float in (the output's scale fits the small channel)."""
+    from onnx import TensorProto, helper
+
+    weights = np.random.default_rng(0).standard_normal((2, 4, 3, 3)).astype(np.float32) * np.array([1e-3, 10.0], np.float32)[:, None, None, None]
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+         helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+         helper.make_node("Conv", ["xd", "w"], ["c"], name="kept_in_float", pads=[1, 1, 1, 1]),
+         helper.make_node("QuantizeLinear", ["c", "s_out", "z"], ["cq"], name="q_out"),
+         helper.make_node("DequantizeLinear", ["cq", "s_out", "z"], ["y"], name="dq_out")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [numpy_helper.from_array(np.array(0.02, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "z"),
+         numpy_helper.from_array(np.array(1e-4, np.float32), "s_out"), numpy_helper.from_array(weights, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_a_node_kept_in_float_stays_in_float_under_onnx_runtime(tmp_path):
+    import onnxruntime as ort
+
+    from trtrepo.engines.ort_session import session_options
+
+    def run(path, optimized: bool) -> np.ndarray:
+        options = session_options(1)
+        if not optimized:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    x = np.random.default_rng(1).uniform(-2, 2, (1, 4, 8, 8)).astype(np.float32)
+    model = tmp_path / "qdq.onnx"
+    _dq_conv_model(model)
+    as_written = run(model, optimized=False)  # DQ(Q(x)) convolved with the float weights
+    small = np.abs(as_written[0, 0]).max()
+    # The cause: ONNX Runtime's WeightBiasQuantization gives the float weights one int8 scale, which the large
+    # channel sets, and the small channel's weights round to nothing.
+    assert np.abs(run(model, optimized=True)[0, 0] - as_written[0, 0]).max() > 0.5 * small
+    assert quantization.feed_float_nodes_per_channel(model) == 1
+    np.testing.assert_allclose(run(model, optimized=True), as_written, rtol=1e-4, atol=1e-6)
+    assert quantization.feed_float_nodes_per_channel(model) == 0  # its input is per channel now: nothing left to do

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from trtrepo.accuracy.evidence import Interval, images_needed
-from trtrepo.accuracy.measures import EVALUATION_BATCH, GateThresholds, measure_intervals, run_batches, task_measures
+from trtrepo.accuracy.measures import EVALUATION_BATCH, GateThresholds, measure_intervals, per_sample, run_batches, task_measures
 from trtrepo.errors import UserError
 from trtrepo.imagesets import ImageSample, content_hash, default_photos, default_text_pages, images_in, with_crops
-from trtrepo.photopool import EVALUATION
-from trtrepo.specs import DETECTION, RAW, ModelSpec
+from trtrepo.photopool import CALIBRATION, EVALUATION
+from trtrepo.specs import CLASSIFICATION, DETECTION, RAW, TEXT, ModelSpec
 
 if TYPE_CHECKING:
     from trtrepo.build.calibration import CalibrationSet
@@ -66,6 +66,8 @@ class EvaluationSet:
     source: str
     #: The few shipped photos stand in for images of the user's or the photo pool's: the build says so.
     few: bool = False
+    #: At most this many samples are judged (a detector's: of those on which FP32 finds a box); None: all.
+    judged_at_most: int | None = None
 
     def image_keys(self) -> list[str]:
         """Each sample's image by content: crops of one photo, or two copies of one file, are one image."""
@@ -78,16 +80,30 @@ class EvaluationSet:
                 "images": len(set(hashes.values())),
                 "listed": [{"path": str(path), "sha256": digest} for path, digest in sorted(hashes.items())]}
 
+    def only(self, indices: list[int], why: str) -> "EvaluationSet":
+        """The samples at ``indices``, the source saying ``why`` they were kept."""
+        return replace(self, samples=tuple(self.samples[i] for i in indices), source=f"{self.source}; {why}",
+                       judged_at_most=None)
 
-def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", count: int, text: bool = False) -> EvaluationSet:
+
+def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", count: int, task: str = CLASSIFICATION) -> EvaluationSet:
     """``count`` samples from ``eval_dir`` (else the evaluation photos; a text detector's: rendered pages of text),
     none of them a calibration image by content (a copy under another name is the same image); crops and mirror
-    images when there are fewer files, except for a text detector (a crop would cut its lines: whole images only)."""
-    if eval_dir is None and text:
+    images when there are fewer files, except for a text detector (a crop would cut its lines: whole images only).
+
+    A detector is judged only where FP32 finds a box (Gate), so its candidates are every image calibration did not
+    use (with the photo pool: the calibration part's unused photos after the evaluation part), of which the first
+    ``count`` with a box are judged."""
+    if eval_dir is None and task == TEXT:
         files, source = default_text_pages(EVALUATION)
         pooled = True
+    elif eval_dir is None:
+        files, source, pooled = default_photos(EVALUATION)
+        if pooled and task == DETECTION:
+            files = files + default_photos(CALIBRATION)[0]
+            source += " and its calibration part's photos that calibration did not use"
     else:
-        files, source, pooled = (images_in(eval_dir, "evaluation"), str(eval_dir), True) if eval_dir else default_photos(EVALUATION)
+        files, source, pooled = images_in(eval_dir, "evaluation"), str(eval_dir), True
     calibrated = {content_hash(path) for path in calibration.files} if calibration else set()
     unseen = [path for path in files if content_hash(path) not in calibrated]
     if not unseen:
@@ -95,12 +111,24 @@ def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", 
         raise UserError(f"{where}: no image that calibration did not use; pass --eval-dir with other images")
     if len(unseen) < len(files):
         source += f" ({len(files) - len(unseen)} left out: calibration used them)"
-    return EvaluationSet(with_crops(unseen, min(count, len(unseen)) if text else count), source, few=not pooled)
+    if task == TEXT:
+        return EvaluationSet(with_crops(unseen, min(count, len(unseen))), source, few=not pooled)
+    if task == DETECTION:
+        return EvaluationSet(with_crops(unseen, max(count, len(unseen))), source, few=not pooled, judged_at_most=count)
+    return EvaluationSet(with_crops(unseen, count), source, few=not pooled)
+
+
+def decides(least: float, interval: dict | None) -> bool:
+    """Whether a measure's 95% interval decides its gate: where it rests on enough distinct images that a perfect
+    score's lower end would clear the threshold. On fewer (the few shipped photos) no score could pass that way,
+    and the point estimate decides, said as such (GateReport.thin_evidence)."""
+    return interval is not None and least < 1 and interval["images"] >= images_needed(least)
 
 
 @dataclass
 class GateReport:
-    """What a variant scored against FP32, the thresholds applied, and whether it passed."""
+    """What a variant scored against FP32, the thresholds applied, and whether it passed: a measure with an interval
+    over enough images passes when the interval's lower end clears its threshold, else when the measure does."""
 
     measures: dict[str, float]
     thresholds: dict[str, float]
@@ -109,31 +137,44 @@ class GateReport:
     trials: int = 1
     intervals: dict[str, dict] = field(default_factory=dict)  # measure: Interval's fields, over distinct images
 
+    def deciding(self, name: str) -> float:
+        """The value a gated measure is judged by: its interval's lower end where that decides, else the measure."""
+        interval = self.intervals.get(name)
+        return interval["low"] if decides(self.thresholds[name], interval) else self.measures[name]
+
     @property
     def passed(self) -> bool:
-        return all(self.measures[name] >= least for name, least in self.thresholds.items())
+        return all(self.deciding(name) >= least for name, least in self.thresholds.items())
 
     def shortfall(self) -> float:
-        """How far the worst gated measure falls below its threshold (0 when it passes)."""
-        return max(0.0, *(least - self.measures[name] for name, least in self.thresholds.items()))
+        """How far the worst gated measure's deciding value falls below its threshold (0 when it passes)."""
+        return max(0.0, *(least - self.deciding(name) for name, least in self.thresholds.items()))
 
     def line(self) -> str:
-        """``top1_agreement 0.991 >= 0.99 (95% 0.962-0.998 over 120 images, wilson)`` for each gated measure."""
-        return ", ".join(f"{name} {self.measures[name]:.3f} {'>=' if self.measures[name] >= least else '<'} {least:g}"
-                         + (f" ({Interval(**self.intervals[name]).text()})" if name in self.intervals else "")
-                         for name, least in self.thresholds.items())
+        """Each gated measure and its verdict: ``top1_agreement 0.995 (95% 0.982-0.999 over 400 images, wilson):
+        lower end >= 0.97``; on too few images ``top1_agreement 0.973 >= 0.97 (point estimate; 95% ...)``."""
+        parts = []
+        for name, least in self.thresholds.items():
+            interval = self.intervals.get(name)
+            verdict = f"{'>=' if self.deciding(name) >= least else '<'} {least:g}"
+            if decides(least, interval):
+                parts.append(f"{name} {self.measures[name]:.3f} ({Interval(**interval).text()}): lower end {verdict}")
+            else:
+                parts.append(f"{name} {self.measures[name]:.3f} {verdict}"
+                             + (f" (point estimate; {Interval(**interval).text()})" if interval else ""))
+        return ", ".join(parts)
 
     def thin_evidence(self) -> str | None:
-        """Where an interval's lower end falls below its threshold while the measure clears it: how many distinct
-        images a perfect score needs for its Wilson lower end to clear the threshold."""
-        thin = [(name, least) for name, least in self.thresholds.items() if name in self.intervals
-                and self.measures[name] >= least > self.intervals[name]["low"]]
+        """Where an interval rests on too few distinct images to decide: that the point estimate decided, and how
+        many images a perfect score needs for its lower end to clear the threshold."""
+        thin = [(name, least) for name, least in self.thresholds.items()
+                if name in self.intervals and least < 1 and not decides(least, self.intervals[name])]
         if not thin:
             return None
         name, least = max(thin, key=lambda pair: pair[1])
-        return (f"{name}'s 95% interval reaches below {least:g} on {self.intervals[name]['images']} distinct images: "
-                f"the verdict is a point estimate (a perfect score needs {images_needed(least)} images for its lower "
-                f"end to clear {least:g}; give more with --eval-dir)")
+        return (f"{name} was decided on its point estimate: {self.intervals[name]['images']} distinct images cannot "
+                f"put a 95% lower end above {least:g} (a perfect score needs {images_needed(least)}); `trtrepo photos` "
+                "fetches the photo pool, or give more with --eval-dir")
 
     def as_dict(self) -> dict:
         return {"passed": self.passed, **asdict(self)}
@@ -144,19 +185,41 @@ class Gate:
 
     def __init__(self, spec: ModelSpec, reference: "Runner", evaluation: EvaluationSet, thresholds: GateThresholds) -> None:
         self.spec = spec
-        self.evaluation = evaluation
         self.thresholds = thresholds.for_task(spec.task)
         if spec.task == RAW:  # tensors, not images: random samples of its inputs, each its own
             self.samples = [{name: batch[0] for name, batch in spec.example_batch(1, seed).items()}
                             for seed in range(RAW_SAMPLES)]
             self.image_keys = [str(seed) for seed in range(RAW_SAMPLES)]
             self.described = {"source": "random inputs (standard normal)", "samples": RAW_SAMPLES}
+            self.reference = run_batches(spec, reference, self.samples, EVALUATION_BATCH)
         else:
-            self.samples = [spec.preprocess_image(sample.load()) for sample in evaluation.samples]
+            kept, examined, self.samples, self.reference = self._judged_samples(reference, evaluation)
+            if not kept:
+                raise UserError(f"{spec.name}: FP32 finds no box in any of the {examined} evaluation samples, so no "
+                                "variant can be judged against it; pass --eval-dir with images of its classes")
+            if len(kept) < len(evaluation.samples):
+                evaluation = evaluation.only(kept, f"judged on the {len(kept)} of {examined} on which FP32 finds a box")
             self.image_keys = evaluation.image_keys()
             self.described = evaluation.describe()
-        self.reference = run_batches(spec, reference, self.samples, EVALUATION_BATCH)
         self.needs_final_pass = spec.task == DETECTION  # mAP's interval, once, on the build kept
+
+    def _judged_samples(self, reference: "Runner", evaluation: EvaluationSet) -> tuple[list[int], int, list, list[dict]]:
+        """The samples judged (their indices, how many were looked at, their inputs and FP32 outputs, one sample
+        each): all of them, but a detector's only where FP32 finds a box (elsewhere box recall has nothing to
+        count), at most ``evaluation.judged_at_most``; a batch at a time, so unjudged ones are never all held."""
+        kept, inputs, outputs, examined = [], [], [], 0
+        for start in range(0, len(evaluation.samples), EVALUATION_BATCH):
+            if evaluation.judged_at_most is not None and len(kept) >= evaluation.judged_at_most:
+                break
+            batch = [self.spec.preprocess_image(sample.load()) for sample in evaluation.samples[start : start + EVALUATION_BATCH]]
+            examined += len(batch)
+            for offset, (array, output) in enumerate(zip(batch, per_sample(run_batches(self.spec, reference, batch, EVALUATION_BATCH)))):
+                if self.spec.task != DETECTION or self.spec.postprocess(output)[0]:
+                    kept.append(start + offset)
+                    inputs.append(array)
+                    outputs.append(output)
+        limit = evaluation.judged_at_most or len(kept)
+        return kept[:limit], examined, inputs[:limit], outputs[:limit]
 
     def judge(self, candidate: "Runner", batch_size: int = EVALUATION_BATCH, final: bool = True) -> GateReport:
         """The candidate's report; ``final`` False (a trial of the mixed-precision search) leaves out the intervals

@@ -51,7 +51,7 @@ from trtrepo.engines.pytorch import network_runner
 from trtrepo.engines.tensorrt import installed_tensorrt
 from trtrepo.errors import UserError
 from trtrepo.models import declared_models, get_model
-from trtrepo.specs import TEXT, ModelSpec
+from trtrepo.specs import DETECTION, TEXT, ModelSpec
 
 
 RANDOM_SEED = 0
@@ -72,6 +72,7 @@ class BelowGate(Exception):
 
     def __init__(self, report: GateReport, where: Path) -> None:
         super().__init__(f"below its accuracy gate ({report.line()}); set aside in {where} with its report")
+        self.report = report
 
 
 def load_network(spec: ModelSpec, weights: str) -> torch.nn.Module:
@@ -216,9 +217,12 @@ def build_repository(plan: RepoPlan, log: Callable[[str], None] = lambda _: None
 
 def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> list[BuildResult]:
     results: list[BuildResult] = []
-    # Text detectors calibrate and are judged on pages of text, every other model on photos: one set of each.
+    # Text detectors calibrate and are judged on pages of text, every other model on photos: one calibration set of
+    # each kind, made before any evaluation set of its kind (a detector's may take the calibration part's unused
+    # photos), and one evaluation set per task.
     calibrations: dict[bool, CalibrationSet] = {}
-    evaluations: dict[bool, EvaluationSet] = {}
+    evaluations: dict[str, EvaluationSet] = {}
+    calibrated_kinds = {get_model(v.model).task == TEXT for v in plan.variants if v.precision == "int8"}
     with tempfile.TemporaryDirectory(prefix="trtrepo-export-") as scratch:
         for model, group in groupby(sorted(plan.variants, key=lambda v: v.model), key=lambda v: v.model):
             spec = get_model(model)
@@ -238,7 +242,7 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
             if not todo:
                 continue
             text = spec.task == TEXT
-            if text not in calibrations and any(v.precision == "int8" for v, _ in todo):
+            if text in calibrated_kinds and text not in calibrations:
                 calibrations[text] = calibration_set(plan.calib_dir, plan.calib_images, text).kept_in(Path(scratch))
                 if not calibrations[text].representative:
                     log(f"warning: INT8 calibration on {len(calibrations[text].images)} samples of {calibrations[text].source}: "
@@ -256,13 +260,13 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
             onnx_path, gate = None, None
             for variant, native in todo:
                 unjudged = skip_reason(spec, variant.engine, variant.precision, weights)
-                if not unjudged and text not in evaluations:
-                    evaluations[text] = evaluation_set(plan.gate.eval_dir, calibration, plan.gate.eval_images, text)
-                    log(f"accuracy gate: judging variants against FP32 on {len(evaluations[text].samples)} samples of "
-                        f"{evaluations[text].describe()['images']} distinct images ({evaluations[text].source})")
-                    if evaluations[text].few:
-                        log(f"note: {FEW_PHOTOS.format(count=evaluations[text].describe()['images'])}")
-                evaluation = evaluations.get(text)
+                if not unjudged and spec.task not in evaluations:
+                    evaluations[spec.task] = found = evaluation_set(plan.gate.eval_dir, calibration, plan.gate.eval_images, spec.task)
+                    log(f"accuracy gate: judging {spec.task} variants against FP32 on {len(found.samples)} samples of "
+                        f"{found.describe()['images']} distinct images ({found.source})")
+                    if found.few:
+                        log(f"note: {FEW_PHOTOS.format(count=found.describe()['images'])}")
+                evaluation = evaluations.get(spec.task)
                 gate_key = None if unjudged else {
                     "thresholds": thresholds.for_task(spec.task), "evaluation": evaluation.describe(),
                     "samples": [str(sample) for sample in evaluation.samples], "allow_below": plan.gate.allow_below}
@@ -283,6 +287,9 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                         log(f"{model}: exported ONNX, parity with PyTorch max abs diff {report.max_abs_diff:.2e}")
                     if gate is None and not unjudged:
                         gate = Gate(spec, reference_runner(spec, network, onnx_path), evaluation, thresholds)
+                        if spec.task == DETECTION:
+                            log(f"accuracy gate: {model} judged on the {gate.described['samples']} samples "
+                                f"({gate.described['images']} distinct images) on which FP32 finds a box")
                     inputs = BuildInputs(spec, network, onnx_path, variant.options.max_batch_size,
                                          variant.options.preferred_batch_sizes, calibration, log,
                                          build_options=variant.build_options)
@@ -290,7 +297,7 @@ def _build_locked(plan: RepoPlan, log: Callable[[str], None], force: bool) -> li
                                            plan.gate.allow_below)
                 except BelowGate as exc:
                     log(f"error: {variant.name} rejected: {exc}" + ("; the previous build is kept" if model_dir.exists() else ""))
-                    results.append(BuildResult(variant.name, "rejected", str(exc)))
+                    results.append(BuildResult(variant.name, "rejected", str(exc), gate=_gate_summary(exc.report, None)))
                     continue
                 except Exception as exc:  # recorded, and the other variants are built (Ctrl-C still stops the run)
                     failed = _failure(variant.name, exc, plan.output)

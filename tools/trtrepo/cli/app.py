@@ -131,7 +131,9 @@ def name_list(text: str | None) -> list[str] | None:
 
 
 CalibDirOption = Annotated[
-    Optional[Path], typer.Option(help="Images for INT8 calibration: a folder (searched recursively) or a file listing paths.")
+    Optional[Path], typer.Option(
+        help="Images for INT8 calibration: a folder (searched recursively) or a file listing paths. Default: the photo "
+             "pool's calibration part (`trtrepo photos`), else photos shipped with installed packages.")
 ]
 
 
@@ -143,7 +145,9 @@ DeclareOption = Annotated[Optional[Path], typer.Option(
          "torchvision architecture or a factory function; README: Your own model), built as the plan's models are.")]
 EvalDirOption = Annotated[Optional[Path], typer.Option(
     help="Images the accuracy gate judges reduced-precision variants on against FP32 (a folder or a file list; "
-         "calibration images are left out). Default: the plan's, else photos shipped with installed packages.")]
+         "calibration images are left out; a detector is judged on those where FP32 finds a box). A verdict rests on "
+         "its 95% interval's lower end wherever the images are enough for one. Default: the plan's, else the photo "
+         "pool's evaluation part (`trtrepo photos`), else photos shipped with installed packages.")]
 
 
 AllowBelowGateOption = Annotated[bool, typer.Option(

@@ -34,6 +34,7 @@ class OnnxRuntimeEngine(Engine):
             self._optimize(inputs.onnx_path, out_file)
             return
         quantization.quantize(inputs, quantization.ONNXRUNTIME_CPU, out_file)
+        quantization.feed_float_nodes_per_channel(out_file)
         mode = u8s8_mode()
         out_file.with_name(RECORD_FILE).write_text(json.dumps(mode.as_dict(), indent=2) + "\n")
         inputs.log(f"{inputs.spec.name}: ONNX Runtime INT8 gated and served on this machine with {mode.line()}")
