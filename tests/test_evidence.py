@@ -82,3 +82,25 @@ def test_the_shipped_calibration_and_evaluation_photos_share_no_content():
     calibrated = {content_hash(p) for p in calibration_photos()}
     judged = {content_hash(p) for p in evaluation_photos()}
     assert judged and calibrated and not calibrated & judged
+
+
+def test_the_speed_table_says_which_verdicts_rest_on_a_point_estimate(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from trtrepo.accuracy.evaluate import gate_table
+
+    def variant(name: str, images: int) -> None:
+        report = GateReport({"top1_agreement": 1.0}, {"top1_agreement": 0.99}, {},
+                            intervals={"top1_agreement": asdict(Interval(*wilson(images, images), images, "wilson"))})
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"gate_result": report.as_dict()}))
+
+    variant("efficientnet_lite0_onnxruntime_fp32", 400)
+    variant("efficientnet_lite0_tensorflow_fp32", 8)
+    points = [SimpleNamespace(variant=name, throughput=speed, serves=None) for name, speed in
+              [("efficientnet_lite0_pytorch_fp32", 50.0), ("efficientnet_lite0_onnxruntime_fp32", 150.0),
+               ("efficientnet_lite0_tensorflow_fp32", 60.0)]]
+    rows = {line.split(" | ")[0].strip("| "): line for line in gate_table(points, tmp_path).splitlines() if line.startswith("| eff")}
+    assert rows["efficientnet_lite0_onnxruntime_fp32"].endswith("| PASS |")  # 400 images: its lower end decided
+    assert rows["efficientnet_lite0_tensorflow_fp32"].endswith("| PASS (point estimate: too few images for the interval to decide) |")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trtrepo.accuracy.evidence import Interval, groups_of, wilson
+from trtrepo.accuracy.evidence import Interval, decides, groups_of, wilson
 from trtrepo.accuracy.icdar import text_ground_truth
 from trtrepo.accuracy.measures import GateThresholds, measure_intervals, task_measures, text_f_interval
 from trtrepo.accuracy.metrics import DETECTION_CONF, match_boxes, precision_recall_f
@@ -380,6 +380,8 @@ def gate_table(points: list, repo: Path) -> str:
                                  for name in result["thresholds"])
             floats = f"; {len(result['kept_in_float'])} nodes in float" if result.get("kept_in_float") else ""
             verdict_text = "PASS" if result["passed"] else "FAIL (published below its gate)"
+            if not all(decides(least, intervals.get(name)) for name, least in result["thresholds"].items() if least < 1):
+                verdict_text += " (point estimate: too few images for the interval to decide)"
             lines.append(f"| {variant} | {best[variant]:.1f} | {speedup} | {measures}{floats} | {verdict_text} |")
         else:
             why = "reference" if variant == baseline else "not judged (random weights)"

@@ -59,6 +59,13 @@ def images_needed(threshold: float, z: float = Z95) -> int:
     return high
 
 
+def decides(least: float, interval: dict | None) -> bool:
+    """Whether a measure's 95% interval (Interval's fields) decides its gate at ``least``: where it rests on enough
+    distinct images that a perfect score's lower end would clear the threshold. On fewer (the few shipped photos)
+    no score could pass that way, and the point estimate decides, said as such."""
+    return interval is not None and least < 1 and interval["images"] >= images_needed(least)
+
+
 def bootstrap(groups: Sequence[Sequence[int]], statistic: Callable[[list[int]], float], rounds: int = BOOTSTRAP_ROUNDS,
               seed: int = 0) -> tuple[float, float]:
     """The 2.5th and 97.5th percentiles of ``statistic`` over samples drawn as whole groups (images) with

@@ -1,11 +1,12 @@
 """The accuracy gate: every variant that is not the FP32 reference is run beside the model's PyTorch FP32 network
 on images it was not calibrated on, and judged by the task's own measure before it is published.
 
-Classifiers: top-1 agreement with FP32 (and FP32's top-1 among the variant's top 5, reported). Detectors: the
-share of FP32's boxes (client threshold) the variant finds with the same class at IoU >= 0.5, and COCO mAP of
-the variant's boxes (evaluation threshold) against FP32's. Text: F-measure of the variant's lines against FP32's.
-A variant below its gate may keep fewer nodes in reduced precision (mixed precision, where its engine can):
-the fewest of the nodes that cost most are kept in float until it passes.
+Classifiers: top-1 agreement with FP32 (and FP32's top-1 among the variant's top 5, reported). Detectors, on the
+images where FP32 finds a box: the share of FP32's boxes (client threshold) the variant finds with the same class at
+IoU >= 0.5, and COCO mAP of the variant's boxes (evaluation threshold) against FP32's. Text: F-measure of the
+variant's lines against FP32's. A measure passes when its 95% interval's lower end clears the threshold, where the
+distinct images are enough for that (decides). A variant below its gate may keep fewer nodes in reduced precision
+(mixed precision, where its engine can): the fewest of the nodes that cost most are kept in float until it passes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from trtrepo.accuracy.evidence import Interval, images_needed
+from trtrepo.accuracy.evidence import Interval, decides, images_needed
 from trtrepo.accuracy.measures import EVALUATION_BATCH, GateThresholds, measure_intervals, per_sample, run_batches, task_measures
 from trtrepo.errors import UserError
 from trtrepo.imagesets import ImageSample, content_hash, default_photos, default_text_pages, images_in, with_crops
@@ -116,13 +117,6 @@ def evaluation_set(eval_dir: Path | None, calibration: "CalibrationSet | None", 
     if task == DETECTION:
         return EvaluationSet(with_crops(unseen, max(count, len(unseen))), source, few=not pooled, judged_at_most=count)
     return EvaluationSet(with_crops(unseen, count), source, few=not pooled)
-
-
-def decides(least: float, interval: dict | None) -> bool:
-    """Whether a measure's 95% interval decides its gate: where it rests on enough distinct images that a perfect
-    score's lower end would clear the threshold. On fewer (the few shipped photos) no score could pass that way,
-    and the point estimate decides, said as such (GateReport.thin_evidence)."""
-    return interval is not None and least < 1 and interval["images"] >= images_needed(least)
 
 
 @dataclass
