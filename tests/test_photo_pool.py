@@ -195,3 +195,17 @@ def test_foolbox_photos_are_labelled_by_the_class_in_their_names(tmp_path):
     # d.jpg is listed but not on disk: left out, as pool_part leaves it out
     assert labelled_photos(tmp_path) == [(tmp_path / "calib" / "b.jpg", 99), (tmp_path / "eval" / "a.jpg", 243)]
     assert labelled_photos(tmp_path / "absent") == []
+
+
+def test_a_whole_file_is_written_with_the_umasks_mode_and_no_partial_left(tmp_path):
+    import os
+
+    from trtrepo.photopool import write_whole
+
+    target = tmp_path / "cache" / "photo.png"
+    write_whole(target, b"first")
+    write_whole(target, b"second")
+    assert target.read_bytes() == b"second" and os.listdir(target.parent) == ["photo.png"]
+    umask = os.umask(0)
+    os.umask(umask)  # read and put back
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # readable by whoever the umask lets read any file

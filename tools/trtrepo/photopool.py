@@ -14,6 +14,7 @@ import io
 import lzma
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -326,10 +327,11 @@ def write_whole(target: Path, data: bytes) -> None:
     """The file written whole or not at all: an interrupted fetch leaves what existed, and writers of the same file
     at once (builds rendering the same pages) each write their own partial copy."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(8)}.partial")
     try:
-        with os.fdopen(handle, "wb") as file:
+        # Created new (O_EXCL) with the mode the umask gives any file; mkstemp's 0600 hid it from other users.
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
             file.write(data)
         os.replace(partial, target)
     finally:
-        Path(partial).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)

@@ -96,8 +96,8 @@ def feed_float_nodes_per_channel(qdq_model: Path) -> int:
 
     ONNX Runtime's level-1 WeightBiasQuantization transformer quantizes the float weights of any such node whose
     first input comes from a per-tensor DequantizeLinear (and, in 1.32, whose output is quantized), to symmetric
-    **per-tensor** int8 (coarser than the
-    per-channel weights quantization gave the node), so a node "kept in float" ran worse than quantized
+    **per-tensor** int8 (coarser than the per-channel weights quantization gave the node), so a node "kept in
+    float" ran worse than quantized
     (EfficientNet-Lite0's 16 depthwise convolutions in float: 0.62 top-1 agreement, 0.92 with graph optimizations
     off). The transformer leaves a node alone whose input's DequantizeLinear is per-axis; so each such node gets
     its own DequantizeLinear of the same tensor, per channel with every channel's scale and zero point equal:
